@@ -1,0 +1,38 @@
+# The study's two commands:  make book  (runs the study with PROFILE and builds the HTML book)
+#                            make test  (runs the test suite)
+# Both create .venv on first use and reuse it afterwards.
+PYTHON  ?= python3.11
+VENV    ?= .venv
+PROFILE ?= default
+BIN      = $(VENV)/bin
+STAMP    = $(VENV)/.installed
+
+.PHONY: install book test quick clean-book clean
+
+install: $(STAMP)
+
+# torch/torchvision are pinned in requirements/constraints.txt like everything else.
+# torchattacks 3.5.1 pins requests~=2.25.1 (would downgrade requests/urllib3/idna and break
+# Sphinx) and grad-cam pulls the GUI opencv-python: both go in a second step with --no-deps.
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps -c requirements/constraints.txt torchattacks grad-cam
+	$(BIN)/python -m ipykernel install --sys-prefix --name dfrobust --display-name "Python (dfrobust)" >/dev/null
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/dfrobust book --profile $(PROFILE)
+
+quick:
+	$(MAKE) book PROFILE=quick
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean-book:
+	rm -rf _build book/generated
+
+clean: clean-book
+	rm -rf $(VENV)

@@ -1,0 +1,86 @@
+"""Where things live.
+
+Everything the study generates goes under one *data home* (``data/`` in the project by
+default, or ``$DFROBUST_DATA_HOME``); real datasets are read from a *data root* given as a
+parameter or ``$DFROBUST_DATA_ROOT``. The executed notebooks go to ``book/generated/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_MARKER = Path("notebooks") / "study.yml"
+
+
+def project_root() -> Path:
+    """The project root: ``$DFROBUST_HOME`` or the first parent of the cwd holding the study spec."""
+    env = os.environ.get("DFROBUST_HOME")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for p in (here, *here.parents):
+        if (p / _MARKER).is_file():
+            return p
+    # installed non-editable: fall back to the source tree this file sits in
+    src = Path(__file__).resolve().parents[2]
+    if (src / _MARKER).is_file():
+        return src
+    raise FileNotFoundError(
+        f"cannot find the project root (a folder with {_MARKER}) above {here}; "
+        "run from inside the project or set DFROBUST_HOME"
+    )
+
+
+def data_home() -> Path:
+    """Root of generated content (synthetic data, checkpoints, results, caches)."""
+    env = os.environ.get("DFROBUST_DATA_HOME")
+    return Path(env).resolve() if env else project_root() / "data"
+
+
+def _sub(name: str) -> Path:
+    p = data_home() / name
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def synth_dir() -> Path:
+    return _sub("synth")
+
+
+def prepared_dir() -> Path:
+    return _sub("prepared")
+
+
+def checkpoints_dir() -> Path:
+    return _sub("checkpoints")
+
+
+def results_dir(profile: str | None = None) -> Path:
+    p = _sub("results")
+    if profile:
+        p = p / profile
+        p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def cache_dir() -> Path:
+    return _sub("cache")
+
+
+def generated_book_dir() -> Path:
+    p = project_root() / "book" / "generated"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def real_data_root(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The real-dataset root: the explicit value, else ``$DFROBUST_DATA_ROOT``, else None."""
+    value = explicit or os.environ.get("DFROBUST_DATA_ROOT")
+    return Path(value).expanduser().resolve() if value else None
+
+
+def shared_realdata() -> Path | None:
+    """``../shared/realdata`` beside the project root, if present (validation samples only)."""
+    p = project_root().parent / "shared" / "realdata"
+    return p if p.is_dir() else None

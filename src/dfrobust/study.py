@@ -1,0 +1,158 @@
+"""The study spec (``notebooks/study.yml``): notebooks in book order and their parameters per profile.
+
+Validation happens here, before anything runs: an unknown profile, an unknown notebook, an
+unknown parameter or a value of the wrong type stops with a one-line error that names the
+parameter and what is accepted. Parameter names and types come from each template's
+``parameters`` cell (``name: type = value  # description``) as papermill reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .paths import project_root
+
+PROFILES = ("quick", "default", "paper")
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+}
+
+
+class StudyError(ValueError):
+    """A bad study spec or parameter; the message is one line naming the value and what is expected."""
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    name: str
+    template: Path
+    title: str
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # profile -> overrides
+
+
+@dataclass(frozen=True)
+class Study:
+    path: Path
+    profiles: Mapping[str, str]  # profile -> description
+    notebooks: tuple[NotebookSpec, ...]
+
+    def notebook(self, name: str) -> NotebookSpec:
+        for nb in self.notebooks:
+            if nb.name == name or nb.template.stem == name or str(nb.template) == name:
+                return nb
+        raise StudyError(f"notebook={name!r}: unknown; expected one of {', '.join(n.name for n in self.notebooks)}")
+
+    def check_profile(self, profile: str) -> str:
+        if profile not in self.profiles:
+            raise StudyError(f"profile={profile!r}: unknown; expected one of {', '.join(self.profiles)}")
+        return profile
+
+
+def load_study(path: str | Path | None = None) -> Study:
+    """Read and check the study spec."""
+    root = project_root()
+    path = Path(path) if path else root / "notebooks" / "study.yml"
+    if not path.is_file():
+        raise StudyError(f"study spec {path} does not exist; expected notebooks/study.yml in the project")
+    spec = yaml.safe_load(path.read_text()) or {}
+    profiles = spec.get("profiles") or {}
+    if not isinstance(profiles, dict) or not profiles:
+        raise StudyError(f"{path}: 'profiles' must map each profile name to a description")
+    notebooks = []
+    for i, entry in enumerate(spec.get("notebooks") or []):
+        try:
+            name, template = entry["name"], entry["template"]
+        except (KeyError, TypeError):
+            raise StudyError(f"{path}: notebooks[{i}] needs 'name' and 'template'") from None
+        params = entry.get("params") or {}
+        for prof in params:
+            if prof not in profiles:
+                raise StudyError(f"{path}: notebook {name!r} sets params for profile={prof!r}; "
+                                 f"expected one of {', '.join(profiles)}")
+        tpl = (path.parent.parent / template) if not Path(template).is_absolute() else Path(template)
+        notebooks.append(NotebookSpec(name=name, template=tpl, title=entry.get("title", name),
+                                      params={k: dict(v or {}) for k, v in params.items()}))
+    if not notebooks:
+        raise StudyError(f"{path}: lists no notebooks")
+    return Study(path=path, profiles=dict(profiles), notebooks=tuple(notebooks))
+
+
+@lru_cache(maxsize=64)
+def _declared(template: str, mtime: float) -> dict[str, dict[str, Any]]:
+    import papermill
+
+    params = papermill.inspect_notebook(template)
+    return {k: dict(v) for k, v in params.items()}
+
+
+def declared_parameters(template: str | Path) -> dict[str, dict[str, Any]]:
+    """Parameters declared in a template's ``parameters`` cell: name -> {inferred_type_name, default, help}."""
+    template = Path(template)
+    if not template.is_file():
+        raise StudyError(f"template {template} does not exist")
+    params = _declared(str(template), template.stat().st_mtime)
+    if not params:
+        raise StudyError(f"template {template} has no cell tagged 'parameters'")
+    return params
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is read as YAML (so 3 → int, 0.1 → float, true → bool)."""
+    if "=" not in text:
+        raise StudyError(f"-p {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if value is None:
+        value = raw
+    return key, value
+
+
+def check_params(template: str | Path, params: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
+    """Check ``params`` against the template's declared names and types; return them coerced.
+
+    int → float is accepted for a float parameter; anything else of the wrong type is an error.
+    """
+    declared = declared_parameters(template)
+    where = f" ({where})" if where else ""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in declared:
+            raise StudyError(f"parameter {key!r}{where}: unknown for {Path(template).name}; "
+                             f"expected one of {', '.join(declared)}")
+        tname = declared[key].get("inferred_type_name", "None")
+        accepted = _TYPES.get(tname)
+        if accepted is None:  # undeclared type: accept literals as they are
+            out[key] = value
+            continue
+        ok = isinstance(value, accepted) and not (tname in ("int", "float") and isinstance(value, bool))
+        if not ok:
+            raise StudyError(f"parameter {key}={value!r}{where}: expected {tname}, got {type(value).__name__}")
+        out[key] = float(value) if tname == "float" else value
+    return out
+
+
+def resolve_params(study: Study, nb: NotebookSpec, profile: str,
+                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Profile parameters of a notebook with command-line overrides on top, validated."""
+    study.check_profile(profile)
+    params: dict[str, Any] = {"profile": profile}
+    params.update(nb.params.get(profile, {}))
+    params.update(overrides or {})
+    return check_params(nb.template, params, where=f"notebook {nb.name}, profile {profile}")
+
+
+def params_json(params: Mapping[str, Any]) -> str:
+    return json.dumps(dict(params), sort_keys=True, default=str)

@@ -1,0 +1,224 @@
+"""The harness: study spec, parameter validation, runner caching/failures, results store, pins."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from dfrobust import results, runner, study
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+# --------------------------------------------------------------------------- templates
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_template_has_no_outputs_and_one_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not [i for i, c in enumerate(code) if c.outputs or c.execution_count], \
+        f"{path.name}: clear outputs and execution counts before committing"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "dfrobust"
+    titles = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+              if line.startswith("# ")]
+    assert len(titles) == 1, f"{path.name}: expected exactly one H1 title, found {titles}"
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_every_parameter_has_a_type_and_a_description(path):
+    declared = study.declared_parameters(path)
+    assert next(iter(declared)) == "profile"
+    for name, info in declared.items():
+        assert info["inferred_type_name"] in ("str", "int", "float", "bool"), (name, info)
+        assert info["help"].strip(), f"{path.name}: parameter {name} has no description comment"
+    out = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    for name in declared:
+        assert re.search(rf"^\s+{name}: ", out.stdout, re.M), f"papermill --help-notebook misses {name}"
+
+
+def test_study_spec_lists_every_template_and_matches_the_toc():
+    s = study.load_study()
+    assert {nb.template.resolve() for nb in s.notebooks} == {p.resolve() for p in TEMPLATES}
+    assert list(s.profiles) == list(study.PROFILES)
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    chapters = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    generated = [c.removeprefix("book/generated/") for c in chapters if c.startswith("book/generated/")]
+    assert generated == [nb.name for nb in s.notebooks], "the book's chapters follow the study order"
+    for prof in s.profiles:  # every profile's parameters are valid for its notebook
+        for nb in s.notebooks:
+            study.resolve_params(s, nb, prof)
+
+
+# --------------------------------------------------------------------------- a mini study
+def _mini_study(tmp_path: Path, body: str = "", extra_params: str = "") -> study.Study:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = nbformat.v4.new_code_cell(
+        'profile: str = "quick"  # study profile\n'
+        "n: int = 2  # how many\n"
+        "scale: float = 1.0  # a factor\n"
+        f'marker: str = ""  # file to touch when executed\n{extra_params}')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Mini"), p,
+                nbformat.v4.new_code_cell("import pathlib\nif marker: pathlib.Path(marker).write_text(str(n * scale))\n"
+                                          + body)]
+    tpl = tmp_path / "mini.ipynb"
+    nbformat.write(nb, tpl)
+    spec = tmp_path / "study.yml"
+    spec.write_text(yaml.safe_dump({"profiles": {"quick": "q", "default": "d"},
+                                    "notebooks": [{"name": "mini", "template": str(tpl),
+                                                   "params": {"default": {"n": 5}}}]}, sort_keys=False))
+    return study.load_study(spec)
+
+
+@pytest.mark.parametrize("profile, overrides, fragment", [
+    ("huge", {}, "profile='huge': unknown; expected one of quick, default"),
+    ("quick", {"nn": 3}, "parameter 'nn'"),
+    ("quick", {"n": "three"}, "n='three'"),
+    ("quick", {"n": 2.5}, "expected int"),
+    ("quick", {"scale": True}, "expected float"),
+])
+def test_bad_parameters_stop_before_any_computation(tmp_path, profile, overrides, fragment):
+    s = _mini_study(tmp_path)
+    marker = tmp_path / "ran.txt"
+    with pytest.raises(study.StudyError) as err:
+        runner.run_study(profile, study=s, only=["mini"], overrides={"marker": str(marker), **overrides},
+                         out_dir=tmp_path / "out")
+    msg = str(err.value)
+    assert fragment in msg and "\n" not in msg
+    assert not marker.exists(), "nothing may run when a parameter is bad"
+
+
+def test_unknown_key_error_lists_accepted_names(tmp_path):
+    s = _mini_study(tmp_path)
+    with pytest.raises(study.StudyError, match="expected one of profile, n, scale, marker"):
+        runner.run_study("quick", study=s, only=["mini"], overrides={"bogus": 1}, out_dir=tmp_path / "o")
+
+
+def test_override_parsing_reads_yaml_literals():
+    assert study.parse_override("n=3") == ("n", 3)
+    assert study.parse_override("eps=0.1") == ("eps", 0.1)
+    assert study.parse_override("models=meso4,resnet34") == ("models", "meso4,resnet34")
+    assert study.parse_override("flag=true") == ("flag", True)
+    with pytest.raises(study.StudyError, match="expected key=value"):
+        study.parse_override("n3")
+
+
+def test_runner_executes_then_skips_unchanged_and_reruns_on_change(tmp_path):
+    s = _mini_study(tmp_path)
+    marker = tmp_path / "ran.txt"
+    out = tmp_path / "out"
+    kw = dict(study=s, out_dir=out, log=lambda m: None)
+    first = runner.run_study("default", overrides={"marker": str(marker)}, **kw)
+    assert first[0].executed and marker.read_text() == "5.0"  # the profile's n=5 reached the kernel
+    marker.unlink()
+    second = runner.run_study("default", overrides={"marker": str(marker)}, **kw)
+    assert not second[0].executed and not marker.exists()
+    third = runner.run_study("default", overrides={"marker": str(marker), "scale": 2}, **kw)
+    assert third[0].executed and marker.read_text() == "10.0"
+    stamp = json.loads((out / "mini.run.json").read_text())
+    assert stamp["params"]["scale"] == 2.0 and stamp["wall_s"] > 0
+    executed = nbformat.read(out / "mini.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+
+
+def test_failing_cell_stops_with_its_error_in_one_line(tmp_path):
+    s = _mini_study(tmp_path, body="raise ValueError('eps=-1: expected eps >= 0')")
+    with pytest.raises(runner.NotebookFailed) as err:
+        runner.run_study("quick", study=s, out_dir=tmp_path / "out", log=lambda m: None)
+    msg = str(err.value)
+    assert msg.startswith("notebook mini failed") and "ValueError: eps=-1: expected eps >= 0" in msg
+    assert not (tmp_path / "out" / "mini.run.json").exists(), "a failed run must not be cached"
+
+
+def test_cli_reports_a_bad_profile_with_exit_code_2():
+    out = subprocess.run([sys.executable, "-m", "dfrobust.cli", "run", "01_data", "--profile", "nope"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert "profile='nope'" in out.stderr and "quick, default, paper" in out.stderr
+
+
+# --------------------------------------------------------------------------- results store
+def _toy_result():
+    ds = xr.Dataset(
+        {"ra": (("model", "eps"), np.array([[1.0, 0.5], [1.0, 0.25]]), {"units": "1", "long_name": "robust accuracy"})},
+        coords={"model": ["meso4", "resnet34"], "eps": [0.0, 0.01]})
+    ds.attrs.update(results.provenance({"eps_max": 0.01, "models": ["meso4", "resnet34"]}, profile="quick",
+                                       seed=3, device="cpu", wall_time_s=1.5, flags={"a": 1}))
+    return ds
+
+
+def test_results_roundtrip_keeps_coords_units_and_provenance(tmp_path):
+    path = results.save(_toy_result(), tmp_path / "r" / "toy.nc")
+    back = results.load(path)
+    xr.testing.assert_equal(back["ra"], _toy_result()["ra"])
+    assert back["ra"].attrs["long_name"] == "robust accuracy"
+    assert results.parameters(back) == {"eps_max": 0.01, "models": ["meso4", "resnet34"]}
+    assert back.attrs["seed"] == 3 and back.attrs["profile"] == "quick"
+    for key in ("torch_version", "git_commit", "created_utc", "dfrobust_version", "wall_time_s"):
+        assert key in back.attrs
+
+
+def test_a_failed_write_leaves_the_previous_result_intact(tmp_path, monkeypatch):
+    path = results.save(_toy_result(), tmp_path / "toy.nc")
+    before = path.read_bytes()
+
+    def boom(self, *a, **k):
+        Path(a[0]).write_bytes(b"half-written")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
+    with pytest.raises(OSError, match="disk full"):
+        results.save(_toy_result() * 2, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["toy.nc"], "no temporary file may be left behind"
+
+
+def test_loading_a_missing_result_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no result file at .*missing.nc"):
+        results.load(tmp_path / "missing.nc")
+
+
+# --------------------------------------------------------------------------- environment
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^\s*(?:-\s*)?([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s#]+)", line)
+        if m:
+            pins[m.group(1).lower().replace("_", "-")] = m.group(3)
+    return pins
+
+
+def test_environment_yml_and_pyproject_agree_with_the_constraints():
+    from packaging.requirements import Requirement
+
+    constraints = _pins(ROOT / "requirements" / "constraints.txt")
+    env = _pins(ROOT / "environment.yml")
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        req = Requirement(dep)
+        name = req.name.lower().replace("_", "-")
+        assert name in constraints, f"{name} is not pinned in requirements/constraints.txt"
+        assert req.specifier.contains(constraints[name], prereleases=True), (name, req.specifier, constraints[name])
+        assert env.get(name) == constraints[name], f"environment.yml pins {name}=={env.get(name)}, constraints {constraints[name]}"
+    assert constraints["torch"] == "2.14.1" and constraints["torchvision"] == "0.29.1"
+    assert constraints["torchattacks"] == "3.5.1"
+    assert int(constraints["opencv-python-headless"].split(".")[0]) < 5
+    assert int(constraints["jupyter-book"].split(".")[0]) == 1
+    assert "robustbench" not in constraints
+    # requests must not be the 2.25 line torchattacks' metadata asks for (it would break Sphinx)
+    assert not constraints["requests"].startswith("2.25")
