@@ -35,15 +35,31 @@ def _overrides(params: Optional[List[str]]) -> dict:
     return dict(parse_override(p) for p in params or [])
 
 
+def _run_with_progress(profile: str, **kw):
+    """run_study with a rich progress bar over the notebooks."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .runner import run_study
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("study", total=None)
+
+        def advance(name: str, i: int, n: int) -> None:
+            bar.update(task, total=n, completed=i, description=f"{profile}: {name}")
+
+        return run_study(profile, log=bar.console.print, progress=advance, **kw)
+
+
 @app.command()
 def run(notebook: str = typer.Argument(..., help="Notebook name from notebooks/study.yml, e.g. 03_robustness."),
         profile: str = PROFILE, param: Optional[List[str]] = PARAM,
         force: bool = typer.Option(False, help="Execute even when nothing changed.")) -> None:
     """Execute one notebook headless (papermill) into book/generated/."""
-    from .runner import NotebookFailed, run_study
+    from .runner import NotebookFailed
 
     try:
-        run_study(profile, only=[notebook], overrides=_overrides(param), force=force, log=console.print)
+        _run_with_progress(profile, only=[notebook], overrides=_overrides(param), force=force)
     except (StudyError, NotebookFailed) as exc:
         _fail(str(exc))
 
@@ -53,11 +69,11 @@ def book(profile: str = PROFILE, param: Optional[List[str]] = PARAM,
          force: bool = typer.Option(False, help="Re-execute every notebook."),
          build: bool = typer.Option(True, help="Build the HTML book after running the notebooks.")) -> None:
     """Run every notebook of the study with a profile, then build the HTML book."""
-    from .runner import NotebookFailed, build_book, run_study
+    from .runner import NotebookFailed, build_book
 
     t0 = time.perf_counter()
     try:
-        results = run_study(profile, overrides=_overrides(param), force=force, log=console.print)
+        results = _run_with_progress(profile, overrides=_overrides(param), force=force)
     except (StudyError, NotebookFailed) as exc:
         _fail(str(exc))
     ran = sum(r.executed for r in results)

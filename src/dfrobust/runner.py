@@ -130,8 +130,12 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
 
 def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping[str, Any] | None = None,
               force: bool = False, study: Study | None = None, out_dir: Path | None = None,
-              log: Callable[[str], None] = print) -> list[RunResult]:
-    """Validate every notebook's parameters, then execute them in book order."""
+              log: Callable[[str], None] = print,
+              progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+    """Validate every notebook's parameters, then execute them in book order.
+
+    ``progress(name, i, n)`` is called before notebook ``i`` of ``n`` (and with ``i == n`` at the end).
+    """
     study = study or load_study()
     study.check_profile(profile)
     names = only or [nb.name for nb in study.notebooks]
@@ -150,8 +154,12 @@ def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping
         raise StudyError(f"parameter {unknown[0]!r}: no notebook of this run declares it; "
                          f"expected one of {', '.join(accepted)}")
     results = []
-    for nb, params in plan:
+    for i, (nb, params) in enumerate(plan):
+        if progress:
+            progress(nb.name, i, len(plan))
         results.append(_execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log))
+    if progress:
+        progress("done", len(plan), len(plan))
     return results
 
 

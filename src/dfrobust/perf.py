@@ -1,0 +1,52 @@
+"""Performance bookkeeping for the book's appendix.
+
+* :func:`notebook_timings` reads the stamps the runner writes next to each executed notebook
+  (wall time, parameters), so the appendix reports what building this book actually cost.
+* :func:`run_bench` runs one of the ``bench/`` scripts in a fresh interpreter and returns its
+  JSON report. The scripts measure their ratios side by side in one run (never as timed
+  tests); running them as subprocesses keeps their timings free of the notebook's own state.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .paths import generated_book_dir, project_root
+
+
+def notebook_timings(out_dir: Path | None = None) -> pd.DataFrame:
+    """One row per executed notebook: name, profile, wall time (s), when it finished."""
+    rows = []
+    for stamp in sorted((out_dir or generated_book_dir()).glob("*.run.json")):
+        info = json.loads(stamp.read_text())
+        rows.append({"notebook": stamp.name.removesuffix(".run.json"),
+                     "profile": info.get("params", {}).get("profile", ""),
+                     "wall_s": float(info.get("wall_s", float("nan"))),
+                     "finished": info.get("finished", "")})
+    return pd.DataFrame(rows, columns=["notebook", "profile", "wall_s", "finished"])
+
+
+def run_bench(script: str, *args: str, timeout: float = 1800) -> dict[str, Any]:
+    """Run ``bench/<script>`` with ``--json FILE`` plus ``args``; return the parsed report."""
+    path = project_root() / "bench" / script
+    if not path.is_file():
+        raise FileNotFoundError(f"bench script {path} does not exist; expected one of "
+                                f"{', '.join(p.name for p in sorted(path.parent.glob('bench_*.py')))}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "report.json"
+        proc = subprocess.run([sys.executable, str(path), "--json", str(out), *args], cwd=project_root(),
+                              capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            raise RuntimeError(f"bench {script} failed (exit {proc.returncode}): {tail[0]}")
+        report = json.loads(out.read_text())
+    report.setdefault("script", script)
+    report["stdout"] = proc.stdout
+    return report

@@ -1,0 +1,55 @@
+"""End to end: the runner executes the whole study on the `quick` profile and builds the book.
+
+This is what `make book PROFILE=quick` does. It runs in the project (generated data under data/,
+executed notebooks under book/generated/, HTML under _build/), so a second run of the suite
+reuses everything the first one made.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from dfrobust import runner, study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick_book():
+    s = study.load_study()
+    results = runner.run_study("quick", study=s)
+    index = runner.build_book(ROOT)
+    return s, results, index
+
+
+@pytest.mark.slow
+def test_quick_study_builds_the_book_with_figures_and_glued_numbers(quick_book):
+    s, results, index = quick_book
+    assert index == ROOT / "_build" / "html" / "index.html" and index.is_file()
+    html_dir = index.parent
+    for nb in s.notebooks:
+        page = html_dir / "book" / "generated" / f"{nb.name}.html"
+        assert page.is_file(), f"chapter {nb.name} missing from the book"
+        html = page.read_text()
+        assert re.search(r"<img [^>]*src=\"[^\"]+\.png\"", html), f"{nb.name}: no figure in the page"
+        assert "Traceback (most recent call last)" not in html, f"{nb.name}: an error was rendered"
+    # the landing page pastes numbers glued by the chapters: no unresolved glue, at least one number
+    intro = (html_dir / "book" / "intro.html").read_text()  # index.html redirects to the root page
+    assert "{glue" not in intro
+    spans = re.findall(r'class="pasted-text"[^>]*>([^<]+)<', intro)
+    assert spans, "the landing page shows no glued number"
+    assert all(re.search(r"\d", sp) for sp in spans)
+
+
+@pytest.mark.slow
+def test_second_run_reexecutes_nothing(quick_book):
+    s, _, _ = quick_book
+    again = runner.run_study("quick", study=s, log=lambda m: None)
+    assert [r.executed for r in again] == [False] * len(s.notebooks)
+    for nb in s.notebooks:
+        stamp = json.loads((ROOT / "book" / "generated" / f"{nb.name}.run.json").read_text())
+        assert stamp["params"]["profile"] == "quick"
