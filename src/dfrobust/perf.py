@@ -50,3 +50,32 @@ def run_bench(script: str, *args: str, timeout: float = 1800) -> dict[str, Any]:
     report.setdefault("script", script)
     report["stdout"] = proc.stdout
     return report
+
+
+def bench_parser(doc: str | None) -> "argparse.ArgumentParser":
+    """The argument parser every ``bench/`` script starts from: ``--json PATH``, ``--full``, ``--device``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--json", default="", help="also write the report as JSON to this file")
+    ap.add_argument("--full", action="store_true", help="the large sizes (meant for a GPU) instead of the small defaults")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    return ap
+
+
+def finish_bench(args, device: str, ratios: list[dict[str, Any]], **details: Any) -> dict[str, Any]:
+    """Print each ratio (slow path / fast path, measured in this run) and write the JSON report if asked.
+
+    Each ratio is ``{"what": str, "fast_s": float, "slow_s": float}``; ``ratio`` is added here.
+    """
+    rows = []
+    for r in ratios:
+        row = {"what": r["what"], "fast_s": round(float(r["fast_s"]), 4), "slow_s": round(float(r["slow_s"]), 4)}
+        row["ratio"] = round(row["slow_s"] / row["fast_s"], 2) if row["fast_s"] > 0 else float("nan")
+        rows.append(row)
+        print(f"{row['what']}: {row['slow_s']:.3f} s / {row['fast_s']:.3f} s = {row['ratio']:.2f}x  [{device}]")
+    report = {"device": device, "ratios": rows, **details}
+    if getattr(args, "json", ""):
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+    return report

@@ -1,0 +1,125 @@
+"""Figures of the "RA vs RR" chapter: the paper's Figure 1 (both readings), operating-region maps,
+per-group bars. Inputs are reductions from :mod:`dfrobust.metrics` (DataArrays/Datasets with
+model, attack, eps, b dims); every function returns a matplotlib Figure and never shows it."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import xarray as xr  # noqa: E402
+
+RR_COLOR, RA_COLOR = "tab:blue", "tab:red"
+
+
+def _grid(models, attacks, *, w=3.3, h=2.6, sharex=True):
+    fig, axes = plt.subplots(len(models), len(attacks), figsize=(w * len(attacks), h * len(models)),
+                             squeeze=False, sharex=sharex, constrained_layout=True)
+    return fig, axes
+
+
+def figure1(ra: xr.DataArray, rr: xr.DataArray, *, reading: str = "b", at: float,
+            ra_ci: xr.Dataset | None = None, rr_ci: xr.Dataset | None = None,
+            title: str | None = None) -> plt.Figure:
+    """RR vs tolerance (left axis) with RA (right axis), one panel per model × attack.
+
+    reading="b": tolerance is the bound b on |ΔP(ŷ)|, at the fixed radius ε=``at`` (RA is then
+    flat in the tolerance). reading="eps": tolerance is the radius ε, at the fixed bound b=``at``.
+    ``ra_ci``/``rr_ci``: bootstrap Datasets (lo, hi) of the same quantities, drawn as bands.
+    """
+    if reading not in ("b", "eps"):
+        raise ValueError(f"reading={reading!r}: expected 'b' (tolerance = bound) or 'eps' (tolerance = radius)")
+    fixed = "eps" if reading == "b" else "b"
+    sel = {fixed: at}
+    rr_ = rr.sel(sel, method="nearest")
+    ra_ = ra.sel(eps=at, method="nearest") if reading == "b" else ra
+    models, attacks = list(rr.model.values), list(rr.attack.values)
+    fig, axes = _grid(models, attacks)
+    xs = rr_[reading].values
+    for i, m in enumerate(models):
+        for j, a in enumerate(attacks):
+            ax = axes[i, j]
+            y = rr_.sel(model=m, attack=a).values
+            ax.plot(xs, y, "-o", ms=3, color=RR_COLOR, label="RR")
+            if rr_ci is not None:
+                c = rr_ci.sel(sel, method="nearest").sel(model=m, attack=a)
+                ax.fill_between(xs, c["lo"].values, c["hi"].values, color=RR_COLOR, alpha=0.2, lw=0)
+            ax.set_ylim(-0.03, 1.03)
+            ax2 = ax.twinx()
+            ra_v = ra_.sel(model=m, attack=a).values
+            ra_y = np.full_like(xs, float(ra_v), dtype=float) if np.ndim(ra_v) == 0 else ra_v
+            ax2.plot(xs, ra_y, "--s", ms=3, color=RA_COLOR, label="RA")
+            if ra_ci is not None:
+                c = ra_ci.sel(model=m, attack=a)
+                if reading == "b":
+                    c = c.sel(eps=at, method="nearest")
+                    lo, hi = np.full_like(xs, float(c["lo"]), dtype=float), np.full_like(xs, float(c["hi"]), dtype=float)
+                else:
+                    lo, hi = c["lo"].values, c["hi"].values
+                ax2.fill_between(xs, lo, hi, color=RA_COLOR, alpha=0.15, lw=0)
+            ax2.set_ylim(-0.03, 1.03)
+            ax.set_title(f"{m} · {a.upper()}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("RR", color=RR_COLOR)
+            if j == len(attacks) - 1:
+                ax2.set_ylabel("RA", color=RA_COLOR)
+            else:
+                ax2.set_yticklabels([])
+            if i == len(models) - 1:
+                ax.set_xlabel("tolerance b (bound on |ΔP(ŷ)|)" if reading == "b" else "tolerance ε (L∞ radius)")
+    label = f"ε = {float(rr_['eps']):.3g}" if reading == "b" else f"b = {float(rr_['b']):.3g}"
+    fig.suptitle(title or f"RR (left, solid) and RA (right, dashed) vs tolerance; {label}", fontsize=10)
+    return fig
+
+
+def region_maps(rr: xr.DataArray, level: float) -> plt.Figure:
+    """Heatmaps of RR over (ε, b), one per model × attack, with the region RR >= ``level`` outlined."""
+    models, attacks = list(rr.model.values), list(rr.attack.values)
+    fig, axes = _grid(models, attacks, w=3.2, h=2.8, sharex=False)
+    eps, b = rr.eps.values, rr.b.values
+    im = None
+    for i, m in enumerate(models):
+        for j, a in enumerate(attacks):
+            ax = axes[i, j]
+            z = rr.sel(model=m, attack=a).transpose("eps", "b").values
+            im = ax.pcolormesh(b, eps, z, vmin=0, vmax=1, cmap="viridis", shading="nearest")
+            if len(eps) > 1 and len(b) > 1 and z.min() < level <= z.max():
+                ax.contour(b, eps, z, levels=[level], colors="white", linewidths=1.5)
+            ax.set_title(f"{m} · {a.upper()}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("ε (L∞ radius)")
+            if i == len(models) - 1:
+                ax.set_xlabel("b (bound on |ΔP(ŷ)|)")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="RR")
+    fig.suptitle(f"RR over (ε, b); white line: RR = {level:g}; the operating region RR >= {level:g} "
+                 "lies below/right of it (small ε, large b)", fontsize=9)
+    return fig
+
+
+def group_bars(table: pd.DataFrame, *, value: str = "value") -> plt.Figure:
+    """Bars of RA and RR per demographic group: ``table`` has columns model, attack, group, metric, value
+    (and optionally lo, hi for CI whiskers)."""
+    import seaborn as sns
+
+    metrics_ = list(dict.fromkeys(table["metric"]))
+    fig, axes = plt.subplots(1, len(metrics_), figsize=(5.5 * len(metrics_), 3.6), squeeze=False,
+                             constrained_layout=True)
+    t = table.assign(model_attack=table["model"] + " · " + table["attack"].str.upper())
+    for ax, met in zip(axes[0], metrics_):
+        sub = t[t["metric"] == met]
+        sns.barplot(data=sub, x="group", y=value, hue="model_attack", ax=ax, errorbar=None)
+        if {"lo", "hi"} <= set(sub.columns):
+            # whiskers at the bar centres, in seaborn's hue order
+            for cont, (_, s) in zip(ax.containers, sub.groupby("model_attack", sort=False)):
+                centers = [bar.get_x() + bar.get_width() / 2 for bar in cont]
+                s = s.set_index("group").reindex([tk.get_text() for tk in ax.get_xticklabels()])
+                ax.errorbar(centers, s[value], yerr=[s[value] - s["lo"], s["hi"] - s[value]],
+                            fmt="none", ecolor="k", lw=0.8, capsize=2)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(met)
+        ax.tick_params(axis="x", rotation=30)
+        ax.legend(fontsize=7, loc="lower right")
+    return fig

@@ -1,0 +1,444 @@
+"""Attack sweeps that produce per-sample records (the raw material of every robustness metric).
+
+:func:`attack_records` runs each attack once per (model, ε) and keeps, per sample, what every
+metric needs — the clean and adversarial probability of the clean-predicted class, labels and
+predictions, the perturbation's norms, SSIM, whether the attack changed the image and whether it
+flipped a correct prediction — with the manifest's sample coordinates (group, manipulation,
+video_id, frame_index, ...). RA, RR over any tolerance grid and the complementary metrics are
+reductions of these records (:mod:`dfrobust.metrics`), so a new tolerance grid never re-runs an
+attack; the same function takes still images and video-frame records.
+
+Budgets and the ``eps`` axis. ``eps`` is an L∞ radius on images in [0, 1]. FGSM and PGD use it
+directly; PGD-L2 and CW are compared with the matched L2 radius ``eps_l2 = ε·sqrt(C·H·W)`` (the
+L2 ball whose RMS per-pixel change is ε; stored per model as ``eps_l2``).
+CW has no budget: it runs once per model and its found perturbation is compared with every
+radius. **CW rule:** at (ε, b) a sample counts against RR only if the found ``||δ||₂ <= eps_l2``
+*and* ``|P(ŷ|x+δ) − P(ŷ|x)| > b``; it counts against RA only if ``||δ||₂ <= eps_l2`` and the
+adversarial prediction is wrong. Outside the radius the clean outcome stands (``in_budget`` =
+False). For the norm-bounded attacks ``in_budget`` is True by construction (checked).
+
+An attack-based RR is an **upper bound** of the formal RR (Eqs. 2-3 quantify over *every*
+δ in the ball; an attack finds some of them), and attack-based RA is an upper bound of the
+true robust accuracy. At ε = 0 no attack runs: the only admissible δ is 0, so RR = 1 exactly.
+
+Label attacked: the true label ``y`` (torchattacks' untargeted convention, the one RA needs).
+For correctly classified samples this is also the clean prediction ``ŷ`` that RR is about.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from . import attacks as _attacks
+from .device import auto_batch_size, describe, pick_device
+
+#: manifest columns copied onto the ``sample`` dimension, with the fill for a missing column
+SAMPLE_COORDS = {"group": "", "manipulation": "", "video_id": "", "frame_index": -1,
+                 "identity": "", "pair_id": "", "dataset": "", "split": "", "path": ""}
+#: per-sample variables with (model, attack, eps, sample) dims
+RECORD_VARS = ("p_adv", "p_adv_fake", "pred_adv", "l2", "linf", "ssim", "changed", "success",
+               "in_budget")
+_TOL = 1e-6
+
+
+def check_sweep(attacks: Sequence[str], eps_grid: Sequence[float],
+                b_grid: Sequence[float] | None = None, models: Sequence[str] | None = None,
+                known_models: Sequence[str] | None = None) -> tuple[list[str], list[float]]:
+    """Validate sweep parameters; one-line ValueError naming the bad value. Returns canonical lists."""
+    if isinstance(attacks, str):
+        attacks = [a for a in attacks.split(",") if a.strip()]
+    if not attacks:
+        raise ValueError("attacks=[]: expected at least one of " + ", ".join(_attacks.ATTACKS))
+    names = [_attacks.check_attack(a) for a in attacks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"attacks={list(attacks)!r}: duplicates")
+    if eps_grid is None or len(eps_grid) == 0:
+        raise ValueError("eps_grid=[]: expected at least one ε >= 0")
+    eps = [_attacks.check_eps(e) for e in eps_grid]
+    if len(set(eps)) != len(eps):
+        raise ValueError(f"eps_grid={list(eps_grid)!r}: duplicate values")
+    if b_grid is not None:
+        check_b_grid(b_grid)
+    if models is not None:
+        if isinstance(models, str):
+            models = [m for m in models.split(",") if m.strip()]
+        if not models:
+            raise ValueError("models=[]: expected at least one model name")
+        if known_models is not None:
+            for m in models:
+                if m not in known_models:
+                    raise ValueError(f"model={m!r}: unknown; expected one of {', '.join(known_models)}")
+    return names, eps
+
+
+def check_b_grid(b_grid: Sequence[float]) -> np.ndarray:
+    b = np.asarray(list(b_grid), dtype=float)
+    if b.ndim != 1 or b.size == 0:
+        raise ValueError(f"b_grid={b_grid!r}: expected a non-empty 1-D list of bounds in [0, 1]")
+    bad = b[~np.isfinite(b) | (b < 0) | (b > 1)]
+    if bad.size:
+        raise ValueError(f"b={float(bad[0])!r}: expected a probability bound in [0, 1]")
+    return b
+
+
+def linspace_grid(vmax: float, n: int, *, what: str = "eps") -> list[float]:
+    """``n`` evenly spaced values from 0 to ``vmax`` inclusive, rounded to 6 decimals."""
+    vmax = _attacks.check_eps(vmax, what=f"{what}_max")
+    if int(n) < 1:
+        raise ValueError(f"n_{what}={n!r}: expected an integer >= 1")
+    if int(n) == 1:
+        return [round(vmax, 6)]
+    return [round(float(v), 6) for v in np.linspace(0.0, vmax, int(n))]
+
+
+def _sample_coords(meta: pd.DataFrame | None, n: int) -> dict[str, tuple]:
+    coords: dict[str, tuple] = {}
+    meta = meta if meta is not None else pd.DataFrame(index=range(n))
+    for col, fill in SAMPLE_COORDS.items():
+        if col in meta.columns:
+            vals = meta[col].to_numpy()
+            if isinstance(fill, str):
+                vals = np.array(["" if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v)
+                                 for v in vals], dtype=object)
+            else:
+                vals = pd.to_numeric(meta[col], errors="coerce").fillna(fill).astype(int).to_numpy()
+        else:
+            vals = np.array([fill] * n, dtype=object if isinstance(fill, str) else int)
+        coords[col] = ("sample", vals)
+    if "label" in meta.columns:
+        coords["manifest_label"] = ("sample", meta["label"].astype(int).to_numpy())
+    return coords
+
+
+def _ssim(clean: torch.Tensor, adv: torch.Tensor) -> np.ndarray:
+    """SSIM per image (skimage, channel axis first, data range 1)."""
+    from skimage.metrics import structural_similarity
+
+    a = clean.detach().cpu().numpy()
+    b = adv.detach().cpu().numpy()
+    out = np.empty(len(a), dtype=np.float32)
+    for i in range(len(a)):
+        if np.array_equal(a[i], b[i]):
+            out[i] = 1.0
+        else:
+            win = min(7, *a[i].shape[1:]) | 1
+            out[i] = structural_similarity(a[i], b[i], channel_axis=0, data_range=1.0, win_size=win)
+    return out
+
+
+@torch.no_grad()
+def _proba(model, x: torch.Tensor, batch: int, device) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), batch):
+        logits = model(x[i:i + batch].to(device))
+        out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True).clamp_(0, 1)
+
+
+def _measure(model, xb, adv, pf_b):
+    delta = (adv - xb).reshape(len(xb), -1).double()
+    changed = (delta != 0).any(dim=1).cpu().numpy()
+    with torch.no_grad():
+        pa = torch.softmax(model(adv).float(), 1)[:, 1].cpu().numpy().astype(np.float64)
+    pa = np.where(changed, pa, pf_b)  # identical input, identical output
+    return pa, delta.norm(dim=1).cpu().numpy(), delta.abs().amax(dim=1).cpu().numpy(), changed
+
+
+def _run_attack(aname, model, x_all, labels, pf, eps, eps_l2, bs, dev, *, seed, kw, ssim, factory=None):
+    """Per ε: (p_adv_fake, l2, linf, ssim, changed) arrays over all samples."""
+    n = len(x_all)
+    identity = (pf.copy(), np.zeros(n), np.zeros(n), np.ones(n, np.float32), np.zeros(n, bool))
+    parts = {ei: [] for ei in range(len(eps))}
+    budgeted = aname not in _attacks.UNBUDGETED
+    todo = [ei for ei, e in enumerate(eps) if e > 0] if budgeted else [0]
+    atks = {}
+    make = factory or _attacks.make_attack
+    if aname != "fgsm" or factory is not None:
+        for ei in todo:
+            radius = eps_l2[ei] if _attacks.NORM[aname] == "l2" else eps[ei]
+            atks[ei] = make(aname, model, eps=float(radius), seed=seed + ei, **kw)
+    for s in range(0, n, bs):
+        xb = x_all[s:s + bs].to(dev)
+        yb = labels[s:s + bs].to(dev)
+        if aname == "fgsm" and factory is None:
+            advs = dict(zip(todo, _attacks.fgsm_sweep(model, xb, yb, [eps[ei] for ei in todo])))
+        else:
+            advs = {ei: atks[ei](xb, yb).detach() for ei in todo}
+        for ei, adv in advs.items():
+            pa, l2, linf, changed = _measure(model, xb, adv, pf[s:s + bs])
+            ss = _ssim(xb, adv) if ssim else np.full(len(xb), np.nan, np.float32)
+            parts[ei].append((pa, l2, linf, ss, changed))
+    done = {ei: tuple(np.concatenate(p) for p in zip(*parts[ei])) for ei in todo}
+    if not budgeted:  # CW: one run, compared with every radius
+        return [done[0]] * len(eps)
+    return [done.get(ei, identity) for ei in range(len(eps))]
+
+
+def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str],
+                   eps_grid: Sequence[float], images: torch.Tensor, labels: torch.Tensor,
+                   meta: pd.DataFrame | None = None, *, seed: int = 0, device: str = "auto",
+                   attack_kw: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
+                   ssim: bool = True, progress: bool = False,
+                   attack_factory: Callable | None = None) -> xr.Dataset:
+    """Per-sample attack records with dims (model, attack, eps, sample).
+
+    ``images`` float [N,3,H,W] in [0, 1] (resized per model to ``model.input_size`` when that
+    differs); ``labels`` [N] with 0 real, 1 fake; ``meta`` the manifest rows of the samples (same
+    order) whose columns become sample coordinates. ``attack_kw`` maps attack name → options for
+    :func:`dfrobust.attacks.make_attack` (e.g. ``{"cw": {"c": 5, "steps": 100}}``).
+    ``attack_factory(name, model, *, eps, seed, **kw)`` replaces
+    :func:`dfrobust.attacks.make_attack` (e.g. video-aware attacks); with it, FGSM is built per ε
+    by the factory instead of the shared-gradient :func:`dfrobust.attacks.fgsm_sweep`.
+    All inputs are validated before any attack runs.
+    """
+    attack_names, eps = check_sweep(attacks, eps_grid)
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError("models: expected a non-empty dict name -> nn.Module")
+    for name, m in models.items():
+        if not isinstance(m, torch.nn.Module):
+            raise ValueError(f"models[{name!r}]: expected a torch.nn.Module, got {type(m).__name__}")
+    if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images shape {tuple(getattr(images, 'shape', ()))}: expected a tensor [N, 3, H, W]")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError(f"images range [{images.min():.3g}, {images.max():.3g}]: expected values in [0, 1]")
+    labels = torch.as_tensor(labels).long().view(-1)
+    n = images.shape[0]
+    if labels.numel() != n or n == 0:
+        raise ValueError(f"labels: {labels.numel()} for {n} images; expected one label per image (N > 0)")
+    if not set(labels.unique().tolist()) <= {0, 1}:
+        raise ValueError(f"labels {sorted(set(labels.unique().tolist()))}: expected 0 (real) / 1 (fake)")
+    if meta is not None and len(meta) != n:
+        raise ValueError(f"meta: {len(meta)} rows for {n} images; expected the manifest rows of the images")
+    attack_kw = {_attacks.check_attack(k): dict(v) for k, v in (attack_kw or {}).items()}
+    for a in attack_names:  # option names checked now, not after an hour of attacks
+        _attacks.check_options(a, **attack_kw.get(a, {}))
+    if attack_factory is not None and not callable(attack_factory):
+        raise ValueError(f"attack_factory={attack_factory!r}: expected a callable like dfrobust.attacks.make_attack")
+    dev = pick_device(device)
+
+    model_names = list(models)
+    shape4 = (len(model_names), len(attack_names), len(eps), n)
+    rec = {k: np.zeros(shape4, dtype=np.float64) for k in ("p_adv", "p_adv_fake", "l2", "linf", "ssim")}
+    rec.update({k: np.zeros(shape4, dtype=np.int64) for k in ("pred_adv",)})
+    rec.update({k: np.zeros(shape4, dtype=bool) for k in ("changed", "success", "in_budget")})
+    p_clean = np.zeros((len(model_names), n))
+    p_clean_fake = np.zeros((len(model_names), n))
+    pred_clean = np.zeros((len(model_names), n), dtype=np.int64)
+    x_l2 = np.zeros((len(model_names), n))
+    x_linf = np.zeros((len(model_names), n))
+    eps_l2 = np.zeros((len(model_names), len(eps)))
+    input_sizes, timings = [], {}
+    y = labels.numpy()
+
+    for mi, mname in enumerate(model_names):
+        model = models[mname].to(dev).eval()
+        size = int(getattr(model, "input_size", None) or images.shape[-1])
+        input_sizes.append(size)
+        x_all = _resize(images.float(), size)
+        bs = int(batch_size or auto_batch_size(dev, size))
+        pf = _proba(model, x_all, bs, dev)
+        pc = (pf >= 0.5).astype(np.int64)
+        p_clean_fake[mi], pred_clean[mi] = pf, pc
+        p_clean[mi] = np.where(pc == 1, pf, 1 - pf)
+        flat = x_all.reshape(n, -1).double()
+        x_l2[mi], x_linf[mi] = flat.norm(dim=1).numpy(), flat.abs().amax(dim=1).numpy()
+        eps_l2[mi] = [_attacks.l2_radius(e, x_all.shape[1:]) for e in eps]
+        for ai, aname in enumerate(attack_names):
+            t0 = time.perf_counter()
+            outs = _run_attack(aname, model, x_all, labels, pf, eps, eps_l2[mi], bs, dev,
+                               seed=seed * 7919 + mi * 131 + ai * 17, kw=attack_kw.get(aname, {}), ssim=ssim,
+                               factory=attack_factory)
+            for ei, e in enumerate(eps):
+                out = outs[ei]
+                pa, l2, linf, ss, changed = out
+                pred_a = (pa >= 0.5).astype(np.int64)
+                if aname in _attacks.UNBUDGETED:  # exact: at eps=0 only an unchanged image is admissible
+                    inb = l2 <= eps_l2[mi, ei]
+                elif _attacks.NORM[aname] == "l2":
+                    inb = l2 <= eps_l2[mi, ei] * (1 + 1e-5) + _TOL
+                else:
+                    inb = linf <= e + _TOL
+                if aname not in _attacks.UNBUDGETED and not inb.all():
+                    raise RuntimeError(f"{aname} at eps={e}: perturbation outside its budget "
+                                       f"(max {linf.max() if _attacks.NORM[aname] == 'linf' else l2.max():.6g})")
+                idx = (mi, ai, ei)
+                rec["p_adv_fake"][idx] = pa
+                rec["p_adv"][idx] = np.where(pc == 1, pa, 1 - pa)
+                rec["pred_adv"][idx] = pred_a
+                rec["l2"][idx], rec["linf"][idx], rec["ssim"][idx] = l2, linf, ss
+                rec["changed"][idx] = changed
+                rec["success"][idx] = (pc == y) & (pred_a != y)
+                rec["in_budget"][idx] = inb
+            timings[f"{mname}/{aname}"] = round(time.perf_counter() - t0, 3)
+            if progress:
+                print(f"{mname:>16s} {aname:>6s}: {timings[f'{mname}/{aname}']:.1f} s", flush=True)
+
+    dims4 = ("model", "attack", "eps", "sample")
+    desc = {
+        "p_adv": ("P(ŷ | x+δ): adversarial probability of the clean-predicted class", "1"),
+        "p_adv_fake": ("P(fake | x+δ)", "1"),
+        "pred_adv": ("adversarial prediction (0 real, 1 fake)", "1"),
+        "l2": ("||δ||₂ of the perturbation found", "pixel [0,1]"),
+        "linf": ("||δ||∞ of the perturbation found", "pixel [0,1]"),
+        "ssim": ("SSIM(clean, adversarial)", "1"),
+        "changed": ("attack changed the image", "bool"),
+        "success": ("clean prediction correct and adversarial prediction wrong", "bool"),
+        "in_budget": ("perturbation within the radius of this eps (CW: ||δ||₂ <= eps_l2)", "bool"),
+    }
+    data_vars = {k: (dims4, rec[k], {"long_name": desc[k][0], "units": desc[k][1]}) for k in RECORD_VARS}
+    data_vars.update({
+        "y": (("sample",), y, {"long_name": "true label (0 real, 1 fake)", "units": "1"}),
+        "pred_clean": (("model", "sample"), pred_clean, {"long_name": "clean prediction ŷ", "units": "1"}),
+        "p_clean": (("model", "sample"), p_clean, {"long_name": "P(ŷ | x)", "units": "1"}),
+        "p_clean_fake": (("model", "sample"), p_clean_fake, {"long_name": "P(fake | x)", "units": "1"}),
+        "x_l2": (("model", "sample"), x_l2, {"long_name": "||x||₂ at the model's input size", "units": "pixel [0,1]"}),
+        "x_linf": (("model", "sample"), x_linf, {"long_name": "||x||∞", "units": "pixel [0,1]"}),
+        "input_size": (("model",), np.asarray(input_sizes, dtype=int),
+                       {"long_name": "model input size (images resized to it)", "units": "pixel"}),
+        "eps_l2": (("model", "eps"), eps_l2, {"long_name": "L2 radius matched to eps: eps*sqrt(C*H*W)",
+                                               "units": "pixel [0,1]"}),
+    })
+    coords = {"model": model_names, "attack": attack_names, "eps": np.asarray(eps, dtype=float),
+              "sample": np.arange(n), **_sample_coords(meta, n)}
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds["eps"].attrs.update(long_name="L∞ radius ε (images in [0, 1])", units="pixel [0,1]")
+    ds.attrs.update(kind="attack_records", attacked_label="y", seed=int(seed), device=describe(dev),
+                    attack_kw=str({k: dict(v) for k, v in attack_kw.items()}),
+                    cw_rule="counts against RR/RA at (eps, b) only if ||delta||_2 <= eps_l2",
+                    bound_note="attack-based RR and RA are upper bounds of the formal quantities",
+                    attack_time_s=str(timings))
+    return ds
+
+
+def concat_records(parts: Sequence[xr.Dataset], dim: str = "model") -> xr.Dataset:
+    """Join records computed separately (e.g. one model at a time) along ``dim``."""
+    if not parts:
+        raise ValueError("parts=[]: expected at least one records dataset")
+    return xr.concat(list(parts), dim=dim, data_vars="minimal", coords="minimal", compat="override")
+
+
+# ----------------------------------------------------------------------------- analysis tables
+
+def ra_rr_with_ci(records: xr.Dataset, b_grid: Sequence[float], *, by: str = "sample",
+                  n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> tuple[xr.Dataset, xr.Dataset]:
+    """RA and RR with bootstrap CIs from one shared set of resamples (by sample or by video)."""
+    from . import metrics
+
+    w = metrics.bootstrap_weights(records, by=by, n_boot=n_boot, seed=seed)
+    ra = metrics.bootstrap(metrics.correct_adv(records), weights=w, ci=ci, seed=seed, by=by)
+    rr = metrics.bootstrap(metrics.robust_per_sample(records, b_grid), weights=w, ci=ci, seed=seed, by=by)
+    return ra, rr
+
+
+def group_table(records: xr.Dataset, *, eps: float, b: float, by: str = "sample", n_boot: int = 1000,
+                seed: int = 0, coord: str = "group") -> pd.DataFrame:
+    """RA and RR(ε, b) per demographic group with bootstrap CIs (long table)."""
+    from . import metrics
+
+    if coord not in records.coords:
+        raise ValueError(f"coord={coord!r}: not a sample coordinate of the records")
+    rec = records.sel(eps=[eps], method="nearest")
+    rows = []
+    for g in sorted(set(rec[coord].values.tolist())):
+        if g == "":
+            continue
+        sub = rec.isel(sample=np.flatnonzero(rec[coord].values == g))
+        ra, rr = ra_rr_with_ci(sub, [b], by=by, n_boot=n_boot, seed=seed)
+        for name, ds in (("RA", ra), ("RR", rr.isel(b=0, drop=True))):
+            df = ds.isel(eps=0, drop=True).to_dataframe()[["estimate", "lo", "hi"]].reset_index()
+            rows.append(df.assign(group=g, metric=name, n=sub.sizes["sample"]))
+    out = pd.concat(rows, ignore_index=True).rename(columns={"estimate": "value"})
+    return out[["model", "attack", "group", "metric", "value", "lo", "hi", "n"]]
+
+
+def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, eps: float, ra_margin: float = 0.05,
+                by: str = "sample", n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Test the paper's claim "similar RA, different RR across tolerances" for every model pair.
+
+    Per attack and model pair at radius ``eps``: the paired-bootstrap RA difference with its CI
+    ("similar" when the whole CI lies within ±``ra_margin``), and the RR difference over the
+    b grid ("different" at a b when its CI excludes 0). The claim holds for a pair when both do.
+    """
+    from . import metrics
+
+    rec = records.sel(eps=[eps], method="nearest")
+    models = list(rec.model.values)
+    w = metrics.bootstrap_weights(rec, by=by, n_boot=n_boot, seed=seed)
+    ca, rr_ps = metrics.correct_adv(rec), metrics.robust_per_sample(rec, b_grid)
+    rows = []
+    for a in rec.attack.values:
+        for i, m1 in enumerate(models):
+            for m2 in models[i + 1:]:
+                d_ra = metrics.bootstrap(ca.sel(attack=a, model=m1).astype(float) - ca.sel(attack=a, model=m2).astype(float),
+                                         weights=w).isel(eps=0)
+                d_rr = metrics.bootstrap(rr_ps.sel(attack=a, model=m1).astype(float)
+                                         - rr_ps.sel(attack=a, model=m2).astype(float), weights=w).isel(eps=0)
+                differs = (d_rr["lo"] > 0) | (d_rr["hi"] < 0)
+                k = int(np.nanargmax(np.abs(d_rr["estimate"].values)))
+                ra_similar = bool(-ra_margin <= float(d_ra["lo"]) and float(d_ra["hi"]) <= ra_margin)
+                rows.append({
+                    "attack": str(a), "model_a": m1, "model_b": m2, "eps": float(rec.eps.values[0]),
+                    "RA_diff": float(d_ra["estimate"]), "RA_lo": float(d_ra["lo"]), "RA_hi": float(d_ra["hi"]),
+                    "RA_similar": ra_similar,
+                    "max_RR_diff": float(d_rr["estimate"][k]), "at_b": float(d_rr["b"][k]),
+                    "RR_lo": float(d_rr["lo"][k]), "RR_hi": float(d_rr["hi"][k]),
+                    "n_b_RR_differs": int(differs.sum()), "n_b": int(differs.size),
+                    "claim_holds": ra_similar and bool(differs.any()),
+                })
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- evaluation set
+
+def select_samples(manifest: pd.DataFrame, n: int, *, seed: int = 0, split: str = "test") -> pd.DataFrame:
+    """Up to ``n`` rows of ``split``, balanced over label × group as far as the data allow (seeded)."""
+    if int(n) < 1:
+        raise ValueError(f"n_samples={n!r}: expected an integer >= 1")
+    if "split" in manifest.columns:
+        df = manifest[manifest["split"] == split]
+        if df.empty:
+            raise ValueError(f"split={split!r}: no rows in the manifest; expected one of "
+                             f"{sorted(manifest['split'].unique())}")
+    else:
+        df = manifest
+    keys = [c for c in ("label", "group") if c in df.columns]
+    rng = np.random.default_rng(seed)
+    df = df.iloc[rng.permutation(len(df))]
+    if keys:  # round-robin over strata so small n still covers every stratum
+        df = df.assign(_rank=df.groupby(keys).cumcount()).sort_values(["_rank", *keys], kind="stable")
+        df = df.drop(columns="_rank")
+    return df.head(int(n)).reset_index(drop=True)
+
+
+def load_samples(df: pd.DataFrame, size: int) -> tuple[torch.Tensor, torch.Tensor, pd.DataFrame, list[dict]]:
+    """Images and labels of ``df`` at ``size``; unreadable files are skipped, counted and returned."""
+    from .data.manifest import load_images
+
+    imgs, keep, skipped = [], [], []
+    for i in range(len(df)):
+        row = df.iloc[[i]]
+        try:
+            imgs.append(load_images(row, size))
+            keep.append(i)
+        except (OSError, ValueError) as err:
+            skipped.append({"path": str(row["path"].iloc[0]), "reason": str(err)})
+    if not keep:
+        raise FileNotFoundError(f"none of the {len(df)} selected images could be read "
+                                f"(e.g. {skipped[0]['path'] if skipped else '?'})")
+    kept = df.iloc[keep].reset_index(drop=True)
+    return (torch.cat(imgs), torch.tensor(kept["label"].to_numpy(np.int64).copy()), kept, skipped)
