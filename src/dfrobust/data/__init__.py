@@ -1,0 +1,70 @@
+"""Data: the embedded synthetic benchmark, real-dataset preparation and the manifest.
+
+``get_manifest(profile, kind)`` is the single entry point the notebooks use:
+
+* ``quick`` / ``default``: synthetic data generated on first use under ``paths.synth_dir()``;
+* ``paper``: the real dataset at ``data_root`` (or ``$DFROBUST_DATA_ROOT``); without one, the
+  paper-scale synthetic benchmark, with a printed and logged notice.
+
+An explicit ``data_root`` is honoured by every profile (the profile then sets how many frames
+and videos are prepared, see :data:`REAL_SCALES`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from .. import paths
+from .manifest import GROUPS, load_images, load_manifest, save_manifest
+
+__all__ = ["GROUPS", "KINDS", "PROFILES", "REAL_SCALES", "get_manifest", "load_images", "load_manifest",
+           "save_manifest"]
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("quick", "default", "paper")
+KINDS = ("images", "video_frames")
+
+#: preparation of a real dataset per profile: frames per video, cap on videos per (label, manipulation)
+REAL_SCALES: dict[str, dict[str, Any]] = {
+    "quick": dict(n_frames=4, max_videos=8, size=256),
+    "default": dict(n_frames=8, max_videos=100, size=256),
+    "paper": dict(n_frames=16, max_videos=None, size=256),
+}
+
+
+def get_manifest(profile: str, kind: str = "images", *, seed: int = 0, data_root: str | None = None,
+                 **overrides: Any) -> pd.DataFrame:
+    """The manifest of ``profile``'s data (``df.attrs['meta']`` holds provenance).
+
+    ``kind='images'``: still face images, real + fake with ``pair_id`` (for a video dataset: the
+    prepared frame crops). ``kind='video_frames'``: one row per sampled face crop of each video.
+    ``overrides`` go to the synthetic generator (keys of ``synth.SCALES``) or, for real data,
+    to :func:`prepare.prepare`.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r}: expected one of {PROFILES}")
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
+    root = paths.real_data_root(data_root or None) if (data_root or profile == "paper") else None
+    if root is not None:
+        from .prepare import prepare
+
+        kw = {**REAL_SCALES[profile], "seed": seed, **overrides}
+        df = load_manifest(prepare(root, **kw))
+        df.attrs["meta"]["requested_kind"] = kind
+        return df
+    from . import synth
+
+    if profile == "paper":
+        msg = ("NOTICE: profile 'paper' was given no data root (parameter data_root or $DFROBUST_DATA_ROOT); "
+               "falling back to the paper-scale SYNTHETIC benchmark")
+        print(msg)
+        log.warning(msg)
+    df = synth.dataset_for_profile(profile, kind, seed=seed, **overrides)
+    if profile == "paper":
+        df.attrs["meta"]["notice"] = "paper profile without a data root: synthetic fallback"
+    return df
