@@ -1,0 +1,103 @@
+"""Figures of the "Images vs videos" chapter: the video panels of Figure 1 (through the robustness
+chapter's :func:`dfrobust.figures.robustness.figure1`), RR-vs-tolerance lines per data type, and
+R² with bootstrap CIs. Every function returns a matplotlib Figure and never shows it."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+#: colour per data type
+COLORS = {"image": "tab:gray", "video_per_frame": "tab:blue", "video_progressive": "tab:orange"}
+LABELS = {"image": "images", "video_per_frame": "video, per-frame attack",
+          "video_progressive": "video, progressive attack"}
+
+
+def video_figure1(summary: xr.Dataset, *, level: str = "video", mode: str = "per_frame", reading: str = "b",
+                  at: float, title: str | None = None) -> plt.Figure:
+    """Figure 1 (RR and RA vs tolerance) for one level × mode of :func:`dfrobust.videos.ra_rr_summary`."""
+    from .robustness import figure1
+
+    for dim, v in (("level", level), ("mode", mode)):
+        if dim in summary.dims and v not in summary[dim].values:
+            raise ValueError(f"{dim}={v!r}: not in the summary; expected one of {list(summary[dim].values)}")
+    s = summary.sel(level=level)
+    if "mode" in s.dims:
+        s = s.sel(mode=mode)
+    ra_ci = xr.Dataset({"lo": s["RA_lo"], "hi": s["RA_hi"]})
+    rr_ci = xr.Dataset({"lo": s["RR_lo"], "hi": s["RR_hi"]})
+    return figure1(s["RA"], s["RR"], reading=reading, at=at, ra_ci=ra_ci, rr_ci=rr_ci,
+                   title=title or f"{level} level, {mode.replace('_', '-')} attacks: RR (solid) and RA (dashed)")
+
+
+def linearity_figure(lin: xr.Dataset, model: str | None = None, *, data_types=None) -> plt.Figure:
+    """RR against tolerance (points) and the fitted line (dashed) per data type; rows = readings,
+    columns = attacks; the legend gives R² per data type."""
+    models = list(map(str, lin["model"].values))
+    model = model or models[0]
+    if model not in models:
+        raise ValueError(f"model={model!r}: not in the linearity result; expected one of {models}")
+    dts = [d for d in (data_types or lin["data_type"].values) if d in lin["data_type"].values]
+    attacks = list(map(str, lin["attack"].values))
+    readings = list(map(str, lin["reading"].values))
+    fig, axes = plt.subplots(len(readings), len(attacks), figsize=(3.3 * len(attacks), 2.7 * len(readings)),
+                             squeeze=False, constrained_layout=True)
+    for i, r in enumerate(readings):
+        for j, a in enumerate(attacks):
+            ax = axes[i, j]
+            for dt in dts:
+                s = lin.sel(data_type=dt, model=model, attack=a, reading=r)
+                x, y = s["tolerance"].values, s["rr"].values
+                ok = np.isfinite(x) & np.isfinite(y)
+                if not ok.any():
+                    continue
+                x, y = x[ok], y[ok]
+                c = COLORS.get(str(dt), None)
+                r2 = float(s["r2"])
+                ax.plot(x, y, "o", ms=3, color=c, label=f"{LABELS.get(str(dt), dt)} (R²={r2:.2f})")
+                xx = np.linspace(x.min(), x.max(), 20)
+                ax.plot(xx, float(s["intercept"]) + float(s["slope"]) * xx, "--", lw=1, color=c)
+            ax.set_ylim(-0.03, 1.03)
+            fixed = float(lin.sel(reading=r)["fixed"].isel(data_type=0))
+            ax.set_title(f"{a.upper()} · " + (f"ε = {fixed:g}" if r == "b" else f"b = {fixed:g}"), fontsize=9)
+            ax.set_xlabel("tolerance b" if r == "b" else "tolerance ε")
+            if j == 0:
+                ax.set_ylabel("RR")
+            ax.legend(fontsize=6, loc="lower right")
+    fig.suptitle(f"{model}: RR vs tolerance and least-squares lines", fontsize=10)
+    return fig
+
+
+def r2_figure(lin: xr.Dataset) -> plt.Figure:
+    """R² of the RR-vs-tolerance line with its bootstrap CI; rows = readings, columns = models,
+    x = attack, colour = data type."""
+    models = list(map(str, lin["model"].values))
+    attacks = list(map(str, lin["attack"].values))
+    readings = list(map(str, lin["reading"].values))
+    dts = list(map(str, lin["data_type"].values))
+    fig, axes = plt.subplots(len(readings), len(models), figsize=(3.2 * len(models), 2.6 * len(readings)),
+                             squeeze=False, sharey=True, constrained_layout=True)
+    width = 0.8 / max(len(dts), 1)
+    for i, r in enumerate(readings):
+        for j, m in enumerate(models):
+            ax = axes[i, j]
+            for k, dt in enumerate(dts):
+                s = lin.sel(data_type=dt, model=m, reading=r)
+                x = np.arange(len(attacks)) + (k - (len(dts) - 1) / 2) * width
+                est = s["r2"].sel(attack=attacks).values
+                lo, hi = s["r2_lo"].sel(attack=attacks).values, s["r2_hi"].sel(attack=attacks).values
+                err = np.vstack([np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)])
+                ax.errorbar(x, est, yerr=np.nan_to_num(err), fmt="o", ms=4, capsize=2,
+                            color=COLORS.get(dt), label=LABELS.get(dt, dt))
+            ax.set_xticks(range(len(attacks)), [a.upper() for a in attacks])
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_title(f"{m} · tolerance {'b' if r == 'b' else 'ε'}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("R² of the line")
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("How linear is RR in the tolerance? R² with 95% bootstrap CI", fontsize=10)
+    return fig
