@@ -16,10 +16,9 @@ into a controlled experiment on the same frames, detectors, attacks and budgets:
   follows the robustness chapter's CW rule (a frame counts only when ``||δ||₂ <= eps_l2``).
 
 Records of both modes come from the robustness engineer's ``attack_records`` (no second record
-builder): the progressive attacks are handed to it through :func:`progressive_hook`, a context
-manager that swaps ``dfrobust.attacks.make_attack`` for a factory of :class:`ProgressiveAttack`
-while the call runs (the whole clip set is passed as one batch so the attack sees the frame
-order). The hook that would remove this wrapper: ``attack_records(..., attack_factory=...)``.
+builder): the progressive attacks are handed to it as its ``attack_factory`` (see
+:func:`progressive_factory`), with the whole clip set as one batch so the attack sees the frame
+order.
 
 Video level. A video's score is an aggregate (``mean`` by default, ``median`` or ``max``) of its
 frames' P(fake) (:func:`video_scores`); :func:`video_records` reduces frame records to video
@@ -43,12 +42,10 @@ time; here thousands of replicate curves are fitted at once with the closed-form
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
-from unittest import mock
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,7 +54,7 @@ import xarray as xr
 
 from . import attacks as _attacks
 from . import metrics, robustness
-from .attacks import make_attack as _make_attack  # bound at import: progressive_hook swaps the module's
+from .attacks import make_attack as _make_attack
 
 AGGREGATES = ("mean", "median", "max")
 MODES = ("per_frame", "progressive")
@@ -432,36 +429,25 @@ class ProgressiveAttack:
         return adv
 
 
-@contextlib.contextmanager
-def progressive_hook(meta: pd.DataFrame, *, ramp: bool = False, carry: bool = True) -> Iterator[list]:
-    """While active, ``dfrobust.attacks.make_attack`` (and ``fgsm_sweep``) build :class:`ProgressiveAttack` objects.
+def progressive_factory(meta: pd.DataFrame, *, ramp: bool = False, carry: bool = True):
+    """An ``attack_factory`` for :func:`dfrobust.robustness.attack_records` that builds
+    :class:`ProgressiveAttack` objects over the frame order of ``meta``.
 
-    Yields the list of attacks built (to check afterwards that the hook was used). The smallest
-    wrapper around ``robustness.attack_records``; a hook there (``attack_factory=``) would replace it.
+    The factory's ``built`` attribute lists the attacks it made (to check afterwards that they ran).
     """
     order = _video_order(meta)
     built: list[ProgressiveAttack] = []
 
     def factory(name, model, *, eps, seed=0, **kw):
-        _make_attack(name, model, eps=eps, seed=seed, **kw)
+        _make_attack(name, model, eps=eps, seed=seed, **kw)  # the same option checks as per-frame
         if _attacks.check_attack(name) not in PROGRESSIVE_ATTACKS:
             raise ValueError(_no_progressive(name))
         atk = ProgressiveAttack(name, model, order, eps=eps, seed=seed, ramp=ramp, carry=carry, **kw)
         built.append(atk)
         return atk
 
-    def fgsm_sweep(model, images, labels, eps_list):
-        out = []
-        for e in eps_list:
-            atk = factory("fgsm", model, eps=float(e), seed=0)
-            out.append(atk(images, labels))
-        return out
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.object(_attacks, "make_attack", factory))
-        if hasattr(_attacks, "fgsm_sweep"):
-            stack.enter_context(mock.patch.object(_attacks, "fgsm_sweep", fgsm_sweep))
-        yield built
+    factory.built = built
+    return factory
 
 
 def video_attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str],
@@ -472,7 +458,7 @@ def video_attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequenc
     """Frame records of every mode, dims (mode, model, attack, eps, sample), via ``attack_records``.
 
     ``per_frame`` calls :func:`dfrobust.robustness.attack_records` as the image experiment does;
-    ``progressive`` calls it under :func:`progressive_hook` with all frames in one batch.
+    ``progressive`` calls it with :func:`progressive_factory` and all frames in one batch.
     Inputs are validated before any attack runs.
     """
     modes = check_modes(modes)
@@ -491,13 +477,13 @@ def video_attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequenc
         if mode == "per_frame":
             rec = robustness.attack_records(models, attack_names, eps, frames.images, frames.labels, frames.meta, **kw)
         else:
-            with progressive_hook(frames.meta, ramp=ramp) as built:
-                rec = robustness.attack_records(models, attack_names, eps, frames.images, frames.labels,
-                                                frames.meta, batch_size=len(frames.images), **kw)
-            used = {a.name for a in built if a.calls}
+            factory = progressive_factory(frames.meta, ramp=ramp)
+            rec = robustness.attack_records(models, attack_names, eps, frames.images, frames.labels,
+                                            frames.meta, batch_size=len(frames.images), attack_factory=factory, **kw)
+            used = {a.name for a in factory.built if a.calls}
             if any(e > 0 for e in eps) and used != set(attack_names):
                 raise RuntimeError("progressive mode: attack_records did not use the progressive attacks "
-                                   "(dfrobust.robustness no longer calls dfrobust.attacks.make_attack?)")
+                                   "(dfrobust.robustness ignored attack_factory?)")
         timings[mode] = round(time.perf_counter() - t0, 3)
         parts.append(rec)
     mode_dim = xr.DataArray(np.array(modes, dtype=str), dims="mode", name="mode")
@@ -754,5 +740,5 @@ def delta_linf_ok(frames: torch.Tensor, adv: torch.Tensor, eps: float | np.ndarr
 
 __all__ = ["AGGREGATES", "MODES", "DATA_TYPES", "VideoFrames", "ProgressiveAttack", "check_aggregate",
            "check_modes", "select_frames", "load_video_frames", "skipped_table", "video_scores", "video_records",
-           "progressive_hook", "video_attack_records", "ra_rr_summary", "image_records", "fit_lines", "linearity",
+           "progressive_factory", "video_attack_records", "ra_rr_summary", "image_records", "fit_lines", "linearity",
            "linearity_table", "r2_difference", "difference_table", "verdict_counts", "ramp_eps", "delta_linf_ok"]
