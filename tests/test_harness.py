@@ -169,6 +169,7 @@ def test_results_roundtrip_keeps_coords_units_and_provenance(tmp_path):
     assert back["ra"].attrs["long_name"] == "robust accuracy"
     assert results.parameters(back) == {"eps_max": 0.01, "models": ["meso4", "resnet34"]}
     assert back.attrs["seed"] == 3 and back.attrs["profile"] == "quick"
+    assert path.stat().st_mode & 0o777 == 0o644
     for key in ("torch_version", "git_commit", "created_utc", "dfrobust_version", "wall_time_s"):
         assert key in back.attrs
 

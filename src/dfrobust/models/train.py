@@ -1,0 +1,543 @@
+"""Seeded training of the detectors on a manifest, with cached checkpoints and a metrics record.
+
+:func:`get_trained` is the one entry point (the CLI's ``dfrobust train`` and the notebooks call
+it): it trains ``name`` on the manifest's ``train`` split, early-stops on the ``val`` split's
+AUC (splits are by identity, built by the data module), evaluates on ``test`` overall, per
+demographic group and per manipulation, and caches the checkpoint and its record under
+:func:`dfrobust.paths.checkpoints_dir` keyed by (architecture, data fingerprint,
+hyper-parameters, seed). A second call with the same key loads the checkpoint
+(``torch.load(weights_only=True)``) instead of training.
+
+Reproducibility: the same seed, data and hyper-parameters give identical checkpoints on the
+same CPU with the same number of torch threads (summation order changes with the thread count,
+and early stopping can then keep another epoch); the cache key does not include the thread
+count, so a cached checkpoint is reused whatever the current setting.
+
+Training is plain PyTorch (AdamW, cross-entropy on the two logits, random horizontal flips
+drawn from a seeded generator, bf16/fp16 autocast only on CUDA); the loop is a few lines, so
+a trainer framework would add a dependency without removing code. Metrics use scikit-learn.
+
+Per-profile hyper-parameters live in :data:`HPARAMS` ``[profile][arch]``. ``quick`` trains
+tiny versions at 64 px for 2-4 epochs (ResNet-34/Xception on 96 images): a smoke test of the
+pipeline, not useful detectors. ``default`` trains all four on 2 CPU cores in about ten minutes
+in total: the MesoNets at 128 px for up to 12/10 epochs, ResNet-34 and Xception at 96 px on 512
+training images for 3 epochs. ``paper`` trains at the published input sizes (256 px, Xception
+299 px) on a GPU with mixed precision.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from . import MODELS, Detector, build, check_name
+
+CHECKPOINT_FORMAT = "dfrobust-checkpoint-1"
+TRAIN_CODE_VERSION = 2  # bump when the training loop changes results, to invalidate caches
+
+_COMMON = dict(batch_size=32, lr=1e-3, weight_decay=1e-4, patience=3, augment=True,
+               max_train=None, init_weights=None, amp=True)
+
+
+def _hp(**kw: Any) -> dict[str, Any]:
+    out = dict(_COMMON)
+    out.update(kw)
+    return out
+
+
+#: HPARAMS[profile][arch]: input_size, epochs, batch_size, lr, weight_decay, patience (epochs
+#: without val-AUC gain before stopping), augment (random h-flip), max_train (cap on training
+#: images, stratified by label; None = all), init_weights (local ImageNet file for
+#: resnet34/xception; None = random init), amp (autocast on CUDA only).
+HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {
+        "meso4": _hp(input_size=64, epochs=4, lr=3e-3),
+        "mesoinception4": _hp(input_size=64, epochs=4, lr=3e-3),
+        "resnet34": _hp(input_size=64, epochs=2, lr=1e-3, max_train=96),
+        "xception": _hp(input_size=64, epochs=2, lr=1e-3, max_train=96),
+    },
+    "default": {
+        "meso4": _hp(input_size=128, epochs=12, lr=1e-3, patience=4),
+        "mesoinception4": _hp(input_size=128, epochs=10, lr=1e-3, patience=4),
+        "resnet34": _hp(input_size=96, epochs=3, lr=1e-3, max_train=512),
+        "xception": _hp(input_size=96, epochs=3, lr=1e-3, max_train=512),
+    },
+    "paper": {
+        "meso4": _hp(input_size=256, epochs=40, lr=1e-3, patience=6, batch_size=64),
+        "mesoinception4": _hp(input_size=256, epochs=40, lr=1e-3, patience=6, batch_size=64),
+        "resnet34": _hp(input_size=256, epochs=25, lr=3e-4, patience=5, batch_size=64),
+        "xception": _hp(input_size=299, epochs=25, lr=3e-4, patience=5, batch_size=32),
+    },
+}
+
+
+@dataclass
+class TrainedDetector:
+    """A trained (or cache-loaded) detector and its clean metrics."""
+
+    model: Detector
+    input_size: int
+    record: xr.Dataset
+    checkpoint: Path
+    train_time_s: float
+    device: str
+    cached: bool = False
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(model: Detector, path: str | os.PathLike, **meta: Any) -> Path:
+    """Write ``model`` (state dict + architecture + input size + ``meta`` strings) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "arch": model.name, "input_size": int(model.input_size),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "meta": json.dumps(meta, sort_keys=True, default=str)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are shared like any other output
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, name: str | None = None, device: str | torch.device = "cpu") -> Detector:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``) into a new detector.
+
+    ``name``: the architecture expected; a checkpoint of another one is a ValueError.
+    """
+    path = Path(path)
+    if name is not None:
+        check_name(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(f"checkpoint {path} is corrupt or not a torch file ({type(exc).__name__}); "
+                         "expected a dfrobust checkpoint; delete it to retrain") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint {path} is not a {CHECKPOINT_FORMAT} file; expected one written by "
+                         "dfrobust.models.train.save_checkpoint")
+    arch = payload.get("arch")
+    if name is not None and arch != name:
+        raise ValueError(f"checkpoint {path} holds architecture {arch!r}; expected {name!r}")
+    model = build(arch, int(payload["input_size"]))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"checkpoint {path} does not fit {arch} at {payload['input_size']} px: {first}") from None
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- prediction
+
+def predict_proba(model: torch.nn.Module, images: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
+    """``p_fake = softmax(model(x))[:, 1]`` for a [N, 3, S, S] batch in [0, 1], in batches, as numpy [N]."""
+    from ..device import auto_batch_size
+
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        got = getattr(images, "shape", type(images).__name__)
+        raise ValueError(f"images must be a tensor [N, 3, S, S] in [0, 1], got {got}")
+    try:
+        dev = next(model.parameters()).device
+    except StopIteration:
+        dev = torch.device("cpu")
+    if batch_size is None:
+        batch_size = auto_batch_size(dev, int(getattr(model, "input_size", images.shape[-1])), cpu=64, gpu=512)
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: expected a positive int")
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            logits = model(images[i:i + batch_size].to(dev, non_blocking=True))
+            out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def clean_metrics(meta: pd.DataFrame, p_fake: np.ndarray, threshold: float = 0.5) -> pd.DataFrame:
+    """Accuracy and AUC overall, per demographic group and per manipulation.
+
+    Per group: all test rows of the group. Per manipulation: accuracy on that manipulation's
+    rows (for ``none``, the reals); AUC of that manipulation's fakes against all reals.
+    """
+    y = meta["label"].to_numpy(np.int64)
+    pred = (p_fake >= threshold).astype(np.int64)
+    rows = [("all", "overall", np.ones(len(y), bool), np.ones(len(y), bool))]
+    for g in sorted(set(meta["group"]) - {""}):
+        m = (meta["group"] == g).to_numpy()
+        rows.append((g, "group", m, m))
+    real = (y == 0)
+    for man in sorted(set(meta["manipulation"])):
+        m = (meta["manipulation"] == man).to_numpy()
+        rows.append((man if man not in {r[0] for r in rows} else f"manipulation:{man}", "manipulation",
+                     m, m | real if man != "none" else m))
+    out = []
+    for name, kind, acc_mask, auc_mask in rows:
+        out.append({"subset": name, "subset_kind": kind, "n": int(acc_mask.sum()),
+                    "n_fake": int(y[acc_mask].sum()),
+                    "accuracy": float((pred[acc_mask] == y[acc_mask]).mean()) if acc_mask.any() else float("nan"),
+                    "auc": _auc(y[auc_mask], p_fake[auc_mask])})
+    return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------- data
+
+_REQUIRED = ("path", "label", "split", "group", "manipulation", "identity")
+
+
+def _check_manifest(manifest: pd.DataFrame) -> None:
+    if not isinstance(manifest, pd.DataFrame):
+        raise ValueError("manifest must be a pandas.DataFrame (dfrobust.data.get_manifest), "
+                         f"got {type(manifest).__name__}")
+    missing = [c for c in _REQUIRED if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"manifest lacks column(s) {missing}; expected at least {list(_REQUIRED)}")
+    for split in ("train", "val", "test"):
+        labels = set(manifest.loc[manifest["split"] == split, "label"].astype(int))
+        if labels != {0, 1}:
+            raise ValueError(f"manifest split {split!r} has labels {sorted(labels)}; expected both 0 (real) "
+                             "and 1 (fake) in each of train, val and test")
+
+
+def data_fingerprint(manifest: pd.DataFrame) -> str:
+    """Hash of what training sees: paths relative to their common folder, sizes, labels, splits, groups.
+
+    Independent of where the data home lives, so a moved data folder keeps its checkpoints.
+    """
+    paths = [str(p) for p in manifest["path"]]
+    try:
+        common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    except ValueError:
+        common = ""
+    h = hashlib.sha256()
+    cols = ["label", "split", "group", "manipulation", "identity"]
+    for p, *vals in sorted(zip(paths, *(manifest[c].astype(str) for c in cols))):
+        size = os.path.getsize(p) if os.path.isfile(p) else -1
+        h.update(json.dumps([os.path.relpath(p, common) if common else p, size, *vals]).encode())
+    return h.hexdigest()[:16]
+
+
+def _load_chunk(df: pd.DataFrame, size: int) -> tuple[torch.Tensor, list[int], list[dict[str, str]]]:
+    from ..data.manifest import load_images
+
+    try:
+        return load_images(df, size), list(range(len(df))), []
+    except (FileNotFoundError, ValueError, OSError):
+        pass
+    keep, tensors, skipped = [], [], []
+    for i in range(len(df)):
+        try:
+            tensors.append(load_images(df.iloc[[i]], size))
+            keep.append(i)
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            skipped.append({"path": str(df["path"].iloc[i]), "reason": str(exc).splitlines()[0]})
+    x = torch.cat(tensors) if tensors else torch.empty((0, 3, size, size))
+    return x, keep, skipped
+
+
+def _load_split(df: pd.DataFrame, size: int, *, as_uint8: bool = False,
+                chunk: int = 512) -> tuple[torch.Tensor, pd.DataFrame, list[dict[str, str]]]:
+    """Images of ``df`` (chunked); unreadable files are skipped and returned as ``[{path, reason}]``.
+
+    ``as_uint8`` stores the batch as uint8 (x 255, rounded): a quarter of the memory, used for
+    the training split, which :func:`fit` converts back to [0, 1] floats batch by batch.
+    """
+    parts, keep, skipped = [], [], []
+    for start in range(0, len(df), chunk):
+        x, k, sk = _load_chunk(df.iloc[start:start + chunk], size)
+        parts.append(x.mul(255).round_().to(torch.uint8) if as_uint8 else x)
+        keep += [start + i for i in k]
+        skipped += sk
+    dtype = torch.uint8 if as_uint8 else torch.float32
+    x = torch.cat(parts) if parts else torch.empty((0, 3, size, size), dtype=dtype)
+    return x, df.iloc[keep].reset_index(drop=True), skipped
+
+
+def _subsample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    if n is None or len(df) <= n:
+        return df
+    frac = n / len(df)
+    parts = [g.sample(n=max(1, int(round(len(g) * frac))), random_state=seed) for _, g in df.groupby("label")]
+    return pd.concat(parts).sort_index()
+
+
+# ----------------------------------------------------------------------------- training
+
+def resolve_hparams(name: str, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    check_name(name)
+    if profile not in HPARAMS:
+        raise ValueError(f"profile={profile!r}: unknown; expected one of {', '.join(HPARAMS)}")
+    hp = dict(HPARAMS[profile][name])
+    unknown = sorted(set(overrides) - set(hp))
+    if unknown:
+        raise ValueError(f"training override(s) {unknown}: unknown; expected some of {sorted(hp)}")
+    hp.update(overrides)
+    for key in ("input_size", "epochs", "batch_size", "patience"):
+        v = hp[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{key}={v!r} for {name}: expected a positive int")
+    for key in ("lr", "weight_decay"):
+        if not isinstance(hp[key], (int, float)) or hp[key] < 0:
+            raise ValueError(f"{key}={hp[key]!r} for {name}: expected a non-negative number")
+    if hp["max_train"] is not None and (not isinstance(hp["max_train"], int) or hp["max_train"] < 2):
+        raise ValueError(f"max_train={hp['max_train']!r}: expected None or an int >= 2")
+    if hp["init_weights"] is not None and not Path(hp["init_weights"]).is_file():
+        raise FileNotFoundError(f"init_weights={hp['init_weights']!r}: no such local file (nothing is downloaded)")
+    return hp
+
+
+def cache_key(name: str, fingerprint: str, hp: dict[str, Any], seed: int) -> str:
+    hp = dict(hp)
+    if hp.get("init_weights"):
+        p = Path(hp["init_weights"])
+        hp["init_weights"] = f"{p.name}:{p.stat().st_size}"
+    blob = json.dumps({"arch": name, "data": fingerprint, "hparams": hp, "seed": int(seed),
+                       "code": TRAIN_CODE_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype), dtype
+    return torch.autocast("cpu", enabled=False), torch.float32
+
+
+def fit(model: Detector, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+        hp: dict[str, Any], *, seed: int, device: torch.device, progress: bool = False) -> dict[str, Any]:
+    """Train ``model`` in place (AdamW, early stopping on val AUC); restore the best epoch's weights.
+
+    ``x_train``: float in [0, 1] or uint8 (0..255, converted per batch); ``x_val``: float in [0, 1].
+
+    Returns the history: ``train_loss``, ``val_auc`` per epoch, ``best_epoch``, ``best_val_auc``.
+    """
+    from ..device import seed_everything
+
+    gen = seed_everything(seed)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    ctx_dtype = _autocast(device, hp["amp"])[1]
+    scaler = torch.amp.GradScaler("cuda") if ctx_dtype == torch.float16 else None
+    loss_fn = torch.nn.CrossEntropyLoss()
+    n, bs = len(x_train), hp["batch_size"]
+    history: dict[str, Any] = {"train_loss": [], "val_auc": []}
+    best_auc, best_state, best_epoch, bad = -np.inf, None, 0, 0
+    y_val_np = y_val.numpy()
+    for epoch in range(hp["epochs"]):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        flips = torch.rand(n, generator=gen) < 0.5
+        total, seen = 0.0, 0
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            if len(idx) < 2:  # batch-norm needs two samples
+                continue
+            xb = x_train[idx]
+            if xb.dtype == torch.uint8:
+                xb = xb.float().div_(255)
+            if hp["augment"]:
+                f = flips[idx]
+                xb = torch.where(f.view(-1, 1, 1, 1), xb.flip(-1), xb)
+            xb, yb = xb.to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            ctx, _ = _autocast(device, hp["amp"])
+            with ctx:
+                loss = loss_fn(model(xb).float(), yb)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        val_auc = _auc(y_val_np, predict_proba(model, x_val))
+        history["train_loss"].append(total / max(seen, 1))
+        history["val_auc"].append(val_auc)
+        if progress:
+            print(f"  {model.name} epoch {epoch + 1}/{hp['epochs']}: loss {total / max(seen, 1):.4f}, "
+                  f"val AUC {val_auc:.4f}", flush=True)
+        if val_auc > best_auc + 1e-6:
+            best_auc, best_epoch, bad = val_auc, epoch, 0
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        else:
+            bad += 1
+            if bad >= hp["patience"]:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    history["best_epoch"], history["best_val_auc"] = best_epoch, float(best_auc)
+    return history
+
+
+def _record(name: str, metrics: pd.DataFrame, history: dict[str, Any], *, hp, profile, seed, device,
+            train_time_s, fingerprint, checkpoint: Path, counts: dict[str, int], skipped, synthetic) -> xr.Dataset:
+    from ..results import provenance
+
+    m = metrics.set_index("subset")
+
+    def var(dim, values, units, long_name):
+        return (dim, values, {"units": units, "long_name": long_name})
+
+    ds = xr.Dataset(
+        {
+            "accuracy": var("subset", m["accuracy"].to_numpy(float), "1",
+                            "clean accuracy (threshold 0.5) on the test split"),
+            "auc": var("subset", m["auc"].to_numpy(float), "1", "ROC AUC on the test split"),
+            "n": var("subset", m["n"].to_numpy(np.int64), "1", "test samples"),
+            "n_fake": var("subset", m["n_fake"].to_numpy(np.int64), "1", "fake test samples"),
+            "train_loss": var("epoch", np.asarray(history["train_loss"], float), "1", "mean training cross-entropy"),
+            "val_auc": var("epoch", np.asarray(history["val_auc"], float), "1", "validation ROC AUC"),
+            "train_time_s": var((), float(train_time_s), "s", "training wall time"),
+            "best_epoch": var((), int(history["best_epoch"]) + 1, "1", "epoch kept (1-based)"),
+        },
+        coords={"subset": list(m.index), "subset_kind": ("subset", m["subset_kind"].tolist()),
+                "epoch": np.arange(1, len(history["train_loss"]) + 1), "model": name},
+    )
+    attrs = provenance(hp, profile=profile, seed=seed, device=device, wall_time_s=train_time_s,
+                       model=name, input_size=int(hp["input_size"]), data_fingerprint=fingerprint,
+                       checkpoint=checkpoint.name, synthetic=int(bool(synthetic)),
+                       n_train=counts["train"], n_val=counts["val"], n_test=counts["test"],
+                       n_skipped=len(skipped), skipped=skipped)
+    # str subclasses (torch.__version__ is a TorchVersion) do not survive h5netcdf: make them plain str
+    ds.attrs.update({k: str(v) if isinstance(v, str) else v for k, v in attrs.items()})
+    return ds
+
+
+def _warm_imports() -> None:
+    """Import what the loop imports lazily (sklearn; torch._dynamo via the optimizer) so one-time
+    import costs (seconds on a busy CPU) are not counted as training time."""
+    import sklearn.metrics  # noqa: F401
+
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+
+
+def get_trained(name: str, manifest: pd.DataFrame, *, profile: str = "quick", seed: int = 0,
+                device: str = "auto", progress: bool = False, **overrides: Any) -> TrainedDetector:
+    """Train detector ``name`` on ``manifest`` (or load its cached checkpoint) and evaluate it.
+
+    ``overrides`` replace entries of ``HPARAMS[profile][name]`` (unknown keys are an error).
+    The checkpoint ``<name>-<profile>-<key>.pt`` and its record ``.nc`` live in
+    ``dfrobust.paths.checkpoints_dir()``; ``key`` hashes architecture, data fingerprint,
+    hyper-parameters and seed.
+    """
+    from ..device import describe, pick_device
+    from ..paths import checkpoints_dir
+    from ..results import load, save
+
+    hp = resolve_hparams(name, profile, overrides)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed={seed!r}: expected an int")
+    dev = pick_device(device)
+    _check_manifest(manifest)
+    fingerprint = data_fingerprint(manifest)
+    key = cache_key(name, fingerprint, hp, seed)
+    ckpt = checkpoints_dir() / f"{name}-{profile}-{key}.pt"
+    rec_path = ckpt.with_suffix(".nc")
+    if ckpt.is_file() and rec_path.is_file():
+        model = load_checkpoint(ckpt, name, dev)
+        record = load(rec_path)
+        return TrainedDetector(model=model, input_size=model.input_size, record=record, checkpoint=ckpt,
+                               train_time_s=float(record["train_time_s"]), device=str(dev), cached=True, hparams=hp)
+
+    size = hp["input_size"]
+    parts, skipped = {}, []
+    for split in ("train", "val", "test"):
+        df = manifest[manifest["split"] == split]
+        if split == "train":
+            df = _subsample(df, hp["max_train"], seed)
+        x, kept, sk = _load_split(df, size, as_uint8=(split == "train"))
+        skipped += sk
+        if set(kept["label"].astype(int)) != {0, 1}:
+            raise ValueError(f"split {split!r}: after skipping {len(sk)} unreadable file(s) it lacks a class; "
+                             "expected real and fake images")
+        parts[split] = (x, torch.tensor(kept["label"].to_numpy(np.int64)), kept)
+    if skipped:
+        print(f"{name}: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]['path']}: {skipped[0]['reason']}")
+
+    _warm_imports()
+    torch.manual_seed(seed)
+    model = build(name, size, init_weights=hp["init_weights"])
+    t0 = time.perf_counter()
+    history = fit(model, parts["train"][0], parts["train"][1], parts["val"][0], parts["val"][1], hp,
+                  seed=seed, device=dev, progress=progress)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    train_time = time.perf_counter() - t0
+    model.eval()
+    p_test = predict_proba(model, parts["test"][0])
+    metrics = clean_metrics(parts["test"][2], p_test)
+    meta = manifest.attrs.get("meta") or {}
+    if "synthetic" in meta:
+        synthetic = bool(meta["synthetic"])
+    else:
+        synthetic = "dataset" in manifest.columns and bool((manifest["dataset"] == "synthetic").all())
+    save_checkpoint(model, ckpt, profile=profile, seed=seed, hparams=hp, data_fingerprint=fingerprint)
+    record = _record(name, metrics, history, hp=hp, profile=profile, seed=seed, device=describe(dev),
+                     train_time_s=train_time, fingerprint=fingerprint, checkpoint=ckpt,
+                     counts={s: len(parts[s][2]) for s in parts}, skipped=skipped, synthetic=synthetic)
+    save(record, rec_path)
+    return TrainedDetector(model=model, input_size=size, record=record, checkpoint=ckpt,
+                           train_time_s=train_time, device=str(dev), cached=False, hparams=hp)
+
+
+def train_all(manifest: pd.DataFrame, models=MODELS, **kw: Any) -> dict[str, TrainedDetector]:
+    """:func:`get_trained` for each name in ``models`` (same keyword arguments)."""
+    return {m: get_trained(m, manifest, **kw) for m in models}
+
+
+def records_table(trained: dict[str, TrainedDetector]) -> pd.DataFrame:
+    """Long table of every detector's clean metrics: model, subset, subset_kind, accuracy, auc, n, train_time_s."""
+    rows = []
+    for name, td in trained.items():
+        r = td.record
+        for i, s in enumerate(r["subset"].values):
+            rows.append({"model": name, "subset": str(s), "subset_kind": str(r["subset_kind"].values[i]),
+                         "accuracy": float(r["accuracy"].values[i]), "auc": float(r["auc"].values[i]),
+                         "n": int(r["n"].values[i]), "input_size": td.input_size,
+                         "train_time_s": float(td.train_time_s)})
+    return pd.DataFrame(rows)
+
+
+def combined_record(trained: dict[str, TrainedDetector]) -> xr.Dataset:
+    """All detectors' clean metrics in one Dataset with a ``model`` dimension (for results/<profile>/models.nc)."""
+    parts = []
+    for name, td in trained.items():
+        r = td.record[["accuracy", "auc", "n", "n_fake", "train_time_s"]].copy()
+        r = r.drop_vars("model", errors="ignore").expand_dims(model=[name])
+        r["input_size"] = ("model", [td.input_size])
+        parts.append(r)
+    ds = xr.concat(parts, dim="model", join="outer")
+    ds["input_size"].attrs.update(units="px", long_name="training/evaluation input size")
+    return ds
