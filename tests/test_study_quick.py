@@ -37,6 +37,8 @@ def test_quick_study_builds_the_book_with_figures_and_glued_numbers(quick_book):
         html = page.read_text()
         assert re.search(r"<img [^>]*src=\"[^\"]+\.png\"", html), f"{nb.name}: no figure in the page"
         assert "Traceback (most recent call last)" not in html, f"{nb.name}: an error was rendered"
+        leaked = re.findall(r"np\.(?:float|int|bool|str)\w*\(", html)
+        assert not leaked, f"{nb.name}: a glued value shows its numpy repr ({leaked[0]}...); glue plain Python values"
     # the landing page pastes numbers glued by the chapters: no unresolved glue, at least one number
     intro = (html_dir / "book" / "intro.html").read_text()  # index.html redirects to the root page
     assert "{glue" not in intro
