@@ -36,6 +36,9 @@ def test_quick_study_builds_the_book_with_figures_and_glued_numbers(quick_book):
         assert page.is_file(), f"chapter {nb.name} missing from the book"
         html = page.read_text()
         assert re.search(r"<img [^>]*src=\"[^\"]+\.png\"", html), f"{nb.name}: no figure in the page"
+        assert "Figure size" not in html, f"{nb.name}: a figure was pasted as text (no image formatter)"
+        assert html.count("<img") == html.count("<figcaption>"), \
+            f"{nb.name}: every image must be a captioned figure, shown once"
         assert "Traceback (most recent call last)" not in html, f"{nb.name}: an error was rendered"
         leaked = re.findall(r"np\.(?:float|int|bool|str)\w*\(", html)
         assert not leaked, f"{nb.name}: a glued value shows its numpy repr ({leaked[0]}...); glue plain Python values"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import finish
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -45,7 +46,7 @@ def pair_grid(df: pd.DataFrame, n_per_group: int = 2, seed: int = 0, title: str 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def video_strip(frames: pd.DataFrame, video_id: str | None = None, n: int = 6, title: str | None = None) -> plt.Figure:
@@ -72,7 +73,7 @@ def video_strip(frames: pd.DataFrame, video_id: str | None = None, n: int = 6, t
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def bar_chart(values: dict[str, float], lower: float = 0.85, upper: float = 0.98, chance: float = 0.5,
@@ -91,4 +92,4 @@ def bar_chart(values: dict[str, float], lower: float = 0.85, upper: float = 0.98
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return fig
+    return finish(fig)

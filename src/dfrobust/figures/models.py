@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import finish
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -46,7 +47,7 @@ def clean_metrics(table: pd.DataFrame, data_label: str = "synthetic") -> plt.Fig
     fig.legend(handles, order, loc="upper center", ncol=len(order), frameon=False, bbox_to_anchor=(0.5, 1.0))
     fig.suptitle(f"Clean test-split performance ({data_label} data)", y=1.05)
     fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def validation_curves(trained: dict, data_label: str = "synthetic") -> plt.Figure:
@@ -69,7 +70,7 @@ def validation_curves(trained: dict, data_label: str = "synthetic") -> plt.Figur
     ax.set_title(f"Early stopping on validation AUC ({data_label} data)")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    return fig
+    return finish(fig)
 
 
 def metrics_table(table: pd.DataFrame) -> pd.DataFrame:

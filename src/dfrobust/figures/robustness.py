@@ -4,13 +4,11 @@ model, attack, eps, b dims); every function returns a matplotlib Figure and neve
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import xarray as xr  # noqa: E402
+from . import finish
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import xarray as xr
 
 RR_COLOR, RA_COLOR = "tab:blue", "tab:red"
 
@@ -72,7 +70,7 @@ def figure1(ra: xr.DataArray, rr: xr.DataArray, *, reading: str = "b", at: float
                 ax.set_xlabel("tolerance b (bound on |ΔP(ŷ)|)" if reading == "b" else "tolerance ε (L∞ radius)")
     label = f"ε = {float(rr_['eps']):.3g}" if reading == "b" else f"b = {float(rr_['b']):.3g}"
     fig.suptitle(title or f"RR (left, solid) and RA (right, dashed) vs tolerance; {label}", fontsize=10)
-    return fig
+    return finish(fig)
 
 
 def region_maps(rr: xr.DataArray, level: float) -> plt.Figure:
@@ -96,7 +94,7 @@ def region_maps(rr: xr.DataArray, level: float) -> plt.Figure:
     fig.colorbar(im, ax=axes, shrink=0.8, label="RR")
     fig.suptitle(f"RR over (ε, b); white line: RR = {level:g}; the operating region RR >= {level:g} "
                  "lies below/right of it (small ε, large b)", fontsize=9)
-    return fig
+    return finish(fig)
 
 
 def group_bars(table: pd.DataFrame, *, value: str = "value") -> plt.Figure:
@@ -122,4 +120,4 @@ def group_bars(table: pd.DataFrame, *, value: str = "value") -> plt.Figure:
         ax.set_title(met)
         ax.tick_params(axis="x", rotation=30)
         ax.legend(fontsize=7, loc="lower right")
-    return fig
+    return finish(fig)

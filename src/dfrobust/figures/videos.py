@@ -4,12 +4,10 @@ R² with bootstrap CIs. Every function returns a matplotlib Figure and never sho
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
+from . import finish
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
 
 #: colour per data type
 COLORS = {"image": "tab:gray", "video_per_frame": "tab:blue", "video_progressive": "tab:orange"}
@@ -69,7 +67,7 @@ def linearity_figure(lin: xr.Dataset, model: str | None = None, *, data_types=No
                 ax.set_ylabel("RR")
             ax.legend(fontsize=6, loc="lower right")
     fig.suptitle(f"{model}: RR vs tolerance and least-squares lines", fontsize=10)
-    return fig
+    return finish(fig)
 
 
 def r2_figure(lin: xr.Dataset) -> plt.Figure:
@@ -100,4 +98,4 @@ def r2_figure(lin: xr.Dataset) -> plt.Figure:
                 ax.set_ylabel("R² of the line")
     axes[0, -1].legend(fontsize=7, loc="lower right")
     fig.suptitle("How linear is RR in the tolerance? R² with 95% bootstrap CI", fontsize=10)
-    return fig
+    return finish(fig)

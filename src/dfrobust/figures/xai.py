@@ -4,14 +4,12 @@ matplotlib Figure and never shows it."""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import xarray as xr  # noqa: E402
+from . import finish
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import xarray as xr
 
 TOOL_ORDER = ("gradcam", "lime", "rise", "sobol", "xrai", "random")
 
@@ -43,7 +41,7 @@ def accuracy_vs_k(table: pd.DataFrame, *, title: str | None = None) -> plt.Figur
     axes[0, -1].legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title)
-    return fig
+    return finish(fig)
 
 
 def time_bars(times: pd.DataFrame) -> plt.Figure:
@@ -56,7 +54,7 @@ def time_bars(times: pd.DataFrame) -> plt.Figure:
     for ax in g.axes.flat:
         ax.set_xscale("log")
     g.set_axis_labels("seconds per image (log)", "")
-    return g.figure
+    return finish(g.figure)
 
 
 def faithfulness_scatter(scores: pd.DataFrame) -> plt.Figure:
@@ -72,7 +70,7 @@ def faithfulness_scatter(scores: pd.DataFrame) -> plt.Figure:
             ax.annotate(r["tool"], (r["del_ins_score"], r["attack_score"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         ax.set(title=model, xlabel="insertion − deletion AUC", ylabel="1 − accuracy on adv. fakes")
-    return fig
+    return finish(fig)
 
 
 def gallery(g: xr.Dataset, *, k: int, tools=None, max_pairs: int = 2) -> plt.Figure:
@@ -109,4 +107,4 @@ def gallery(g: xr.Dataset, *, k: int, tools=None, max_pairs: int = 2) -> plt.Fig
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    return fig
+    return finish(fig)
