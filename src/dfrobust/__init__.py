@@ -19,3 +19,9 @@ The package follows the study's pipeline, one module per job::
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# timm → huggingface_hub imports tqdm.auto, which warns in a notebook kernel without ipywidgets
+# (the study does not need widgets: its progress bars are text); keep the warning off the book's pages.
+_warnings.filterwarnings("ignore", message="IProgress not found")
