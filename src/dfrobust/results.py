@@ -58,7 +58,7 @@ def provenance(params: Mapping[str, Any] | None = None, *, profile: str | None =
         "seed": -1 if seed is None else int(seed),
         "device": device or "",
         "dfrobust_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "xarray_version": xr.__version__,
         "python_version": platform.python_version(),
         "git_commit": git_commit(),

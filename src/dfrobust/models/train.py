@@ -430,8 +430,7 @@ def _record(name: str, metrics: pd.DataFrame, history: dict[str, Any], *, hp, pr
                        checkpoint=checkpoint.name, synthetic=int(bool(synthetic)),
                        n_train=counts["train"], n_val=counts["val"], n_test=counts["test"],
                        n_skipped=len(skipped), skipped=skipped)
-    # str subclasses (torch.__version__ is a TorchVersion) do not survive h5netcdf: make them plain str
-    ds.attrs.update({k: str(v) if isinstance(v, str) else v for k, v in attrs.items()})
+    ds.attrs.update(attrs)
     return ds
 
 
