@@ -13,11 +13,11 @@ import time
 import numpy as np
 import torch
 
-from dfrobust.device import describe, pick_device
-from dfrobust.explain import TOOLS, explain, warmup
+from dfrobust.core.device import describe, pick_device
+from dfrobust.explainers import TOOLS, explain, warmup
 from dfrobust.models import build
-from dfrobust.perf import bench_parser, finish_bench
-from dfrobust.segments import slic_segments
+from dfrobust.study.perf import bench_parser, finish_bench
+from dfrobust.explainers.segments import slic_segments
 
 
 def main(argv=None):

@@ -12,10 +12,10 @@ import time
 
 import torch
 
-from dfrobust.device import describe, pick_device
+from dfrobust.core.device import describe, pick_device
 from dfrobust.models import build
-from dfrobust.nes import MaskedNES
-from dfrobust.perf import bench_parser, finish_bench
+from dfrobust.attacks.nes import MaskedNES
+from dfrobust.study.perf import bench_parser, finish_bench
 
 
 def main(argv=None):

@@ -2,7 +2,7 @@
 
 A k-step PGD costs about k forward+backward passes (+ one forward for the result), so
 ``PGD images/s × k ≈ fwd+bwd images/s`` when torchattacks adds little overhead. Both are timed
-side by side in one process; batch size and device come from dfrobust.device.
+side by side in one process; batch size and device come from dfrobust.core.device.
 
     python bench/bench_pgd.py                         # small CPU defaults, < 2 min
     python bench/bench_pgd.py --model resnet34 --size 256 --steps 10 --device cuda --repeats 5
@@ -15,8 +15,8 @@ import time
 import torch
 
 from dfrobust.attacks import make_attack
-from dfrobust.perf import bench_parser, finish_bench
-from dfrobust.device import auto_batch_size, describe, pick_device
+from dfrobust.study.perf import bench_parser, finish_bench
+from dfrobust.core.device import auto_batch_size, describe, pick_device
 
 
 def _sync(dev):
@@ -29,7 +29,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", default="meso4")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--batch", type=int, default=0, help="0: dfrobust.device.auto_batch_size")
+    ap.add_argument("--batch", type=int, default=0, help="0: dfrobust.core.device.auto_batch_size")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """Bench: RR over a tolerance grid from ONE attack pass vs re-attacking per tolerance level.
 
 RR(ε, b) for every b is a reduction of the per-sample records of one attack pass
-(dfrobust.robustness.attack_records + dfrobust.metrics.robust_ratio). The naive protocol re-runs
+(dfrobust.experiments.robustness.attack_records + dfrobust.metrics.robust_ratio). The naive protocol re-runs
 the attack for each tolerance level and thresholds that run. Both are timed side by side in one
 process and printed as a ratio (expect ≈ number of levels). Also checks that both give the same
 RR when the attack is deterministic (FGSM) — the speed-up costs nothing.
@@ -18,9 +18,10 @@ import time
 import numpy as np
 import torch
 
-from dfrobust import metrics, robustness
-from dfrobust.device import describe, pick_device, seed_everything
-from dfrobust.perf import bench_parser, finish_bench
+from dfrobust import metrics
+from dfrobust.experiments import robustness
+from dfrobust.core.device import describe, pick_device, seed_everything
+from dfrobust.study.perf import bench_parser, finish_bench
 
 
 def build_model(name: str, size: int):
@@ -45,7 +46,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     seed_everything(0)
     dev = pick_device(args.device)
-    b_grid = robustness.linspace_grid(0.2, args.levels, what="b")
+    b_grid = metrics.linspace_grid(0.2, args.levels, what="b")
     attack, _ = robustness.check_sweep([args.attack], [args.eps], b_grid=b_grid)
     model = build_model(args.model, args.size)
     g = torch.Generator().manual_seed(0)

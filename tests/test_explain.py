@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from dfrobust.explain import TOOLS, explain, gradcam_layer, jansen_total_order, last_conv_layer, sobol_design
-from dfrobust.segments import rank_segments, slic_segments
+from dfrobust.explainers import TOOLS, explain, gradcam_layer, jansen_total_order, last_conv_layer, sobol_design
+from dfrobust.explainers.segments import rank_segments, slic_segments
 
 torch.set_num_threads(1)
 SMALL = {"lime": {"num_samples": 40}, "rise": {"n_masks": 48, "cells": 4}, "sobol": {"grid": 3, "nb_design": 8},

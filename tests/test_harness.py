@@ -15,7 +15,9 @@ import pytest
 import xarray as xr
 import yaml
 
-from dfrobust import results, runner, study
+from dfrobust import study
+from dfrobust.core import results
+from dfrobust.study import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -146,7 +148,7 @@ def test_failing_cell_stops_with_its_error_in_one_line(tmp_path):
 
 
 def test_cli_reports_a_bad_profile_with_exit_code_2():
-    out = subprocess.run([sys.executable, "-m", "dfrobust.cli", "run", "01_data", "--profile", "nope"],
+    out = subprocess.run([sys.executable, "-m", "dfrobust.study.cli", "run", "01_data", "--profile", "nope"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2
     assert "profile='nope'" in out.stderr and "quick, default, paper" in out.stderr
@@ -223,3 +225,8 @@ def test_environment_yml_and_pyproject_agree_with_the_constraints():
     assert "robustbench" not in constraints
     # requests must not be the 2.25 line torchattacks' metadata asks for (it would break Sphinx)
     assert not constraints["requests"].startswith("2.25")
+
+
+def test_the_run_key_covers_every_home_of_the_package():
+    files = {p.relative_to(ROOT / "src" / "dfrobust").as_posix() for p in runner.package_files()}
+    assert {"core/paths.py", "models/train.py", "experiments/robustness.py", "study/runner.py"} <= files

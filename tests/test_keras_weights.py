@@ -17,7 +17,7 @@ import torch
 from dfrobust.models import build
 from dfrobust.models.keras_h5 import (detect_architecture, keras_preprocess, load_keras_weights,
                                       load_pretrained, p_real, read_keras_weights)
-from dfrobust.paths import shared_realdata
+from dfrobust.core.paths import shared_realdata
 
 torch.set_num_threads(1)
 WEIGHTS = ("Meso4_DF.h5", "Meso4_F2F.h5", "MesoInception_DF.h5", "MesoInception_F2F.h5")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from dfrobust.nes import MaskedNES, nes_attack
+from dfrobust.attacks.nes import MaskedNES, nes_attack
 
 torch.set_num_threads(1)
 

@@ -5,7 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dfrobust import metrics, results, robustness
+from dfrobust import metrics
+from dfrobust.core import results
+from dfrobust.experiments import robustness
+from dfrobust.data import sampling
 
 torch.set_num_threads(1)
 
@@ -152,7 +155,7 @@ def test_check_sweep_validates_b_and_models():
         robustness.check_sweep(["pgd"], [0.1], b_grid=[0.1, 1.5])
     with pytest.raises(ValueError, match="model='vgg'"):
         robustness.check_sweep(["pgd"], [0.1], models="meso4,vgg", known_models=("meso4",))
-    assert robustness.linspace_grid(0.2, 21)[1] == 0.01
+    assert metrics.linspace_grid(0.2, 21)[1] == 0.01
 
 
 def test_records_round_trip_through_results(records, tmp_path, monkeypatch):
@@ -177,14 +180,14 @@ def test_select_and_load_samples_skip_unreadable_files(tmp_path):
         rows.append({"path": str(p), "label": i % 2, "group": ["asian_male", "african_female"][i % 2 == 0],
                      "split": "test" if i < 5 else "train"})
     df = pd.DataFrame(rows)
-    sel = robustness.select_samples(df, 10, seed=0)
+    sel = sampling.select_samples(df, 10, seed=0)
     assert len(sel) == 5 and set(sel["split"]) == {"test"}
-    assert robustness.select_samples(df, 2, seed=0)["label"].tolist().count(0) == 1  # balanced
+    assert sampling.select_samples(df, 2, seed=0)["label"].tolist().count(0) == 1  # balanced
     x, y, kept, skipped = robustness.load_samples(sel, 16)
     assert x.shape == (4, 3, 16, 16) and len(kept) == 4 and y.tolist() == kept["label"].tolist()
     assert len(skipped) == 1 and skipped[0]["path"].endswith("img2.png")
     with pytest.raises(ValueError, match="n_samples=0"):
-        robustness.select_samples(df, 0)
+        sampling.select_samples(df, 0)
 
 
 def test_figures_have_one_panel_per_model_and_attack(records):

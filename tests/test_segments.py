@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dfrobust.segments import rank_segments, segment_scores, slic_segments, topk_mask, topk_masks
+from dfrobust.explainers.segments import rank_segments, segment_scores, slic_segments, topk_mask, topk_masks
 
 
 def test_ranking_matches_hand_computed_example():

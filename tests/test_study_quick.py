@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dfrobust import runner, study
+from dfrobust import study
+from dfrobust.study import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 

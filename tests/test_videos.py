@@ -8,8 +8,12 @@ import pytest
 import torch
 import xarray as xr
 
-from dfrobust import metrics, videos
+from dfrobust import metrics
+from dfrobust.experiments import videos
 from dfrobust.data.video import even_indices, write_mp4
+from dfrobust.attacks import progressive
+from dfrobust.data import sampling
+from dfrobust.metrics import linearity as lin
 
 torch.set_num_threads(1)
 
@@ -146,7 +150,7 @@ def test_frame_sampling_and_video_aggregation(tmp_path, data_home):
             assert vs.loc[vid, "n_frames"] == 4 and vs.loc[vid, "label"] == g.label.iloc[0]
     with pytest.raises(ValueError, match="aggregate='mode'"):
         videos.video_scores(p, fr.meta, "mode")
-    sub = videos.select_frames(df, 2)
+    sub = sampling.select_frames(df, 2)
     assert sub.groupby("video_id").size().eq(2).all()
 
 
@@ -170,9 +174,9 @@ def test_unreadable_video_is_reported_and_the_others_are_kept(tmp_path, data_hom
 def test_progressive_pgd_carries_delta_over_and_stays_in_budget():
     fr = _frames(n_videos=2, T=4)
     model = SignModel(8)
-    order = videos._video_order(fr.meta)
+    order = sampling.video_order(fr.meta)
     eps, alpha = 0.05, 0.01
-    atk = videos.ProgressiveAttack("pgd", model, order, eps=eps, seed=0, steps=1, alpha=alpha)
+    atk = progressive.ProgressiveAttack("pgd", model, order, eps=eps, seed=0, steps=1, alpha=alpha)
     labels = torch.zeros(len(fr.images), dtype=torch.long)  # gradient sign = sign(w) for every frame
     adv = atk(fr.images, labels)
     d = atk.last_deltas.reshape(len(adv), -1)
@@ -186,7 +190,7 @@ def test_progressive_pgd_carries_delta_over_and_stays_in_budget():
         proj = [float((d[i] * s).mean()) for i in o]
         assert proj[-1] > proj[0] + 1.5 * alpha
     # without the carry-over every frame starts afresh: no accumulation
-    direct = videos.ProgressiveAttack("pgd", model, order, eps=eps, seed=0, steps=1, alpha=alpha, carry=False)
+    direct = progressive.ProgressiveAttack("pgd", model, order, eps=eps, seed=0, steps=1, alpha=alpha, carry=False)
     direct(fr.images, labels)
     dd = direct.last_deltas.reshape(len(adv), -1)
     for o in order:
@@ -198,12 +202,12 @@ def test_progressive_pgd_carries_delta_over_and_stays_in_budget():
 def test_progressive_fgsm_and_cw_start_from_previous_delta(name):
     fr = _frames(n_videos=2, T=3)
     model = Tiny(8, seed=1) if name == "fgsm" else SignModel(8)  # CW needs a model it can flip
-    order = videos._video_order(fr.meta)
+    order = sampling.video_order(fr.meta)
     with torch.no_grad():
         labels = model(fr.images).argmax(1)   # attack the clean predictions
     kw = {"steps": 20, "c": 20.0, "lr": 0.05} if name == "cw" else {}
-    prog = videos.ProgressiveAttack(name, model, order, eps=0.04, seed=0, **kw)
-    fresh = videos.ProgressiveAttack(name, model, order, eps=0.04, seed=0, carry=False, **kw)
+    prog = progressive.ProgressiveAttack(name, model, order, eps=0.04, seed=0, **kw)
+    fresh = progressive.ProgressiveAttack(name, model, order, eps=0.04, seed=0, carry=False, **kw)
     a, b = prog(fr.images, labels), fresh(fr.images, labels)
     first = [o[0] for o in order]
     later = np.concatenate([o[1:] for o in order])
@@ -225,8 +229,8 @@ def test_progressive_fgsm_and_cw_start_from_previous_delta(name):
 
 def test_ramp_budget_grows_over_the_clip():
     fr = _frames(n_videos=2, T=4)
-    order = videos._video_order(fr.meta)
-    atk = videos.ProgressiveAttack("pgd", Tiny(8), order, eps=0.08, seed=0, ramp=True, steps=2)
+    order = sampling.video_order(fr.meta)
+    atk = progressive.ProgressiveAttack("pgd", Tiny(8), order, eps=0.08, seed=0, ramp=True, steps=2)
     adv = atk(fr.images, fr.labels)
     for o in order:
         assert np.allclose(atk.eps_per_row[o], 0.08 * np.arange(1, 5) / 4)
@@ -267,7 +271,7 @@ def test_validation_before_any_attack():
     with pytest.raises(ValueError, match="aggregate='avg'"):
         videos.check_aggregate("avg")
     with pytest.raises(ValueError, match="video_id"):
-        videos.select_frames(pd.DataFrame({"video_id": ["", "a"], "frame_index": [0, 1]}))
+        sampling.select_frames(pd.DataFrame({"video_id": ["", "a"], "frame_index": [0, 1]}))
 
 
 # --------------------------------------------------------------------------- video level & bootstrap
@@ -304,16 +308,16 @@ def test_fit_lines_matches_scipy():
     rng = np.random.default_rng(0)
     x = np.linspace(0, 1, 9)
     y = rng.random((4, 9)) + 2 * x
-    f = videos.fit_lines(x, y)
+    f = lin.fit_lines(x, y)
     for i in range(4):
         r = linregress(x, y[i])
         assert f["slope"][i] == pytest.approx(r.slope)
         assert f["intercept"][i] == pytest.approx(r.intercept)
         assert f["r2"][i] == pytest.approx(r.rvalue ** 2)
         assert f["max_dev"][i] == pytest.approx(np.abs(y[i] - r.intercept - r.slope * x).max())
-    assert np.isnan(videos.fit_lines(x, np.ones(9))["r2"])
+    assert np.isnan(lin.fit_lines(x, np.ones(9))["r2"])
     with pytest.raises(ValueError, match="distinct"):
-        videos.fit_lines(np.zeros(3), np.ones(3))
+        lin.fit_lines(np.zeros(3), np.ones(3))
 
 
 def test_linearity_detects_the_more_linear_curve():
@@ -328,12 +332,12 @@ def test_linearity_detects_the_more_linear_curve():
             r0[v] = r0["p_clean"].broadcast_like(r0[v]).transpose(*r0[v].dims)
         return xr.concat([r0, r], dim="eps", data_vars="minimal", coords="minimal", compat="override")
 
-    lin = videos.linearity({"linear": (with_eps0(uni), "sample"), "step": (with_eps0(step), "sample")}, b,
+    fits = lin.linearity({"linear": (with_eps0(uni), "sample"), "step": (with_eps0(step), "sample")}, b,
                            fixed_eps=0.1, fixed_b=0.5, n_boot=200, seed=0)
-    r2b = lin["r2"].sel(reading="b")
+    r2b = fits["r2"].sel(reading="b")
     assert (r2b.sel(data_type="linear")).item() > 0.95 > (r2b.sel(data_type="step")).item()
-    d = videos.r2_difference(lin, "linear", "step")
+    d = lin.r2_difference(fits, "linear", "step")
     assert (d["lo"].sel(reading="b")).item() > 0
-    assert videos.verdict_counts(d.sel(reading=["b"]))["a_more_linear"] == 1
-    tab = videos.linearity_table(lin)
+    assert lin.verdict_counts(d.sel(reading=["b"]))["a_more_linear"] == 1
+    tab = lin.linearity_table(fits)
     assert len(tab) == 2 * 2 and {"slope CI", "r2 CI"} <= set(tab.columns)

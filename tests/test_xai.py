@@ -9,8 +9,10 @@ import torch
 import xarray as xr
 from torch import nn
 
-from dfrobust import xai
-from dfrobust.results import load, save
+from dfrobust.experiments import xai
+from dfrobust.core.results import load, save
+from dfrobust.data import sampling
+from dfrobust.metrics import faithfulness as faith
 
 torch.set_num_threads(1)
 
@@ -48,17 +50,17 @@ def _load(df, size):
 
 
 def test_select_pairs_links_fake_to_its_real():
-    pairs = xai.select_pairs(_manifest(), 10)
+    pairs = sampling.select_pairs(_manifest(), 10)
     assert len(pairs) == 3                                     # the unpaired fake is left out
     assert (pairs["label"] == 1).all() and (pairs["real_label"] == 0).all()
     assert (pairs["path"].str[1:] == pairs["real_path"].str[1:]).all()
     with pytest.raises(ValueError, match="pair_id"):
-        xai.select_pairs(_manifest().assign(pair_id=""), 2)
+        sampling.select_pairs(_manifest().assign(pair_id=""), 2)
 
 
 @pytest.fixture(scope="module")
 def run():
-    pairs = xai.select_pairs(_manifest(), 3)
+    pairs = sampling.select_pairs(_manifest(), 3)
     return xai.run_xai({"a": Toy(24), "b@28": Toy(28, 1)}, pairs, tools=["gradcam", "rise", "random"],
                        top_k="1,4", n_segments=12, seed=0, device="cpu", keep=1, load=_load,
                        nes={"steps": 3, "n_pairs": 2, "eps": 0.05},
@@ -79,16 +81,16 @@ def test_records_dims_coords_and_roundtrip(run, tmp_path):
 
 def test_reductions_match_direct_computation(run):
     ds = run.records
-    acc = xai.adv_accuracy(ds)
+    acc = faith.adv_accuracy(ds)
     manual = (ds["p_fake_adv"].values > 0.5).mean(-1)
     np.testing.assert_allclose(acc.values, manual)
-    table = xai.accuracy_table(ds, n_resamples=200)
+    table = faith.accuracy_table(ds, n_resamples=200)
     assert len(table) == 2 * 3 * 2
     row = table[(table.model == "b@28") & (table.tool == "rise") & (table.k == 4)].iloc[0]
     assert row.adv_acc == pytest.approx(manual[1, 1, 1])
     assert row.ci_low <= row.adv_acc <= row.ci_high
     assert row.clean_acc == pytest.approx((ds["p_fake_clean"].values[1] > 0.5).mean())
-    by = xai.accuracy_table(ds, by="group", n_resamples=50)
+    by = faith.accuracy_table(ds, by="group", n_resamples=50)
     assert set(by["group"]) == {"asian_male", "african_female"} and by["n"].sum() == 2 * 3 * 2 * 3
     tt = xai.time_table(ds)
     assert len(tt) == 6 and (tt["explain_s"] >= 0).all()
@@ -97,7 +99,7 @@ def test_reductions_match_direct_computation(run):
 def test_attack_never_raises_fake_accuracy_above_clean(run):
     ds = run.records
     # NES only moves a fake toward "real" and stops once it is classified real
-    assert (xai.adv_accuracy(ds) <= xai.clean_accuracy(ds) + 1e-9).all()
+    assert (faith.adv_accuracy(ds) <= faith.clean_accuracy(ds) + 1e-9).all()
     assert ((ds["success"] == 1) == (ds["p_fake_adv"] <= 0.5)).all()
 
 
@@ -109,13 +111,13 @@ def test_rank_agreement_on_hand_made_scores():
                      "deletion_auc": (("model", "tool", "pair"), np.tile([0.8, 0.6, 0.5, 0.2], (1, 10, 1)).transpose(0, 2, 1)),
                      "insertion_auc": (("model", "tool", "pair"), np.tile([0.1, 0.3, 0.4, 0.9], (1, 10, 1)).transpose(0, 2, 1))},
                     coords={"model": ["m"], "tool": tools, "k": [1], "pair": np.arange(10)})
-    sc = xai.faithfulness_scores(ds)
+    sc = faith.faithfulness_scores(ds)
     np.testing.assert_allclose(sc["attack_score"], 1 - acc)
-    ra = xai.rank_agreement(ds).iloc[0]
+    ra = faith.rank_agreement(ds).iloc[0]
     assert ra["tau_del_ins_score"] == pytest.approx(1.0) and ra["tau_deletion"] == pytest.approx(1.0)
     ds2 = ds.assign(insertion_auc=ds["insertion_auc"][:, ::-1].assign_coords(tool=tools),
                     deletion_auc=ds["deletion_auc"][:, ::-1].assign_coords(tool=tools))
-    assert xai.rank_agreement(ds2).iloc[0]["tau_del_ins_score"] == pytest.approx(-1.0)
+    assert faith.rank_agreement(ds2).iloc[0]["tau_del_ins_score"] == pytest.approx(-1.0)
 
 
 def test_deletion_insertion_rewards_the_right_segment():
@@ -139,7 +141,7 @@ def test_deletion_insertion_rewards_the_right_segment():
 
 
 def test_bad_parameters_raise():
-    pairs = xai.select_pairs(_manifest(), 2)
+    pairs = sampling.select_pairs(_manifest(), 2)
     with pytest.raises(ValueError, match="tools"):
         xai.run_xai({"a": Toy(16)}, pairs, tools=["shap"], load=_load)
     with pytest.raises(ValueError, match="top_k"):

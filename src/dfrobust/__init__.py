@@ -1,21 +1,18 @@
 """dfrobust — helper package of the deepfake-robustness study.
 
-The package follows the study's pipeline, one module per job::
+The package follows the study's pipeline, one home per job (``docs/ARCHITECTURE.md``)::
 
-    paths       where data, checkpoints, results and the executed book live
-    study       the study spec (notebooks/study.yml): profiles and parameter validation
-    runner      papermill execution of the notebook templates + Jupyter Book build
-    cli         the ``dfrobust`` command line (typer); the Makefile calls it
-    results     tidy xarray results with provenance, atomic netCDF writes
-    device      device choice, seeding, automatic batch size
-    data        synthetic benchmark, real-dataset preparation, the manifest
-    models      detectors behind one interface, published MesoNet weights, training
-    attacks     FGSM / PGD / CW on the two-logit interface (torchattacks)
-    metrics     RA, RR and complementary metrics as reductions of per-sample records
-    robustness  attack sweeps that produce per-sample records
-    videos      video-level evaluation, per-frame vs progressive attacks
-    explain     XAI explainers behind one interface; segments; masked NES attack
-    figures     seaborn figures used by the book
+    core         where things live, the results store (atomic netCDF + provenance), device, seeding, parsers
+    data         synthetic benchmark, real-dataset preparation, the manifest, the balanced sampler
+    models       detectors behind one interface, published MesoNet weights, training
+    attacks      FGSM / PGD / CW (torchattacks), masked NES, the progressive (video) driver
+    explainers   Grad-CAM, LIME, RISE, SOBOL, XRAI, random — one interface; SLIC segments
+    metrics      RA, RR, complementary metrics, bootstrap, linearity, faithfulness (reductions of records)
+    experiments  per-chapter record builders and tables (robustness, videos, xai)
+    figures      seaborn figures used by the book
+    study        study spec, papermill runner, Jupyter Book build, the ``dfrobust`` CLI
+
+Each home imports only homes listed above it (``core`` imports none); a test walks the imports.
 """
 
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@
   paper-scale synthetic benchmark, with a printed and logged notice.
 
 An explicit ``data_root`` is honoured by every profile (the profile then sets how many frames
-and videos are prepared, see :data:`REAL_SCALES`).
+and videos are prepared, ``settings.real`` in notebooks/study.yml).
 """
 
 from __future__ import annotations
@@ -17,23 +17,17 @@ from typing import Any
 
 import pandas as pd
 
-from .. import paths
+from ..core import paths
+from ..core.profiles import PROFILES, check_profile, settings
 from .manifest import GROUPS, load_images, load_manifest, save_manifest
 
-__all__ = ["GROUPS", "KINDS", "PROFILES", "REAL_SCALES", "get_manifest", "load_images", "load_manifest",
+__all__ = ["GROUPS", "KINDS", "PROFILES", "get_manifest", "load_images", "load_manifest",
            "save_manifest"]
 
 log = logging.getLogger(__name__)
 
-PROFILES = ("quick", "default", "paper")
 KINDS = ("images", "video_frames")
 
-#: preparation of a real dataset per profile: frames per video, cap on videos per (label, manipulation)
-REAL_SCALES: dict[str, dict[str, Any]] = {
-    "quick": dict(n_frames=4, max_videos=8, size=256),
-    "default": dict(n_frames=8, max_videos=100, size=256),
-    "paper": dict(n_frames=16, max_videos=None, size=256),
-}
 
 
 def get_manifest(profile: str, kind: str = "images", *, seed: int = 0, data_root: str | None = None,
@@ -42,18 +36,17 @@ def get_manifest(profile: str, kind: str = "images", *, seed: int = 0, data_root
 
     ``kind='images'``: still face images, real + fake with ``pair_id`` (for a video dataset: the
     prepared frame crops). ``kind='video_frames'``: one row per sampled face crop of each video.
-    ``overrides`` go to the synthetic generator (keys of ``synth.SCALES``) or, for real data,
+    ``overrides`` go to the synthetic generator (keys of ``settings.synthetic`` in study.yml) or, for real data,
     to :func:`prepare.prepare`.
     """
-    if profile not in PROFILES:
-        raise ValueError(f"profile={profile!r}: expected one of {PROFILES}")
+    check_profile(profile)
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
     root = paths.real_data_root(data_root or None) if (data_root or profile == "paper") else None
     if root is not None:
         from .prepare import prepare
 
-        kw = {**REAL_SCALES[profile], "seed": seed, **overrides}
+        kw = {**settings("real", profile), "seed": seed, **overrides}
         df = load_manifest(prepare(root, **kw))
         df.attrs["meta"]["requested_kind"] = kind
         return df

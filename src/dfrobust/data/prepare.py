@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .. import paths
+from ..core import paths
 from .faces import HaarFaceDetector, crop_face
 from .manifest import GROUPS, load_manifest, read_rgb, save_manifest
 from .video import read_frames

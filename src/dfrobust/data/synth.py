@@ -44,26 +44,18 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .. import paths
+from ..core import paths
+from ..core.profiles import settings
 from .manifest import GROUPS, load_manifest, read_rgb, save_manifest
 from .render import SIZE, Conditions, Identity, _background, camera, render, sample_conditions, sample_identity
 
 log = logging.getLogger(__name__)
 
-PROFILES = ("quick", "default", "paper")
 GENERATOR_VERSION = "2"
 
-#: generator kwargs per profile. n_per_group = real images per group (as many fakes again);
-#: n_jobs = worker processes (results do not depend on it: every sample has its own seed).
-SCALES: dict[str, dict[str, Any]] = {
-    "quick": dict(n_per_group=20, n_identities=10, size=256, n_videos=1, video_seconds=1.0, fps=8,
-                  frames_per_video=4),
-    "default": dict(n_per_group=160, n_identities=20, size=256, n_videos=2, video_seconds=2.0, fps=25,
-                    frames_per_video=8),
-    "paper": dict(n_per_group=640, n_identities=60, size=256, n_videos=5, video_seconds=2.0, fps=25,
-                  frames_per_video=16, n_jobs=2),
-}
-#: defaults shared by all profiles (overridable)
+#: n_per_group = real images per group (as many fakes again); n_jobs = worker processes (results do
+#: not depend on it: every sample has its own seed).
+#: defaults for direct library use; the per-profile sizes are ``settings.synthetic`` in notebooks/study.yml
 COMMON: dict[str, Any] = dict(strength=(0.3, 1.0), split_fractions=(0.6, 0.2, 0.2),
                               manipulations=("faceswap", "reenactment"), video_splits=("test",), n_jobs=1)
 
@@ -231,9 +223,7 @@ def _check_kwargs(kw: dict) -> None:
 
 def resolve(profile: str, **overrides: Any) -> dict[str, Any]:
     """Generator kwargs of ``profile`` with ``overrides`` applied and checked (no work done)."""
-    if profile not in SCALES:
-        raise ValueError(f"profile={profile!r}: expected one of {PROFILES}")
-    kw = {**COMMON, **SCALES[profile]}
+    kw = {**COMMON, **settings("synthetic", profile)}
     unknown = set(overrides) - set(kw)
     if unknown:
         raise ValueError(f"unknown synthetic-data option(s) {sorted(unknown)}; expected some of {sorted(kw)}")
@@ -428,7 +418,7 @@ def generate(profile: str = "quick", seed: int = 0, kind: str = "images", **over
     """Generate (or reuse) the synthetic data of ``profile``; return the manifest path of ``kind``.
 
     ``kind`` is ``images`` or ``video_frames`` (clips generated, then prepared by the same code
-    path as real FF++ videos). Overrides are any keys of ``SCALES[profile]`` / ``COMMON``.
+    path as real FF++ videos). Overrides are any keys of ``settings.synthetic`` in study.yml / ``COMMON``.
     """
     if kind not in ("images", "video_frames"):
         raise ValueError(f"kind={kind!r}: expected 'images' or 'video_frames'")

@@ -17,7 +17,7 @@ LABELS = {"image": "images", "video_per_frame": "video, per-frame attack",
 
 def video_figure1(summary: xr.Dataset, *, level: str = "video", mode: str = "per_frame", reading: str = "b",
                   at: float, title: str | None = None) -> plt.Figure:
-    """Figure 1 (RR and RA vs tolerance) for one level × mode of :func:`dfrobust.videos.ra_rr_summary`."""
+    """Figure 1 (RR and RA vs tolerance) for one level × mode of :func:`dfrobust.experiments.videos.ra_rr_summary`."""
     from .robustness import figure1
 
     for dim, v in (("level", level), ("mode", mode)):

@@ -1,5 +1,5 @@
-"""Figures of the "XAI-guided attacks" chapter. Inputs are reductions from :mod:`dfrobust.xai`
-(tidy DataFrames) or a gallery Dataset from :func:`dfrobust.xai.run_xai`; every function returns a
+"""Figures of the "XAI-guided attacks" chapter. Inputs are reductions from :mod:`dfrobust.experiments.xai` and :mod:`dfrobust.metrics.faithfulness`
+(tidy DataFrames) or a gallery Dataset from :func:`dfrobust.experiments.xai.run_xai`; every function returns a
 matplotlib Figure and never shows it."""
 
 from __future__ import annotations

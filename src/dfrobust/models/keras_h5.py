@@ -180,7 +180,7 @@ def reference_check(root: str | os.PathLike | None = None):
     import pandas as pd
 
     if root is None:
-        from ..paths import shared_realdata
+        from ..core.paths import shared_realdata
 
         base = shared_realdata()
         if base is None or not (base / "mesonet").is_dir():

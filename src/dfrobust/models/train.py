@@ -4,7 +4,7 @@
 it): it trains ``name`` on the manifest's ``train`` split, early-stops on the ``val`` split's
 AUC (splits are by identity, built by the data module), evaluates on ``test`` overall, per
 demographic group and per manipulation, and caches the checkpoint and its record under
-:func:`dfrobust.paths.checkpoints_dir` keyed by (architecture, data fingerprint,
+:func:`dfrobust.core.paths.checkpoints_dir` keyed by (architecture, data fingerprint,
 hyper-parameters, seed). A second call with the same key loads the checkpoint
 (``torch.load(weights_only=True)``) instead of training.
 
@@ -152,7 +152,7 @@ def load_checkpoint(path: str | os.PathLike, name: str | None = None, device: st
 
 def predict_proba(model: torch.nn.Module, images: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
     """``p_fake = softmax(model(x))[:, 1]`` for a [N, 3, S, S] batch in [0, 1], in batches, as numpy [N]."""
-    from ..device import auto_batch_size
+    from ..core.device import auto_batch_size
 
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         got = getattr(images, "shape", type(images).__name__)
@@ -341,7 +341,7 @@ def fit(model: Detector, x_train: torch.Tensor, y_train: torch.Tensor, x_val: to
 
     Returns the history: ``train_loss``, ``val_auc`` per epoch, ``best_epoch``, ``best_val_auc``.
     """
-    from ..device import seed_everything
+    from ..core.device import seed_everything
 
     gen = seed_everything(seed)
     model.to(device)
@@ -403,7 +403,7 @@ def fit(model: Detector, x_train: torch.Tensor, y_train: torch.Tensor, x_val: to
 
 def _record(name: str, metrics: pd.DataFrame, history: dict[str, Any], *, hp, profile, seed, device,
             train_time_s, fingerprint, checkpoint: Path, counts: dict[str, int], skipped, synthetic) -> xr.Dataset:
-    from ..results import provenance
+    from ..core.results import provenance
 
     m = metrics.set_index("subset")
 
@@ -448,12 +448,12 @@ def get_trained(name: str, manifest: pd.DataFrame, *, profile: str = "quick", se
 
     ``overrides`` replace entries of ``HPARAMS[profile][name]`` (unknown keys are an error).
     The checkpoint ``<name>-<profile>-<key>.pt`` and its record ``.nc`` live in
-    ``dfrobust.paths.checkpoints_dir()``; ``key`` hashes architecture, data fingerprint,
+    ``dfrobust.core.paths.checkpoints_dir()``; ``key`` hashes architecture, data fingerprint,
     hyper-parameters and seed.
     """
-    from ..device import describe, pick_device
-    from ..paths import checkpoints_dir
-    from ..results import load, save
+    from ..core.device import describe, pick_device
+    from ..core.paths import checkpoints_dir
+    from ..core.results import load, save
 
     hp = resolve_hparams(name, profile, overrides)
     if isinstance(seed, bool) or not isinstance(seed, int):

@@ -12,7 +12,7 @@ what torchattacks gets wrong or leaves out is written by hand, each with a test:
   label logit and masks the others with ``-inf``. The installed package is never edited.
 * **CW returns the clean image** for every sample it never misclassified (it keeps the best
   *successful* iterate only); with a small ``c`` that is most samples. ``c``, ``steps``, ``lr``
-  and ``kappa`` are exposed, and :mod:`dfrobust.robustness` records per sample whether the
+  and ``kappa`` are exposed, and :mod:`dfrobust.experiments.robustness` records per sample whether the
   attack changed the image at all (``changed``).
 * **Seeded random starts.** torchattacks draws PGD's random start from torch's global RNG.
   :class:`SeededPGD` / :class:`SeededPGDL2` draw it inside ``torch.random.fork_rng`` seeded with
@@ -25,7 +25,7 @@ Budgets: FGSM and PGD are L∞ attacks with radius ``eps`` on images in [0, 1]. 
 L2 radius; :func:`l2_radius` maps an L∞ ε to the L2 radius ``ε·sqrt(d)`` (d = C·H·W), i.e. the
 L2 ball whose root-mean-square per-pixel change is ε — the L2 norm of an FGSM step of size ε
 before clipping. CW has no budget at all (it minimises ``||δ||₂² + c·f``); see
-:mod:`dfrobust.robustness` for how its found ``||δ||₂`` is compared with a grid of radii.
+:mod:`dfrobust.experiments.robustness` for how its found ``||δ||₂`` is compared with a grid of radii.
 """
 
 from __future__ import annotations
@@ -35,36 +35,7 @@ import math
 import torch
 import torchattacks
 
-ATTACKS = ("fgsm", "pgd", "pgdl2", "cw")
-#: the norm each attack's budget is measured in
-NORM = {"fgsm": "linf", "pgd": "linf", "pgdl2": "l2", "cw": "l2"}
-#: attacks whose result does not depend on ε (run once, compared with every radius afterwards)
-UNBUDGETED = ("cw",)
-
-DEFAULTS: dict[str, dict] = {
-    "fgsm": {},
-    "pgd": {"steps": 10, "alpha": None, "random_start": True},
-    "pgdl2": {"steps": 10, "alpha": None, "random_start": True},
-    "cw": {"c": 1.0, "kappa": 0.0, "steps": 50, "lr": 0.01},
-}
-
-
-def check_attack(name: str) -> str:
-    """The canonical attack name, or a one-line ValueError."""
-    key = str(name).strip().lower()
-    if key not in ATTACKS:
-        raise ValueError(f"attack={name!r}: unknown; expected one of {', '.join(ATTACKS)}")
-    return key
-
-
-def check_eps(eps: float, *, what: str = "eps") -> float:
-    try:
-        value = float(eps)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what}={eps!r}: expected a number >= 0") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{what}={eps!r}: expected a finite number >= 0")
-    return value
+from ..core.params import check_eps
 
 
 def l2_radius(eps: float, shape) -> float:
@@ -125,50 +96,6 @@ class FixedCW(torchattacks.CW):
 
     def f(self, outputs, labels):  # noqa: D401 - torchattacks API
         return cw_margin(outputs, labels, kappa=self.kappa, targeted=self.targeted)
-
-
-def check_options(name: str, **kw) -> dict:
-    """The attack's options (defaults updated by ``kw``), checked without building anything."""
-    key = check_attack(name)
-    opts = dict(DEFAULTS[key])
-    unknown = set(kw) - set(opts)
-    if unknown:
-        raise ValueError(f"attack={key!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-                         f"expected {', '.join(opts) or 'none'}")
-    opts.update(kw)
-    if "steps" in opts and (isinstance(opts["steps"], bool) or int(opts["steps"]) < 1):
-        raise ValueError(f"steps={opts['steps']!r}: expected an integer >= 1")
-    if key == "cw" and (float(opts["c"]) <= 0 or float(opts["lr"]) <= 0):
-        raise ValueError(f"cw c={opts['c']}, lr={opts['lr']}: expected c > 0 and lr > 0")
-    return opts
-
-
-def make_attack(name: str, model: torch.nn.Module, *, eps: float, seed: int = 0,
-                **kw) -> torchattacks.Attack:
-    """A torchattacks attack on ``model`` (two logits, inputs in [0, 1]).
-
-    ``eps`` is the L∞ radius for ``fgsm``/``pgd`` and the L2 radius for ``pgdl2`` (use
-    :func:`l2_radius` to match an L∞ ε); ``cw`` ignores it (no budget). Keyword arguments:
-    ``steps``, ``alpha`` (default ``2.5·eps/steps``), ``random_start`` for PGD; ``c``, ``kappa``,
-    ``steps``, ``lr`` for CW. Unknown keywords are an error.
-    """
-    key = check_attack(name)
-    eps = check_eps(eps)
-    opts = check_options(key, **kw)
-    if key == "fgsm":
-        return torchattacks.FGSM(model, eps=eps)
-    if key in ("pgd", "pgdl2"):
-        steps = int(opts["steps"])
-        if steps < 1:
-            raise ValueError(f"steps={steps}: expected an integer >= 1")
-        alpha = opts["alpha"] if opts["alpha"] is not None else 2.5 * eps / steps
-        cls = SeededPGD if key == "pgd" else SeededPGDL2
-        return cls(model, eps=eps, alpha=float(alpha), steps=steps,
-                   random_start=bool(opts["random_start"]), seed=seed)
-    c, steps, lr = float(opts["c"]), int(opts["steps"]), float(opts["lr"])
-    if c <= 0 or steps < 1 or lr <= 0:
-        raise ValueError(f"cw c={c}, steps={steps}, lr={lr}: expected c > 0, steps >= 1, lr > 0")
-    return FixedCW(model, c=c, kappa=float(opts["kappa"]), steps=steps, lr=lr)
 
 
 def fgsm_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,

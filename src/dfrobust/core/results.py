@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 import xarray as xr
 
-from . import __version__
+from .. import __version__
 from .paths import project_root
 
 ENGINE = "h5netcdf"

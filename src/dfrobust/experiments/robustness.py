@@ -37,8 +37,10 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from . import attacks as _attacks
-from .device import auto_batch_size, describe, pick_device
+from .. import attacks as _attacks
+from .. import metrics
+from ..metrics.grids import check_b_grid
+from ..core.device import auto_batch_size, describe, pick_device
 
 #: manifest columns copied onto the ``sample`` dimension, with the fill for a missing column
 SAMPLE_COORDS = {"group": "", "manipulation": "", "video_id": "", "frame_index": -1,
@@ -77,26 +79,6 @@ def check_sweep(attacks: Sequence[str], eps_grid: Sequence[float],
                 if m not in known_models:
                     raise ValueError(f"model={m!r}: unknown; expected one of {', '.join(known_models)}")
     return names, eps
-
-
-def check_b_grid(b_grid: Sequence[float]) -> np.ndarray:
-    b = np.asarray(list(b_grid), dtype=float)
-    if b.ndim != 1 or b.size == 0:
-        raise ValueError(f"b_grid={b_grid!r}: expected a non-empty 1-D list of bounds in [0, 1]")
-    bad = b[~np.isfinite(b) | (b < 0) | (b > 1)]
-    if bad.size:
-        raise ValueError(f"b={float(bad[0])!r}: expected a probability bound in [0, 1]")
-    return b
-
-
-def linspace_grid(vmax: float, n: int, *, what: str = "eps") -> list[float]:
-    """``n`` evenly spaced values from 0 to ``vmax`` inclusive, rounded to 6 decimals."""
-    vmax = _attacks.check_eps(vmax, what=f"{what}_max")
-    if int(n) < 1:
-        raise ValueError(f"n_{what}={n!r}: expected an integer >= 1")
-    if int(n) == 1:
-        return [round(vmax, 6)]
-    return [round(float(v), 6) for v in np.linspace(0.0, vmax, int(n))]
 
 
 def _sample_coords(meta: pd.DataFrame | None, n: int) -> dict[str, tuple]:
@@ -337,7 +319,7 @@ def concat_records(parts: Sequence[xr.Dataset], dim: str = "model") -> xr.Datase
 def ra_rr_with_ci(records: xr.Dataset, b_grid: Sequence[float], *, by: str = "sample",
                   n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> tuple[xr.Dataset, xr.Dataset]:
     """RA and RR with bootstrap CIs from one shared set of resamples (by sample or by video)."""
-    from . import metrics
+
 
     w = metrics.bootstrap_weights(records, by=by, n_boot=n_boot, seed=seed)
     ra = metrics.bootstrap(metrics.correct_adv(records), weights=w, ci=ci, seed=seed, by=by)
@@ -348,7 +330,7 @@ def ra_rr_with_ci(records: xr.Dataset, b_grid: Sequence[float], *, by: str = "sa
 def group_table(records: xr.Dataset, *, eps: float, b: float, by: str = "sample", n_boot: int = 1000,
                 seed: int = 0, coord: str = "group") -> pd.DataFrame:
     """RA and RR(ε, b) per demographic group with bootstrap CIs (long table)."""
-    from . import metrics
+
 
     if coord not in records.coords:
         raise ValueError(f"coord={coord!r}: not a sample coordinate of the records")
@@ -374,7 +356,7 @@ def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, eps: float, ra_
     ("similar" when the whole CI lies within ±``ra_margin``), and the RR difference over the
     b grid ("different" at a b when its CI excludes 0). The claim holds for a pair when both do.
     """
-    from . import metrics
+
 
     rec = records.sel(eps=[eps], method="nearest")
     models = list(rec.model.values)
@@ -405,29 +387,10 @@ def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, eps: float, ra_
 
 # ----------------------------------------------------------------------------- evaluation set
 
-def select_samples(manifest: pd.DataFrame, n: int, *, seed: int = 0, split: str = "test") -> pd.DataFrame:
-    """Up to ``n`` rows of ``split``, balanced over label × group as far as the data allow (seeded)."""
-    if int(n) < 1:
-        raise ValueError(f"n_samples={n!r}: expected an integer >= 1")
-    if "split" in manifest.columns:
-        df = manifest[manifest["split"] == split]
-        if df.empty:
-            raise ValueError(f"split={split!r}: no rows in the manifest; expected one of "
-                             f"{sorted(manifest['split'].unique())}")
-    else:
-        df = manifest
-    keys = [c for c in ("label", "group") if c in df.columns]
-    rng = np.random.default_rng(seed)
-    df = df.iloc[rng.permutation(len(df))]
-    if keys:  # round-robin over strata so small n still covers every stratum
-        df = df.assign(_rank=df.groupby(keys).cumcount()).sort_values(["_rank", *keys], kind="stable")
-        df = df.drop(columns="_rank")
-    return df.head(int(n)).reset_index(drop=True)
-
 
 def load_samples(df: pd.DataFrame, size: int) -> tuple[torch.Tensor, torch.Tensor, pd.DataFrame, list[dict]]:
     """Images and labels of ``df`` at ``size``; unreadable files are skipped, counted and returned."""
-    from .data.manifest import load_images
+    from ..data.manifest import load_images
 
     imgs, keep, skipped = [], [], []
     for i in range(len(df)):

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .study import StudyError, declared_parameters, load_study, parse_override
+from .spec import StudyError, declared_parameters, load_study, parse_override
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Reproducible study of deepfake-detector robustness (RA vs RR, XAI-guided attacks).")
@@ -108,12 +108,24 @@ def params(notebook: str = typer.Argument(..., help="Notebook name from notebook
         row.append(info.get("help", ""))
         table.add_row(*row)
     Console().print(table)
+    from ..core.profiles import load_spec
+
+    for section, block in (load_spec().get("settings") or {}).items():  # sizes every chapter shares
+        shared = Table(title=f"settings.{section} (shared by every chapter that needs them)")
+        shared.add_column("setting")
+        for prof in study.profiles:
+            shared.add_column(prof)
+        keys = sorted({k for p in study.profiles for k in (block.get(p) or {})} | set(block.get("common") or {}))
+        for key in keys:
+            shared.add_row(key, *[str({**(block.get("common") or {}), **(block.get(p) or {})}.get(key, ""))
+                                  for p in study.profiles])
+        Console().print(shared)
 
 
 @data_app.command("synth")
 def data_synth(profile: str = PROFILE, seed: int = typer.Option(0, help="Generator seed.")) -> None:
     """Generate (or reuse) the synthetic benchmark of a profile; prints the manifest paths."""
-    from .data import get_manifest
+    from ..data import get_manifest
 
     try:
         load_study().check_profile(profile)
@@ -131,7 +143,7 @@ def data_prepare(root: str = typer.Argument(..., help="Dataset root folder."),
                  size: int = typer.Option(256, help="Crop size in pixels."),
                  margin: float = typer.Option(1.3, help="Face box enlargement before cropping.")) -> None:
     """Prepare a real dataset (frames sampled evenly, faces detected and cropped) into a manifest."""
-    from .data import prepare as prep
+    from ..data import prepare as prep
 
     try:
         path = prep.prepare(root, layout=layout, n_frames=n_frames, size=size, margin=margin)
@@ -145,9 +157,9 @@ def train(model: str = typer.Argument(..., help="meso4, mesoinception4, resnet34
           profile: str = PROFILE, seed: int = typer.Option(0, help="Training seed."),
           device: str = typer.Option("auto", help="auto, cpu or cuda.")) -> None:
     """Train (or load the cached checkpoint of) one detector on the profile's data."""
-    from .data import get_manifest
-    from .models import MODELS
-    from .models.train import get_trained
+    from ..data import get_manifest
+    from ..models import MODELS
+    from ..models.train import get_trained
 
     if model not in MODELS:
         _fail(f"model={model!r}: unknown; expected one of {', '.join(MODELS)}")

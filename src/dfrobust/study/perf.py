@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from .paths import generated_book_dir, project_root
+from ..core.paths import generated_book_dir, project_root
 
 
 def notebook_timings(out_dir: Path | None = None) -> pd.DataFrame:

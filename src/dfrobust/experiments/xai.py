@@ -2,10 +2,10 @@
 
 Protocol, per detector and image pair (a fake and the real frame it was made from):
 
-1. one SLIC segmentation of the **real** image (:mod:`dfrobust.segments`), shared by all tools;
+1. one SLIC segmentation of the **real** image (:mod:`dfrobust.explainers.segments`), shared by all tools;
 2. each tool explains the real image for its own class (``target = 0``, real) and ranks the segments
-   by mean attribution (:mod:`dfrobust.explain`);
-3. the **paired fake** is attacked with the black-box masked NES attack (:mod:`dfrobust.nes`) on the
+   by mean attribution (:mod:`dfrobust.explainers`);
+3. the **paired fake** is attacked with the black-box masked NES attack (:mod:`dfrobust.attacks.nes`) on the
    top-k segments only; the lower the detector's accuracy on these adversarial fakes, the more
    faithful the tool's ranking (a random ranking is the baseline);
 4. contrast: deletion/insertion AUCs (Petsiuk et al., 2018) of P(real) on the real image when the
@@ -13,9 +13,8 @@ Protocol, per detector and image pair (a fake and the real frame it was made fro
    tau (``scipy.stats.kendalltau``) between the two rankings of tools.
 
 Records have dims ``(model, tool, k, pair)`` with pair coords from the manifest (group,
-manipulation, dataset, ...); metrics (:func:`adv_accuracy`, :func:`accuracy_table`,
-:func:`time_table`, :func:`rank_agreement`) are reductions.  Confidence intervals use
-``scipy.stats.bootstrap`` over pairs.
+manipulation, dataset, ...); the faithfulness metrics are reductions in
+:mod:`dfrobust.metrics.faithfulness`.
 """
 
 from __future__ import annotations
@@ -30,42 +29,17 @@ import torch
 import xarray as xr
 from torch import nn
 
-from . import explain as _explain
-from .device import auto_batch_size, describe, pick_device
-from .nes import MaskedNES
-from .segments import rank_segments, slic_segments, topk_mask
+from .. import explainers as _explain
+from ..attacks import MaskedNES
+from ..core.device import auto_batch_size, describe, pick_device
+from ..core.params import int_list
+from ..data.sampling import select_pairs
+from ..explainers.segments import rank_segments, slic_segments, topk_mask
 
 #: NES defaults — our choice; the paper's exact values are not public.
 NES_DEFAULTS = {"sigma": 0.001, "n_pairs": 40, "steps": 50, "alpha": 1 / 255, "eps": 16 / 255}
 TOP_K = (1, 2, 3, 5, 10)
 PAIR_COORDS = ("pair_id", "group", "manipulation", "dataset", "identity", "video_id", "frame_index", "split")
-
-
-# ----------------------------------------------------------------------------- pairs
-def select_pairs(manifest: pd.DataFrame, n_pairs: int, *, seed: int = 0,
-                 split: str | None = "test") -> pd.DataFrame:
-    """``n_pairs`` (fake, real) pairs linked by ``pair_id``: one row per pair, real columns prefixed ``real_``.
-
-    Pairs come from ``split`` when it has any (else from all splits), sampled with ``seed``;
-    the fake's manifest columns are kept as they are.
-    """
-    need = {"label", "pair_id", "path"}
-    if not need <= set(manifest.columns):
-        raise ValueError(f"manifest columns {sorted(manifest.columns)}: expected at least {sorted(need)}")
-    if int(n_pairs) < 1:
-        raise ValueError(f"n_pairs={n_pairs!r}: expected a positive int")
-    df = manifest
-    if split is not None and "split" in df.columns and (df["split"] == split).any():
-        df = df[df["split"] == split]
-    fakes = df[(df["label"] == 1) & (df["pair_id"].astype(str) != "")]
-    reals = df[df["label"] == 0].drop_duplicates("pair_id")
-    reals = reals[reals["pair_id"].astype(str) != ""]
-    pairs = fakes.merge(reals.add_prefix("real_"), left_on="pair_id", right_on="real_pair_id", how="inner")
-    if pairs.empty:
-        raise ValueError("manifest has no fake whose pair_id matches a real image; expected paired data")
-    pairs = pairs.drop_duplicates("pair_id")
-    n = min(int(n_pairs), len(pairs))
-    return pairs.sample(n=n, random_state=seed).sort_values("pair_id").reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- deletion / insertion
@@ -112,19 +86,6 @@ class XAIRun:
     gallery: dict[str, xr.Dataset] = field(default_factory=dict)
 
 
-def _parse_ints(value: str | Sequence[int]) -> list[int]:
-    if isinstance(value, str):
-        try:
-            out = [int(v) for v in value.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"top_k={value!r}: expected comma-separated ints such as '1,2,3,5,10'") from None
-    else:
-        out = [int(v) for v in value]
-    if not out or any(v < 1 for v in out):
-        raise ValueError(f"top_k={value!r}: expected positive ints")
-    return out
-
-
 def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequence[str] = _explain.TOOLS,
             top_k: str | Sequence[int] = TOP_K, n_segments: int = 100, seed: int = 0, device: str = "auto",
             nes: Mapping[str, Any] | None = None, explain_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -142,7 +103,7 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
     bad = [t for t in tools if t not in _explain.TOOLS]
     if bad or not tools:
         raise ValueError(f"tools={tools!r}: expected some of {', '.join(_explain.TOOLS)}")
-    ks = _parse_ints(top_k)
+    ks = int_list(top_k, "top_k", minimum=1)
     if not models:
         raise ValueError("models is empty: expected at least one detector")
     if "real_path" not in pairs.columns or "path" not in pairs.columns:
@@ -257,54 +218,6 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
     return XAIRun(records=ds, gallery=gallery)
 
 
-# ----------------------------------------------------------------------------- reductions
-def adv_accuracy(ds: xr.Dataset, dim: str | Sequence[str] = "pair") -> xr.DataArray:
-    """Accuracy on the adversarial fakes (fraction still classified fake, P(fake) > 0.5)."""
-    return (ds["p_fake_adv"] > 0.5).mean(dim).rename("adv_accuracy")
-
-
-def clean_accuracy(ds: xr.Dataset, dim: str | Sequence[str] = "pair") -> xr.DataArray:
-    """Accuracy on the clean fakes of the same pairs."""
-    return (ds["p_fake_clean"] > 0.5).mean(dim).rename("clean_accuracy")
-
-
-def bootstrap_ci(values: np.ndarray, *, n_resamples: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of 1-D ``values`` (``scipy.stats.bootstrap``)."""
-    from scipy.stats import bootstrap
-
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2 or np.all(values == values[0]):
-        m = float(values.mean()) if len(values) else float("nan")
-        return m, m
-    res = bootstrap((values,), np.mean, n_resamples=n_resamples, confidence_level=level,
-                    method="percentile", random_state=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def accuracy_table(ds: xr.Dataset, *, by: str | None = None, n_resamples: int = 1000,
-                   seed: int = 0) -> pd.DataFrame:
-    """Tidy table: model, tool, k (and ``by``, e.g. ``dataset``), clean/adversarial accuracy with 95% CI."""
-    rows = []
-    groups = [(None, ds)] if by is None else list(ds.groupby(by))
-    for gval, sub in groups:
-        for model in sub["model"].values:
-            clean = (sub["p_fake_clean"].sel(model=model).values > 0.5)
-            for tool in sub["tool"].values:
-                for k in sub["k"].values:
-                    correct = sub["p_fake_adv"].sel(model=model, tool=tool, k=k).values > 0.5
-                    lo, hi = bootstrap_ci(correct, n_resamples=n_resamples, seed=seed)
-                    row = {"model": str(model), "tool": str(tool), "k": int(k), "n": int(correct.size),
-                           "clean_acc": float(clean.mean()), "adv_acc": float(correct.mean()),
-                           "ci_low": lo, "ci_high": hi,
-                           "success_rate": float(sub["success"].sel(model=model, tool=tool, k=k).mean()),
-                           "mean_queries": float(sub["queries"].sel(model=model, tool=tool, k=k).mean())}
-                    if by is not None:
-                        row[by] = gval
-                    rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def time_table(ds: xr.Dataset) -> pd.DataFrame:
     """Mean explanation and attack (mean over k) wall time per image, per model × tool, with the device."""
     ex = ds["explain_time_s"].mean("pair")
@@ -315,29 +228,3 @@ def time_table(ds: xr.Dataset) -> pd.DataFrame:
     return df[["model", "input_size", "tool", "explain_s", "attack_s", "device"]]
 
 
-def faithfulness_scores(ds: xr.Dataset) -> pd.DataFrame:
-    """Per model × tool: attack score (1 − mean adversarial accuracy over k) and deletion/insertion AUCs."""
-    acc = adv_accuracy(ds).mean("k")
-    out = xr.Dataset({"attack_score": 1 - acc, "deletion_auc": ds["deletion_auc"].mean("pair"),
-                      "insertion_auc": ds["insertion_auc"].mean("pair")}).to_dataframe().reset_index()
-    out["del_ins_score"] = out["insertion_auc"] - out["deletion_auc"]
-    return out[["model", "tool", "attack_score", "deletion_auc", "insertion_auc", "del_ins_score"]]
-
-
-def rank_agreement(ds: xr.Dataset) -> pd.DataFrame:
-    """Kendall tau between the attack-based and the deletion/insertion-based rankings of tools, per model."""
-    from scipy.stats import kendalltau
-
-    sc = faithfulness_scores(ds)
-    rows = []
-    for model, sub in sc.groupby("model", sort=False):
-        row = {"model": model, "n_tools": len(sub)}
-        for col in ("del_ins_score", "insertion_auc"):
-            res = kendalltau(sub["attack_score"], sub[col]) if len(sub) > 1 else None
-            row[f"tau_{col}"] = float(res.statistic) if res is not None else float("nan")
-            row[f"p_{col}"] = float(res.pvalue) if res is not None else float("nan")
-        res = kendalltau(sub["attack_score"], -sub["deletion_auc"]) if len(sub) > 1 else None
-        row["tau_deletion"] = float(res.statistic) if res is not None else float("nan")
-        row["p_deletion"] = float(res.pvalue) if res is not None else float("nan")
-        rows.append(row)
-    return pd.DataFrame(rows)

@@ -16,9 +16,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from .paths import project_root
+from ..core.paths import project_root
 
-PROFILES = ("quick", "default", "paper")
+from ..core.profiles import PROFILES  # noqa: E402  (one list of profiles for every layer)
 _TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int": (int,),

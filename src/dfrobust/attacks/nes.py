@@ -6,7 +6,7 @@ top of its ``Attack`` base class (device handling, eval mode, ``__call__``).  Ea
 1. for every still-running sample, ``n_pairs`` antithetic Gaussian directions ``u`` (zero outside
    the mask) give ``2 * n_pairs`` queries ``x ± σu`` (clipped to [0, 1]) plus the current ``x``;
    **all queries of the step, across samples, are built as one batch** and evaluated under
-   ``torch.no_grad`` in chunks of ``batch_size`` (default: ``dfrobust.device.auto_batch_size`` —
+   ``torch.no_grad`` in chunks of ``batch_size`` (default: ``dfrobust.core.device.auto_batch_size`` —
    small on CPU, where a huge batch runs slower per image because it falls out of cache, large on
    GPU) — only the scores are used;
 2. the current ``x`` is checked first: a sample already classified as another class than its label
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torchattacks.attack import Attack
 
-from .device import auto_batch_size
+from ..core.device import auto_batch_size
 
 
 @dataclass

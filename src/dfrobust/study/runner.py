@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from . import __version__
-from .paths import generated_book_dir, project_root
-from .study import Study, StudyError, declared_parameters, load_study, params_json, resolve_params
+from .. import __version__
+from ..core.paths import generated_book_dir, project_root
+from ..core.profiles import load_spec
+from .spec import Study, StudyError, declared_parameters, load_study, params_json, resolve_params
 
 KERNEL = "dfrobust"
 
@@ -39,11 +40,16 @@ class RunResult:
     params: dict[str, Any]
 
 
+def package_files() -> list[Path]:
+    """Every source file of the package (all homes, not only ``study/``), sorted."""
+    return sorted(Path(__file__).resolve().parents[1].rglob("*.py"))
+
+
 def package_fingerprint() -> str:
-    """Version plus a hash of the package source, so a code change re-executes the notebooks."""
-    src = Path(__file__).resolve().parent
+    """Version plus a hash of the whole package source, so a code change re-executes the notebooks."""
+    src = Path(__file__).resolve().parents[1]
     h = hashlib.sha256(__version__.encode())
-    for p in sorted(src.rglob("*.py")):
+    for p in package_files():
         h.update(p.relative_to(src).as_posix().encode())
         h.update(p.read_bytes())
     return f"{__version__}+{h.hexdigest()[:12]}"
@@ -53,6 +59,7 @@ def run_key(template: Path, params: Mapping[str, Any]) -> str:
     h = hashlib.sha256()
     h.update(template.read_bytes())
     h.update(params_json(params).encode())
+    h.update(params_json(load_spec().get("settings") or {}).encode())  # shared sizes (data, training)
     h.update(package_fingerprint().encode())
     return h.hexdigest()
 

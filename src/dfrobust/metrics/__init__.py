@@ -1,0 +1,16 @@
+"""Metrics: every number of the study as a reduction of per-sample records.
+
+``metrics`` owns RA, RR and the complementary robustness metrics (:mod:`.robustness`), the
+tolerance grids (:mod:`.grids`), bootstrap intervals (:mod:`.bootstrap`), the linearity of RR in
+the tolerance (:mod:`.linearity`) and the faithfulness of explanations (:mod:`.faithfulness`).
+Nothing here runs a model; it imports only numpy, pandas, scipy, xarray and ``dfrobust.core``.
+"""
+
+from .bootstrap import bootstrap, bootstrap_difference, bootstrap_weights
+from .grids import check_b_grid, linspace_grid
+from .robustness import (clean_accuracy, complementary, correct_adv, prob_change, robust_accuracy,
+                         robust_per_sample, robust_ratio)
+
+__all__ = ["bootstrap", "bootstrap_difference", "bootstrap_weights", "check_b_grid", "linspace_grid",
+           "clean_accuracy", "complementary", "correct_adv", "prob_change", "robust_accuracy",
+           "robust_per_sample", "robust_ratio"]
