@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nbformat
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,3 +27,31 @@ def realdata():
     if not p.is_dir():
         pytest.skip(f"real validation samples not present at {p} (they are not part of the repository)")
     return p
+
+
+@pytest.fixture
+def mini_study():
+    """A factory of one-notebook studies: ``mini_study(tmp_path, body="...", extra_params="...")``."""
+    from dfrobust import study
+
+    def make(tmp_path: Path, body: str = "", extra_params: str = "") -> "study.Study":
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        p = nbformat.v4.new_code_cell(
+            'profile: str = "quick"  # study profile\n'
+            "n: int = 2  # how many\n"
+            "scale: float = 1.0  # a factor\n"
+            f'marker: str = ""  # file to touch when executed\n{extra_params}')
+        p.metadata["tags"] = ["parameters"]
+        nb.cells = [nbformat.v4.new_markdown_cell("# Mini"), p,
+                    nbformat.v4.new_code_cell("import pathlib\nif marker: pathlib.Path(marker).write_text(str(n * scale))\n"
+                                              + body)]
+        tpl = tmp_path / "mini.ipynb"
+        nbformat.write(nb, tpl)
+        spec = tmp_path / "study.yml"
+        spec.write_text(yaml.safe_dump({"profiles": {"quick": "q", "default": "d"},
+                                        "notebooks": [{"name": "mini", "template": str(tpl),
+                                                       "params": {"default": {"n": 5}}}]}, sort_keys=False))
+        return study.load_study(spec)
+
+    return make

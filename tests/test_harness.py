@@ -66,27 +66,6 @@ def test_study_spec_lists_every_template_and_matches_the_toc():
 
 
 # --------------------------------------------------------------------------- a mini study
-def _mini_study(tmp_path: Path, body: str = "", extra_params: str = "") -> study.Study:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    p = nbformat.v4.new_code_cell(
-        'profile: str = "quick"  # study profile\n'
-        "n: int = 2  # how many\n"
-        "scale: float = 1.0  # a factor\n"
-        f'marker: str = ""  # file to touch when executed\n{extra_params}')
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# Mini"), p,
-                nbformat.v4.new_code_cell("import pathlib\nif marker: pathlib.Path(marker).write_text(str(n * scale))\n"
-                                          + body)]
-    tpl = tmp_path / "mini.ipynb"
-    nbformat.write(nb, tpl)
-    spec = tmp_path / "study.yml"
-    spec.write_text(yaml.safe_dump({"profiles": {"quick": "q", "default": "d"},
-                                    "notebooks": [{"name": "mini", "template": str(tpl),
-                                                   "params": {"default": {"n": 5}}}]}, sort_keys=False))
-    return study.load_study(spec)
-
-
 @pytest.mark.parametrize("profile, overrides, fragment", [
     ("huge", {}, "profile='huge': unknown; expected one of quick, default"),
     ("quick", {"nn": 3}, "parameter 'nn'"),
@@ -94,8 +73,8 @@ def _mini_study(tmp_path: Path, body: str = "", extra_params: str = "") -> study
     ("quick", {"n": 2.5}, "expected int"),
     ("quick", {"scale": True}, "expected float"),
 ])
-def test_bad_parameters_stop_before_any_computation(tmp_path, profile, overrides, fragment):
-    s = _mini_study(tmp_path)
+def test_bad_parameters_stop_before_any_computation(tmp_path, mini_study, profile, overrides, fragment):
+    s = mini_study(tmp_path)
     marker = tmp_path / "ran.txt"
     with pytest.raises(study.StudyError) as err:
         runner.run_study(profile, study=s, only=["mini"], overrides={"marker": str(marker), **overrides},
@@ -105,8 +84,8 @@ def test_bad_parameters_stop_before_any_computation(tmp_path, profile, overrides
     assert not marker.exists(), "nothing may run when a parameter is bad"
 
 
-def test_unknown_key_error_lists_accepted_names(tmp_path):
-    s = _mini_study(tmp_path)
+def test_unknown_key_error_lists_accepted_names(tmp_path, mini_study):
+    s = mini_study(tmp_path)
     with pytest.raises(study.StudyError, match="expected one of profile, n, scale, marker"):
         runner.run_study("quick", study=s, only=["mini"], overrides={"bogus": 1}, out_dir=tmp_path / "o")
 
@@ -120,8 +99,8 @@ def test_override_parsing_reads_yaml_literals():
         study.parse_override("n3")
 
 
-def test_runner_executes_then_skips_unchanged_and_reruns_on_change(tmp_path):
-    s = _mini_study(tmp_path)
+def test_runner_executes_then_skips_unchanged_and_reruns_on_change(tmp_path, mini_study):
+    s = mini_study(tmp_path)
     marker = tmp_path / "ran.txt"
     out = tmp_path / "out"
     kw = dict(study=s, out_dir=out, log=lambda m: None)
@@ -138,8 +117,8 @@ def test_runner_executes_then_skips_unchanged_and_reruns_on_change(tmp_path):
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
 
 
-def test_failing_cell_stops_with_its_error_in_one_line(tmp_path):
-    s = _mini_study(tmp_path, body="raise ValueError('eps=-1: expected eps >= 0')")
+def test_failing_cell_stops_with_its_error_in_one_line(tmp_path, mini_study):
+    s = mini_study(tmp_path, body="raise ValueError('eps=-1: expected eps >= 0')")
     with pytest.raises(runner.NotebookFailed) as err:
         runner.run_study("quick", study=s, out_dir=tmp_path / "out", log=lambda m: None)
     msg = str(err.value)

@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from .. import __version__
-from .paths import project_root
+from .paths import project_root, results_dir
 
 ENGINE = "h5netcdf"
 
@@ -84,9 +84,36 @@ def _clean_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+#: set by the study runner while a notebook runs: results are written into this staging folder and
+#: moved into place only when the whole notebook succeeded (a failed run keeps the previous set)
+STAGE_ENV = "DFROBUST_STAGE_DIR"
+
+
+def staged(path: str | os.PathLike) -> Path:
+    """Where ``path`` is written while a notebook runs under the runner (``path`` itself otherwise).
+
+    A path under ``paths.results_dir()`` maps to the same relative path in ``$DFROBUST_STAGE_DIR``.
+    """
     path = Path(path)
+    stage = os.environ.get(STAGE_ENV)
+    if not stage:
+        return path
+    root = results_dir().resolve()
+    try:
+        rel = path.resolve().relative_to(root)
+    except ValueError:
+        return path
+    return Path(stage) / rel
+
+
+def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    Under the study runner the file goes to the run's staging folder (:func:`staged`) and is
+    moved to ``path`` when the notebook has succeeded. Returns ``path`` either way.
+    """
+    final = Path(path)
+    path = staged(final)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds = ds.copy()
     ds.attrs = _clean_attrs(ds.attrs)
@@ -103,16 +130,22 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+    return final
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:
-    """Read a result fully into memory (the file is closed afterwards)."""
+    """Read a result fully into memory (the file is closed afterwards); one-line errors name the file."""
     path = Path(path)
+    if staged(path).is_file():  # written earlier by the running notebook itself
+        path = staged(path)
     if not path.is_file():
         raise FileNotFoundError(f"no result file at {path}; run the notebook that produces it first")
-    with xr.open_dataset(path, engine=ENGINE) as ds:
-        return ds.load()
+    try:
+        with xr.open_dataset(path, engine=ENGINE) as ds:
+            return ds.load()
+    except (OSError, ValueError) as exc:
+        raise OSError(f"{path}: unreadable result file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                      "re-run the notebook that writes it (dfrobust run NOTEBOOK --force)") from None
 
 
 def parameters(ds: xr.Dataset) -> dict[str, Any]:

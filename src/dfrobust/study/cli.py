@@ -60,7 +60,7 @@ def run(notebook: str = typer.Argument(..., help="Notebook name from notebooks/s
 
     try:
         _run_with_progress(profile, only=[notebook], overrides=_overrides(param), force=force)
-    except (StudyError, NotebookFailed) as exc:
+    except (StudyError, NotebookFailed, OSError, ValueError) as exc:  # expected failures: one line, exit 2
         _fail(str(exc))
 
 
@@ -74,7 +74,7 @@ def book(profile: str = PROFILE, param: Optional[List[str]] = PARAM,
     t0 = time.perf_counter()
     try:
         results = _run_with_progress(profile, overrides=_overrides(param), force=force)
-    except (StudyError, NotebookFailed) as exc:
+    except (StudyError, NotebookFailed, OSError, ValueError) as exc:  # expected failures: one line, exit 2
         _fail(str(exc))
     ran = sum(r.executed for r in results)
     console.print(f"notebooks: {ran} executed, {len(results) - ran} unchanged ({time.perf_counter() - t0:.0f} s)")

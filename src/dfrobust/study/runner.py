@@ -9,18 +9,22 @@ partly executed notebook is kept beside the output for inspection.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .. import __version__
-from ..core.paths import generated_book_dir, project_root
+from ..core.paths import data_home, generated_book_dir, project_root, real_data_root, results_dir
+from ..core.results import STAGE_ENV
 from ..core.profiles import load_spec
 from .spec import Study, StudyError, declared_parameters, load_study, params_json, resolve_params
 
@@ -94,6 +98,92 @@ def run_notebook(study: Study, name: str, profile: str, overrides: Mapping[str, 
     return _execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log)
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def data_context(params: Mapping[str, Any]) -> dict[str, str]:
+    """What a run read besides its parameters: the data home, the data root and a fingerprint of the root.
+
+    The fingerprint hashes the root's file listing (relative paths, sizes, mtimes), so adding,
+    removing or replacing a file of a real dataset re-executes the notebooks that read it.
+    """
+    root = real_data_root(params.get("data_root") or None)
+    h = hashlib.sha256()
+    if root is not None and root.is_dir():
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.relative_to(root).as_posix()}|{st.st_size}|{int(st.st_mtime)}\n".encode())
+    return {"data_home": str(data_home()), "data_root": str(root or ""), "data_fingerprint": h.hexdigest()[:16]}
+
+
+def _why_rerun(stamp: Path, output: Path, key: str, context: Mapping[str, str]) -> str:
+    """Empty when the cached run can be trusted, else the reason it cannot (for the log)."""
+    if not output.is_file() or not stamp.is_file():
+        return "no previous run"
+    try:
+        info = json.loads(stamp.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "run stamp unreadable"
+    if info.get("key") != key:
+        return "template, parameters, settings or package changed"
+    for k, v in context.items():
+        if info.get("context", {}).get(k) != v:
+            return f"{k} changed ({info.get('context', {}).get(k)!r} -> {v!r})"
+    for out in info.get("outputs", []):
+        p = Path(out["path"])
+        if not p.is_file():
+            return f"output {p.name} is missing"
+        if _sha256(p) != out["sha256"]:
+            return f"output {p.name} changed since the run"
+    try:
+        import nbformat
+
+        nbformat.read(str(output), as_version=4)
+    except Exception:  # truncated or corrupt executed notebook
+        return f"executed notebook {output.name} is unreadable"
+    return ""
+
+
+def _commit_stage(stage: Path) -> list[dict[str, str]]:
+    """Move every result the notebook staged into place; returns them with their hashes."""
+    root = results_dir()
+    outputs = []
+    for p in sorted(stage.rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            dest = root / p.relative_to(stage)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+            outputs.append({"path": str(dest), "sha256": _sha256(dest)})
+    shutil.rmtree(stage, ignore_errors=True)
+    return outputs
+
+
+def notices(notebook: Path) -> list[str]:
+    """Lines a notebook printed that the person running it must see: NOTICE/WARNING lines and stderr."""
+    try:
+        import nbformat
+
+        nb = nbformat.read(str(notebook), as_version=4)
+    except Exception:
+        return []
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            if o.get("output_type") != "stream":
+                continue
+            for line in str(o.get("text", "")).splitlines():
+                line = line.strip()
+                if line and (o.get("name") == "stderr" or line.startswith(("NOTICE", "WARNING"))):
+                    out.append(line)
+    return out
+
+
 def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, out_dir: Path | None,
              log: Callable[[str], None]) -> RunResult:
     import papermill
@@ -103,36 +193,70 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
     output = out_dir / f"{name}.ipynb"
     stamp = _stamp_path(output)
     key = run_key(template, params)
-    if not force and output.is_file() and stamp.is_file():
-        try:
-            if json.loads(stamp.read_text()).get("key") == key:
-                log(f"[skip] {name}: unchanged (template, parameters and package)")
-                return RunResult(name, output, False, 0.0, params)
-        except json.JSONDecodeError:
-            pass
-    log(f"[run ] {name} with {params_json(params)}")
-    stamp.unlink(missing_ok=True)
+    context = data_context(params)
+    why = "forced" if force else _why_rerun(stamp, output, key, context)
+    if not why:
+        log(f"[skip] {name}: unchanged (template, parameters, settings, package, data and outputs verified)")
+        return RunResult(name, output, False, 0.0, params)
+    log(f"[run ] {name} ({why}) with {params_json(params)}")
     partial = out_dir / f"{name}.partial.ipynb"
+    stage = Path(tempfile.mkdtemp(prefix=f".stage-{name}-", dir=results_dir()))
     t0 = time.perf_counter()
-    env_before = os.environ.get("DFROBUST_HOME")
+    saved = {k: os.environ.get(k) for k in ("DFROBUST_HOME", STAGE_ENV)}
     os.environ["DFROBUST_HOME"] = str(project_root())  # the kernel inherits it: notebooks find the project
+    os.environ[STAGE_ENV] = str(stage)                  # results go here until the notebook succeeded
     try:
         papermill.execute_notebook(str(template), str(partial), parameters=params, kernel_name=_kernel_name(),
                                    cwd=str(project_root()), progress_bar=False, log_output=False)
     except Exception as exc:  # papermill.PapermillExecutionError and kernel failures
-        raise NotebookFailed(_failure_message(name, exc) + f" (executed copy: {partial})") from exc
+        shutil.rmtree(stage, ignore_errors=True)
+        for line in notices(partial):
+            log(f"[note] {name}: {line}")
+        kept = " (the previous results and page are kept)" if output.is_file() else ""
+        raise NotebookFailed(_failure_message(name, exc) + f" (executed copy: {partial}){kept}") from exc
     finally:
-        if env_before is None:
-            os.environ.pop("DFROBUST_HOME", None)
-        else:
-            os.environ["DFROBUST_HOME"] = env_before
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    stamp.unlink(missing_ok=True)
+    outputs = _commit_stage(stage)
     os.replace(partial, output)
+    for line in notices(output):
+        log(f"[note] {name}: {line}")
     wall = time.perf_counter() - t0
     stamp.write_text(json.dumps({"key": key, "params": params, "template": str(template),
-                                 "package": package_fingerprint(), "wall_s": round(wall, 2),
-                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=1))
+                                 "package": package_fingerprint(), "context": context, "outputs": outputs,
+                                 "wall_s": round(wall, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                                indent=1))
     log(f"[done] {name} in {wall:.1f} s")
     return RunResult(name, output, True, wall, params)
+
+
+@contextlib.contextmanager
+def study_lock(profile: str, log: Callable[[str], None] = print):
+    """One run per data home and profile at a time: a second run waits for the first, saying so."""
+    import fcntl
+
+    home = data_home()
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / f".lock-{profile}"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            log(f"[wait] another run of profile {profile!r} holds {path} ({f.read().strip() or 'pid ?'}); waiting for it")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping[str, Any] | None = None,
@@ -161,10 +285,11 @@ def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping
         raise StudyError(f"parameter {unknown[0]!r}: no notebook of this run declares it; "
                          f"expected one of {', '.join(accepted)}")
     results = []
-    for i, (nb, params) in enumerate(plan):
-        if progress:
-            progress(nb.name, i, len(plan))
-        results.append(_execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log))
+    with study_lock(profile, log):
+        for i, (nb, params) in enumerate(plan):
+            if progress:
+                progress(nb.name, i, len(plan))
+            results.append(_execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log))
     if progress:
         progress("done", len(plan), len(plan))
     return results

@@ -9,6 +9,7 @@ parameter and what is accepted. Parameter names and types come from each templat
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -105,6 +106,9 @@ def declared_parameters(template: str | Path) -> dict[str, dict[str, Any]]:
     return params
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` from the command line; the value is read as YAML (so 3 → int, 0.1 → float, true → bool)."""
     if "=" not in text:
@@ -117,6 +121,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = raw
     if value is None:
         value = raw
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as a string
+        value = float(value)
     return key, value
 
 
@@ -148,6 +154,9 @@ def resolve_params(study: Study, nb: NotebookSpec, profile: str,
                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Profile parameters of a notebook with command-line overrides on top, validated."""
     study.check_profile(profile)
+    if "profile" in (overrides or {}):
+        raise StudyError(f"parameter profile={overrides['profile']!r}: set the profile with --profile, "
+                         "not -p profile=...")
     params: dict[str, Any] = {"profile": profile}
     params.update(nb.params.get(profile, {}))
     params.update(overrides or {})
