@@ -118,9 +118,11 @@ def _x264_options() -> dict[str, str]:
         return {}
     if not libs:
         return {}
-    lib = ctypes.CDLL(libs[0])
-    lib.x264_cpu_detect.restype = ctypes.c_uint32
-    flags = int(lib.x264_cpu_detect())
+    detect = getattr(ctypes.CDLL(libs[0]), "x264_cpu_detect", None)
+    if detect is None:
+        return {}
+    detect.restype = ctypes.c_uint32
+    flags = int(detect())
     return {"x264-params": f"asm={flags & ~_X264_CPU_AVX512}"} if flags & _X264_CPU_AVX512 else {}
 
 
