@@ -4,10 +4,22 @@
 the frame count comes from demuxing the packets (cheap, no decoding), then one sequential
 decode keeps the wanted frames. Sequential decoding is used instead of seeking because
 seeking in H.264 lands on key frames and would return the wrong frames.
+
+``write_mp4`` keeps libx264 off its AVX-512 kernels: with them, the same frames encoded twice
+in one process gave different bytes (decoded pixels up to 32/255 apart) for small frames such
+as the tests' 64x64 clips (PyAV 18.1 / FFmpeg 8 / x264 core 165; same CPU flags without
+AVX-512: identical bytes; tests/test_video_determinism.py). x264's option ``asm`` takes the
+CPU flag set; :func:`_x264_options` reads the set x264 detects (``x264_cpu_detect`` of the
+libx264 PyAV has loaded) and clears the AVX-512 bit, so every other kernel x264 would pick
+stays in use (the same encoder a CPU without AVX-512 runs). Speed and agreement with the
+default kernels are measured side by side in bench/bench_x264.py; where x264 detects no
+AVX-512, or the library cannot be found (no /proc), the options are x264's defaults.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from pathlib import Path
 
@@ -91,10 +103,34 @@ def read_frames(path: str | os.PathLike, n: int) -> tuple[np.ndarray, np.ndarray
     return np.stack([frames[int(k)] for k in wanted]), wanted
 
 
+_X264_CPU_AVX512 = 1 << 16  # X264_CPU_AVX512 in x264.h
+
+
+@functools.lru_cache(maxsize=1)
+def _x264_options() -> dict[str, str]:
+    """Extra libx264 options: the detected CPU flags without AVX-512 (empty where there is none to clear)."""
+    import av  # noqa: F401 - maps the libx264 that libavcodec links
+
+    try:
+        with open("/proc/self/maps") as fh:  # the loaded library, not another copy on the system
+            libs = sorted({ln.split()[-1] for ln in fh if "libx264" in ln and ln.split()[-1].startswith("/")})
+    except OSError:
+        return {}
+    if not libs:
+        return {}
+    detect = getattr(ctypes.CDLL(libs[0]), "x264_cpu_detect", None)
+    if detect is None:
+        return {}
+    detect.restype = ctypes.c_uint32
+    flags = int(detect())
+    return {"x264-params": f"asm={flags & ~_X264_CPU_AVX512}"} if flags & _X264_CPU_AVX512 else {}
+
+
 def write_mp4(frames, path: str | os.PathLike, fps: int = 25, crf: int = 23) -> Path:
     """Encode RGB uint8 frames [T, H, W, 3] (even H, W) as H.264 (yuv420p, CRF ``crf``) mp4.
 
-    CRF 23 matches FaceForensics++ "c23". Deterministic for the same frames (single thread).
+    CRF 23 matches FaceForensics++ "c23". The same frames give the same bytes (one thread,
+    no AVX-512 kernels: see the module docstring).
     """
     import av
 
@@ -112,7 +148,7 @@ def write_mp4(frames, path: str | os.PathLike, fps: int = 25, crf: int = 23) -> 
         stream = container.add_stream("libx264", rate=int(fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
+        stream.options = {"crf": str(crf), "preset": "medium", "threads": "1", **_x264_options()}
         stream.thread_count = 1
         for arr in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")):
