@@ -25,3 +25,18 @@ def realdata():
     if not p.is_dir():
         pytest.skip(f"real validation samples not present at {p} (they are not part of the repository)")
     return p
+
+
+@pytest.fixture(scope="session")
+def quick_book():
+    """The whole study run on the ``quick`` profile and the book built from it, once per session.
+
+    It runs in the project (data/, book/generated/, _build/), like ``make book PROFILE=quick``;
+    tests/test_study_quick.py checks the pages' content and tests/test_browser.py opens them in Chromium.
+    """
+    from dfrobust import runner, study
+
+    s = study.load_study()
+    results = runner.run_study("quick", study=s)
+    index = runner.build_book(ROOT)
+    return s, results, index
