@@ -154,7 +154,7 @@ def test_the_runner_presents_what_it_executes_and_offers_the_results_it_wrote(tm
 def test_book_config_serves_mathjax_offline_in_english():
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     exts = cfg["sphinx"]["extra_extensions"]
-    assert "sphinx-mathjax-offline" in exts and "dfrobust.figures" in exts
+    assert "sphinx-mathjax-offline" in exts and "dfrobust.sphinx_book" in exts
     assert cfg["sphinx"]["config"]["language"] == "en"
     assert "mathjax_path" not in cfg["sphinx"]["config"], "the offline extension sets mathjax_path"
     import importlib
@@ -253,3 +253,17 @@ def test_figures_get_their_caption_as_alt_text():
     assert fig.next_node(nodes.image)["alt"] == "RR and RA vs the bound b (synthetic data)."
     assert kept.next_node(nodes.image)["alt"] == "a chosen alt text"
     assert "alt" not in bare.next_node(nodes.image)
+
+
+def test_each_inline_script_is_listed_once():
+    from sphinx.builders.html._assets import _JavaScript
+
+    from dfrobust.sphinx_book import unique_scripts
+
+    body = 'const THEBE_JS_URL = "x"'
+    scripts = [_JavaScript("_static/doctools.js", priority=200), _JavaScript(None, body=body),
+               _JavaScript("_static/doctools.js", priority=200), _JavaScript("", body=body),
+               _JavaScript("", body="var other = 1")]
+    kept = unique_scripts(scripts)
+    assert [(s.filename or "", s.attributes.get("body")) for s in kept] == [
+        ("_static/doctools.js", None), ("", body), ("", "var other = 1")]

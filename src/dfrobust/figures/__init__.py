@@ -14,11 +14,9 @@ the roles the chapters share (RR, RA, data types, the random baseline). Importin
 sets matplotlib's default colour cycle and colour map to them, so a figure that picks no colour
 is colour-blind safe too.
 
-The package is also a small Sphinx extension (``dfrobust.figures`` in ``_config.yml``):
-:func:`setup` gives every image of a captioned figure its caption as alt text, so a screen reader
-reads what a sighted reader sees, whatever directive made the figure (``glue:figure``,
-``figure``). Docutils has no such option and myst-nb's ``glue:figure`` takes no ``:alt:``; the
-transform is ten lines and runs on the resolved doctree.
+Alt text: :func:`alt_from_captions` gives every image of a captioned figure its caption as alt
+text, so a screen reader reads what a sighted reader sees; the book's Sphinx extension
+(:mod:`dfrobust.sphinx_book`) runs it on every page.
 """
 
 from __future__ import annotations
@@ -85,7 +83,7 @@ def finish(fig):
     return fig
 
 
-# --------------------------------------------------------------------------- Sphinx extension
+# --------------------------------------------------------------------------- alt text
 def _plain(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
@@ -108,20 +106,10 @@ def alt_from_captions(doctree) -> int:
     return changed
 
 
-def _on_doctree_resolved(app, doctree, docname) -> None:
-    alt_from_captions(doctree)
-
-
-def setup(app):
-    """Sphinx entry point: alt text from captions on every page."""
-    app.connect("doctree-resolved", _on_doctree_resolved)
-    return {"parallel_read_safe": True, "parallel_write_safe": True}
-
-
 def _apply_style_if_matplotlib() -> None:
     try:
         apply_style()
-    except ImportError:  # Sphinx loads this package as an extension; matplotlib may not be needed there
+    except ImportError:  # matplotlib absent (only the alt-text helper is used): nothing to style
         pass
 
 
