@@ -242,7 +242,10 @@ def test_figures_get_their_caption_as_alt_text():
     doc = nodes.document(None, None)
     fig = nodes.figure()
     fig += nodes.image(uri="_images/a.png", alt="_images/a.png")  # myst-nb's default: the file name
-    fig += nodes.caption(text="RR and RA vs the\n  bound b (synthetic data).")
+    cap = nodes.caption(text="RR and RA vs the\n  radius ")
+    cap += nodes.math(text=r"\varepsilon \le \|\delta\|_\infty")
+    cap += nodes.Text(" (synthetic data).")
+    fig += cap
     kept = nodes.figure()
     kept += nodes.image(uri="b.png", alt="a chosen alt text")
     kept += nodes.caption(text="other caption")
@@ -250,7 +253,7 @@ def test_figures_get_their_caption_as_alt_text():
     bare += nodes.image(uri="c.png")
     doc += [fig, kept, bare]
     assert alt_from_captions(doc) == 1
-    assert fig.next_node(nodes.image)["alt"] == "RR and RA vs the bound b (synthetic data)."
+    assert fig.next_node(nodes.image)["alt"] == "RR and RA vs the radius ε ≤ ‖δ‖∞ (synthetic data)."
     assert kept.next_node(nodes.image)["alt"] == "a chosen alt text"
     assert "alt" not in bare.next_node(nodes.image)
 

@@ -7,7 +7,8 @@ reported, so the pages must work offline. On every page:
 * it loads, with no console error and no uncaught exception;
 * MathJax rendered every formula: no raw ``\\(``, ``\\[`` or ``$$`` in the visible text (code
   excluded) and every Sphinx math element holds a rendered ``mjx-container``;
-* every ``<img>`` loaded (natural width > 0) and has alt text other than its file name;
+* every ``<img>`` loaded (natural width > 0) and has alt text other than its file name (and no raw
+  LaTeX);
 * every internal link resolves: the file exists and, with a ``#fragment``, the target page has
   that id;
 * nothing scrolls horizontally at 1280 px: neither the page nor any code block;
@@ -66,7 +67,7 @@ CHECKS_JS = """() => {
     badImages: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
     noAlt: Array.from(document.images).filter(i => {
       const alt = (i.getAttribute('alt') || '').trim();
-      return !alt || i.src.endsWith(alt) || alt.endsWith('.png');
+      return !alt || i.src.endsWith(alt) || alt.endsWith('.png') || alt.includes('\\\\');
     }).map(i => i.src),
     nImages: document.images.length,
     nMath: math.length,

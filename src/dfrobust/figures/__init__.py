@@ -88,20 +88,60 @@ def _plain(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+# the LaTeX the captions use, as text a screen reader can say (a dozen symbols: pylatexenc would
+# be a new dependency for this)
+_TEX = {r"\varepsilon": "ε", r"\epsilon": "ε", r"\delta": "δ", r"\alpha": "α", r"\sigma": "σ",
+        r"\infty": "∞", r"\le": "≤", r"\leq": "≤", r"\ge": "≥", r"\geq": "≥", r"\times": "×",
+        r"\cdot": "·", r"\pm": "±", r"\approx": "≈", r"\|": "‖", r"\%": "%", r"\,": " ",
+        r"\sqrt": "√", r"\left": "", r"\right": ""}
+
+
+def tex_to_text(tex: str) -> str:
+    """Inline LaTeX as plain text: ``\\hat y`` → ŷ, ``\\varepsilon`` → ε, ``L_\\infty`` → L∞, …"""
+    t = re.sub(r"\\hat\s*\{?\s*([A-Za-z])\s*\}?", lambda m: m.group(1) + "\u0302", tex)
+    t = re.sub(r"\\(?:mathrm|mathbf|mathit|text|operatorname)\s*\{([^{}]*)\}", r"\1", t)
+    for k in sorted(_TEX, key=len, reverse=True):
+        t = re.sub(re.escape(k) + r"(?![A-Za-z])", _TEX[k], t)
+    t = re.sub(r"\\([A-Za-z]+)", r"\1", t)  # any other command: its name
+    t = re.sub(r"_\{([^{}]*)\}|_(.)", lambda m: m.group(1) or m.group(2), t)  # subscripts inline
+    t = re.sub(r"\^\{([^{}]*)\}|\^(.)", lambda m: "^" + (m.group(1) or m.group(2)), t)
+    return _plain(t.replace("{", "").replace("}", "").replace("$", ""))
+
+
+def _caption_text(caption) -> str:
+    from docutils import nodes
+
+    parts = []
+    for node in caption.findall(lambda n: isinstance(n, (nodes.Text, nodes.math))):
+        if isinstance(node, nodes.math):
+            parts.append(tex_to_text(node.astext()))
+        elif not any(isinstance(a, nodes.math) for a in _ancestors(node, caption)):
+            parts.append(str(node))
+    return _plain("".join(parts))
+
+
+def _ancestors(node, stop):
+    node = node.parent
+    while node is not None and node is not stop:
+        yield node
+        node = node.parent
+
+
 def alt_from_captions(doctree) -> int:
     """Set the alt text of every image inside a captioned figure that has none (or only its
-    file name) to the caption's text; returns how many images it changed."""
+    file name) to the caption's text (math as plain text); returns how many images it changed."""
     from docutils import nodes
 
     changed = 0
     for fig in doctree.findall(nodes.figure):
         caption = next(iter(fig.findall(nodes.caption)), None)
-        if caption is None or not _plain(caption.astext()):
+        text = _caption_text(caption) if caption is not None else ""
+        if not text:
             continue
         for img in fig.findall(nodes.image):
             alt = img.get("alt", "")
             if not alt.strip() or alt == img.get("uri"):
-                img["alt"] = _plain(caption.astext())
+                img["alt"] = text
                 changed += 1
     return changed
 
