@@ -119,6 +119,7 @@ def test_present_chapter_names_a_template_without_parameters_cell(tmp_path):
 @pytest.mark.parametrize("value, shown", [
     ("fgsm,pgd", "attacks=fgsm,pgd"), ("", 'attacks=""'), ("3", 'attacks="3"'), ("true", 'attacks="true"'),
     ("a b", 'attacks=a b'), (True, "attacks=true"), (0.1, "attacks=0.1"), (64, "attacks=64"),
+    (1e-05, "attacks=1.0e-05"), (2.5e-10, "attacks=2.5e-10"), (float("inf"), "attacks=.inf"),
 ])
 def test_rerun_command_values_read_back_as_the_same_parameter(value, shown):
     cmd = runner.rerun_command("03_robustness", {"profile": "quick", "attacks": value}, {"profile": "quick"})

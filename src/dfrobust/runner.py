@@ -208,7 +208,13 @@ def _cli_value(value: Any) -> str:
 
     if isinstance(value, bool):
         text = "true" if value else "false"
-    elif isinstance(value, (int, float)):
+    elif isinstance(value, float):
+        text = repr(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            text = {"nan": ".nan", "inf": ".inf", "-inf": "-.inf"}[text]
+        elif "e" in text and "." not in text.split("e")[0]:
+            text = text.replace("e", ".0e", 1)  # YAML 1.1 (PyYAML) reads 1e-05 as a string, 1.0e-05 as a float
+    elif isinstance(value, int):
         text = repr(value)
     else:
         text = str(value)
