@@ -1,5 +1,6 @@
 # The study's two commands:  make book  (runs the study with PROFILE and builds the HTML book)
 #                            make test  (runs the test suite)
+#                            make linkcheck (checks the book's external links; needs network)
 # Both create .venv on first use and reuse it afterwards.
 PYTHON  ?= python3.11
 VENV    ?= .venv
@@ -7,7 +8,7 @@ PROFILE ?= default
 BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed
 
-.PHONY: install book test quick clean-book clean
+.PHONY: install book test quick linkcheck clean-book clean
 
 install: $(STAMP)
 
@@ -30,6 +31,12 @@ quick:
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# External links of the book (needs network; run after `make book` so the chapters exist): Sphinx's
+# linkcheck builder, report in _build/linkcheck/output.txt. Internal links, images, math and layout are
+# checked in headless Chromium by tests/test_browser.py (part of `make test`).
+linkcheck: $(STAMP)
+	$(BIN)/jupyter-book build . --builder linkcheck
 
 clean-book:
 	rm -rf _build book/generated

@@ -55,3 +55,19 @@ def mini_study():
         return study.load_study(spec)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def quick_book():
+    """The whole study run on the ``quick`` profile and the book built from it, once per session.
+
+    It runs in the project (data/, book/generated/, _build/), like ``make book PROFILE=quick``;
+    tests/test_study_quick.py checks the pages' content and tests/test_browser.py opens them in Chromium.
+    """
+    from dfrobust import study
+    from dfrobust.study import runner
+
+    s = study.load_study()
+    results = runner.run_study("quick", study=s)
+    index = runner.build_book(ROOT)
+    return s, results, index

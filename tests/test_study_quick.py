@@ -2,7 +2,8 @@
 
 This is what `make book PROFILE=quick` does. It runs in the project (generated data under data/,
 executed notebooks under book/generated/, HTML under _build/), so a second run of the suite
-reuses everything the first one made.
+reuses everything the first one made. The build itself is the session fixture ``quick_book``
+(tests/conftest.py), which tests/test_browser.py opens in Chromium.
 """
 
 from __future__ import annotations
@@ -13,18 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dfrobust import study
 from dfrobust.study import runner
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def quick_book():
-    s = study.load_study()
-    results = runner.run_study("quick", study=s)
-    index = runner.build_book(ROOT)
-    return s, results, index
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import finish
+from . import colour, finish, palette
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -81,8 +81,8 @@ def bar_chart(values: dict[str, float], lower: float = 0.85, upper: float = 0.98
     """Held-out accuracies against the target window [lower, upper] and chance."""
     fig, ax = plt.subplots(figsize=(5, 2.6))
     names = list(values)
-    ax.barh(names, [values[k] for k in names], color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][: len(names)])
-    ax.axvspan(lower, upper, color="green", alpha=0.12, label=f"target window [{lower}, {upper}]")
+    ax.barh(names, [values[k] for k in names], color=palette(len(names)))
+    ax.axvspan(lower, upper, color=colour("target"), alpha=0.12, label=f"target window [{lower}, {upper}]")
     ax.axvline(chance, color="grey", ls="--", lw=1, label="chance")
     for i, k in enumerate(names):
         ax.text(values[k] + 0.01, i, f"{values[k]:.3f}", va="center", fontsize=8)

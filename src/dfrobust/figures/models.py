@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import finish
+from . import QUALITATIVE, finish
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -25,7 +25,7 @@ def clean_metrics(table: pd.DataFrame, data_label: str = "synthetic") -> plt.Fig
     fig, axes = plt.subplots(2, len(kinds), figsize=(3 + 1.3 * sum(widths), 6.2), squeeze=False,
                              gridspec_kw={"width_ratios": widths}, sharey=True)
     order = list(dict.fromkeys(table["model"]))
-    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    palette = dict(zip(order, sns.color_palette(QUALITATIVE, len(order))))
     for c, (kind, title) in enumerate(kinds):
         d = table[table["subset_kind"] == kind].copy()
         d["subset"] = d["subset"].str.replace("_", " ")
@@ -55,7 +55,7 @@ def validation_curves(trained: dict, data_label: str = "synthetic") -> plt.Figur
     if not trained:
         raise ValueError("validation_curves: no trained detectors given")
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    colours = sns.color_palette("colorblind", len(trained))
+    colours = sns.color_palette(QUALITATIVE, len(trained))
     for colour, (name, td) in zip(colours, trained.items()):
         rec = td.record
         ep, auc = rec["epoch"].values, rec["val_auc"].values

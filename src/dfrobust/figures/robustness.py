@@ -4,13 +4,13 @@ model, attack, eps, b dims); every function returns a matplotlib Figure and neve
 
 from __future__ import annotations
 
-from . import finish
+from . import SEQUENTIAL, colour, finish
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-RR_COLOR, RA_COLOR = "tab:blue", "tab:red"
+RR_COLOR, RA_COLOR = colour("RR"), colour("RA")
 
 
 def _grid(models, attacks, *, w=3.3, h=2.6, sharex=True):
@@ -83,7 +83,7 @@ def region_maps(rr: xr.DataArray, level: float) -> plt.Figure:
         for j, a in enumerate(attacks):
             ax = axes[i, j]
             z = rr.sel(model=m, attack=a).transpose("eps", "b").values
-            im = ax.pcolormesh(b, eps, z, vmin=0, vmax=1, cmap="viridis", shading="nearest")
+            im = ax.pcolormesh(b, eps, z, vmin=0, vmax=1, cmap=SEQUENTIAL, shading="nearest")
             if len(eps) > 1 and len(b) > 1 and z.min() < level <= z.max():
                 ax.contour(b, eps, z, levels=[level], colors="white", linewidths=1.5)
             ax.set_title(f"{m} · {a.upper()}", fontsize=9)

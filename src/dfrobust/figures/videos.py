@@ -4,13 +4,13 @@ R² with bootstrap CIs. Every function returns a matplotlib Figure and never sho
 
 from __future__ import annotations
 
-from . import finish
+from . import colour, finish
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
 #: colour per data type
-COLORS = {"image": "tab:gray", "video_per_frame": "tab:blue", "video_progressive": "tab:orange"}
+COLORS = {k: colour(k) for k in ("image", "video_per_frame", "video_progressive")}
 LABELS = {"image": "images", "video_per_frame": "video, per-frame attack",
           "video_progressive": "video, progressive attack"}
 

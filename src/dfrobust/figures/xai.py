@@ -4,7 +4,7 @@ matplotlib Figure and never shows it."""
 
 from __future__ import annotations
 
-from . import finish
+from . import QUALITATIVE, SEQUENTIAL, colour, finish, palette
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -15,8 +15,8 @@ TOOL_ORDER = ("gradcam", "lime", "rise", "sobol", "xrai", "random")
 
 
 def _palette(tools):
-    colors = dict(zip(TOOL_ORDER, sns.color_palette("colorblind", len(TOOL_ORDER))))
-    colors["random"] = (0.4, 0.4, 0.4)
+    colors = dict(zip(TOOL_ORDER, palette(len(TOOL_ORDER))))
+    colors["random"] = colour("random")
     return {t: colors.get(t, "k") for t in tools}
 
 
@@ -50,7 +50,7 @@ def time_bars(times: pd.DataFrame) -> plt.Figure:
                       var_name="stage", value_name="seconds")
     long["stage"] = long["stage"].map({"explain_s": "explanation", "attack_s": "NES attack (mean over k)"})
     g = sns.catplot(data=long, x="seconds", y="tool", hue="stage", col="model", kind="bar",
-                    height=2.8, aspect=1.1, sharex=True, palette="colorblind")
+                    height=2.8, aspect=1.1, sharex=True, palette=QUALITATIVE)
     for ax in g.axes.flat:
         ax.set_xscale("log")
     g.set_axis_labels("seconds per image (log)", "")
@@ -96,7 +96,7 @@ def gallery(g: xr.Dataset, *, k: int, tools=None, max_pairs: int = 2) -> plt.Fig
             adv = g["adv"].sel(tool=tool, k=k, pair=pid).values.transpose(1, 2, 0)
             ax = axes[r, 2 + 2 * j]
             ax.imshow(real)
-            ax.imshow(att, cmap="jet", alpha=0.5)
+            ax.imshow(att, cmap=SEQUENTIAL, alpha=0.5)
             edge = find_boundaries(mask, mode="outer")
             ax.imshow(np.ma.masked_where(~edge, edge), cmap="gray_r", vmin=0, vmax=1)
             ax.set_title(f"{tool}" if r == 0 else "", fontsize=7)
