@@ -385,6 +385,19 @@ def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, ra_margin: floa
     return out
 
 
+def attack_options(attack_names: Sequence[str], *, steps: int, cw: Mapping | None = None) -> dict[str, dict]:
+    """``attack_kw`` for :func:`attack_records`: ``steps`` for every iterative attack of the sweep
+    (those whose registry defaults have ``steps``; CW takes its own ``cw`` options)."""
+    out = {}
+    for a in attack_names:
+        if a == "cw":
+            if cw:
+                out[a] = dict(cw)
+        elif "steps" in _attacks.DEFAULTS.get(a, {}):
+            out[a] = {"steps": int(steps)}
+    return out
+
+
 def budgeted_linf(attack_names: Sequence[str]) -> list[str]:
     """The attacks of a sweep that share the L∞ ball of radius ε (the worst case is over these)."""
     unbudgeted = set(getattr(_attacks, "UNBUDGETED", ()))
