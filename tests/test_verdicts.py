@@ -206,3 +206,10 @@ def test_claim_table_rows_per_attack_and_pair():
     row = t[(t.model_a == "b") & (t.model_b == "c")].iloc[0]
     assert row["verdict"] == "refuted" or row["verdict"] == "inconclusive"  # identical models never "hold"
     assert t[(t.model_a == "a") & (t.model_b == "b")].iloc[0]["verdict"] == "holds"
+
+
+def test_precision_uses_the_resolution_floor():
+    # 24 images that never vary give zero-width bootstrap intervals: not a precision of ±0
+    v = V.precision([0.0, 0.0], n=24, target=0.07)
+    assert v.verdict == "refuted" and v.estimate == pytest.approx(V.resolution_floor(24, 0.025))
+    assert V.precision([0.05, 0.068], n=204, target=0.07).verdict == "holds"

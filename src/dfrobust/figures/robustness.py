@@ -79,7 +79,7 @@ def figure1(ra: xr.DataArray, rr: xr.DataArray, *, reading: str = "b", at: float
                 ax2.set_yticklabels([])
             if i == len(models) - 1:
                 ax.set_xlabel("tolerance b (bound on |ΔP(ŷ)|)" if reading == "b"
-                              else "tolerance ε (L∞ radius, log scale past the first radius)")
+                              else "tolerance ε (L∞ radius, log scale)")
     label = f"ε = {float(rr_['eps']):.3g}" if reading == "b" else f"b = {float(rr_['b']):.3g}"
     fig.suptitle(title or f"RR (left, solid) and RA (right, dashed) vs tolerance; {label}", fontsize=10)
     return finish(fig)
@@ -165,7 +165,7 @@ def claim_intervals(table: pd.DataFrame, *, margin: float, value: str = "RR_diff
     ax.set_xlabel(label)
     for k, c in VERDICT_COLORS.items():
         ax.plot([], [], color=c, lw=2.5, label=k)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return finish(fig)
 
 

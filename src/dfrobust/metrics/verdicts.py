@@ -207,11 +207,13 @@ def difference(boots: np.ndarray, estimate: np.ndarray, *, n: int, margin: float
     return Verdict(claim, INCONCLUSIVE, rule, margin, float(e[k]), lo, hi, int(n), need, note + where)
 
 
-def precision(half_widths: Sequence[float], *, n: int, target: float, claim: str = "precision") -> Verdict:
-    """"Every interval is at most ±target": holds/refuted by the largest half-width (no third case)."""
+def precision(half_widths: Sequence[float], *, n: int, target: float, level: float = 0.95,
+              claim: str = "precision") -> Verdict:
+    """"Every interval is at most ±target": holds/refuted by the largest half-width (no third case).
+    Half-widths below the resolution floor of n samples (two-sided ``level``) count as the floor."""
     hw = np.asarray(list(half_widths), float)
-    hw = hw[np.isfinite(hw)]
-    rule = f"holds if the largest 95% half-width is <= {target:g}"
+    hw = np.maximum(hw[np.isfinite(hw)], resolution_floor(n, (1 - level) / 2))
+    rule = f"holds if the largest {level:.0%} half-width (at least the resolution floor) is <= {target:g}"
     if hw.size == 0:
         return Verdict(claim, INCONCLUSIVE, rule, target, np.nan, np.nan, np.nan, int(n), None, "no interval")
     worst = float(hw.max())
@@ -313,7 +315,6 @@ def similar_ra_different_rr(records: xr.Dataset, model_a: str, model_b: str, att
     holds_e = ra_ok & differs
     need_ra = n_needed(n_units, 2 * raw90, ra_margin, alpha)
     need_rr = n_needed(n_units, 2 * raw_rr, rr_margin, alpha)
-    need = None if need_ra is None or need_rr is None else max(need_ra, need_rr)
 
     # deciding radius: a radius where the claim holds (largest RR gap), else the most RA-similar one
     if holds_e.any():
@@ -340,6 +341,10 @@ def similar_ra_different_rr(records: xr.Dataset, model_a: str, model_b: str, att
     else:
         why = "RA not shown similar" if not ra_ok.any() else "RR band overlaps 0 and ±margin"
         verdict, note = INCONCLUSIVE, f"{why} (at {at})"
+    # n needed: that of the part still undecided at the deciding radius (both when neither is)
+    parts = [nd for nd, done in ((need_ra, ra_ok[i] or ra_far[i]), (need_rr, differs[i] or same[i])) if not done]
+    parts = parts or [need_ra, need_rr]
+    need = None if any(p is None for p in parts) else max(parts)
     out["claim"] = Verdict(name, verdict, rule, rr_margin, rr_est, rr_lo, rr_hi, n_units, need, note)
 
     ra_rule = RULE_EQUIVALENCE.format(lvl=1 - 2 * alpha, lvl2=1 - alpha, m=ra_margin) + \
