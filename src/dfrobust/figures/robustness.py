@@ -103,7 +103,7 @@ def region_maps(rr: xr.DataArray, level: float) -> plt.Figure:
             ax.set_yticklabels([f"{e:.3g}" for e in eps], fontsize=7)
             ax.set_title(f"{m} · {a.upper()}", fontsize=9)
             if j == 0:
-                ax.set_ylabel("ε (L∞ radius, one row per grid value)")
+                ax.set_ylabel("ε (one row per radius)")
             if i == len(models) - 1:
                 ax.set_xlabel("b (bound on |ΔP(ŷ)|)")
     fig.colorbar(im, ax=axes, shrink=0.8, label="RR")
