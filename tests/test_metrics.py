@@ -48,24 +48,26 @@ def _records(p_clean_fake, p_adv_fake, y, *, in_budget=None, l2=None, linf=None,
 PC = [0.9, 0.2, 0.6, 0.3]
 PA = [0.85, 0.45, 0.3, 0.7]
 Y = [1, 0, 1, 1]
-# clean preds 1,0,1,0 (3 correct); adv preds 1,0,0,1 -> correct: T,T,F,T -> RA = 0.75
+# clean preds 1,0,1,0 (3 correct); adv preds 1,0,0,1 -> correct: T,T,F,T; RA needs both -> T,T,F,F = 0.5
 # |ΔP(ŷ)| = 0.05, 0.25, 0.30, 0.40
 
 
 def test_ra_and_rr_by_hand():
     rec = _records(PC, PA, Y)
     assert metrics.clean_accuracy(rec).item() == pytest.approx(0.75)
-    assert metrics.robust_accuracy(rec).item() == pytest.approx(0.75)
+    assert metrics.robust_accuracy(rec).item() == pytest.approx(0.5)
     rr = metrics.robust_ratio(rec, [0.0, 0.05, 0.25, 0.3, 0.39, 0.4, 1.0]).squeeze()
     assert rr.values.tolist() == pytest.approx([0.0, 0.25, 0.5, 0.75, 0.75, 1.0, 1.0])
     assert np.allclose(metrics.prob_change(rec).squeeze().values, [0.05, 0.25, 0.30, 0.40])
 
 
-def test_ra_counts_flips_in_both_directions():
-    # a wrong clean prediction that the attack makes right counts as correct (RA is about labels)
+def test_ra_never_counts_a_repaired_misclassification():
+    # attacks move away from the clean prediction ŷ: for a misclassified sample that "repairs" the
+    # label, which is not robustness. RA = mean 1[clean correct ∧ adversarial correct].
     rec = _records([0.3], [0.6], [1])
     assert metrics.clean_accuracy(rec).item() == 0.0
-    assert metrics.robust_accuracy(rec).item() == 1.0
+    assert metrics.robust_accuracy(rec).item() == 0.0
+    assert metrics.robust_accuracy(rec).item() <= metrics.clean_accuracy(rec).item()
 
 
 def test_rr_is_monotone_in_b():
@@ -87,8 +89,8 @@ def test_cw_rule_out_of_budget_samples_keep_their_clean_outcome():
 def test_groupby_group():
     rec = _records(PC, PA, Y)
     ra = metrics.robust_accuracy(rec, groupby="group").squeeze()
-    assert ra.sel(group="g1").item() == pytest.approx(0.5)  # samples 0, 2
-    assert ra.sel(group="g2").item() == pytest.approx(1.0)  # samples 1, 3
+    assert ra.sel(group="g1").item() == pytest.approx(0.5)  # samples 0, 2 (2 flipped)
+    assert ra.sel(group="g2").item() == pytest.approx(0.5)  # samples 1, 3 (3 clean wrong)
     with pytest.raises(ValueError, match="groupby='nope'"):
         metrics.robust_accuracy(rec, groupby="nope")
 
@@ -163,3 +165,48 @@ def test_bootstrap_ci_covers_estimate_and_shrinks_with_n():
     b = metrics.bootstrap(big, n_boot=300)
     assert s["lo"] <= s["estimate"] <= s["hi"]
     assert (b["hi"] - b["lo"]).item() < (s["hi"] - s["lo"]).item() / 3
+
+
+def test_worst_case_is_per_sample_and_never_better_than_any_attack():
+    # two attacks: "a" flips sample 2, "b" moves sample 0 more; the worst case takes each
+    pc = [0.9, 0.2, 0.6, 0.3]
+    pa = [[0.85, 0.45, 0.3, 0.3],   # a: changes .05 .25 .30 0
+          [0.55, 0.25, 0.55, 0.3]]  # b: changes .35 .05 .05 0
+    rec = _records(pc, pa, Y, attacks=("a", "b"))
+    w = metrics.worst_case(rec)
+    assert list(w.attack.values) == ["a", "b", "worst"]
+    ch = metrics.prob_change(w).sel(attack="worst").squeeze().values
+    assert np.allclose(ch, [0.35, 0.25, 0.30, 0.0])
+    b = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4]
+    rr = metrics.robust_ratio(w, b).squeeze("model").squeeze("eps")
+    assert (rr.sel(attack="worst") <= rr.sel(attack=["a", "b"]).min("attack") + 1e-12).all()
+    ra = metrics.robust_accuracy(w).squeeze()
+    assert ra.sel(attack="worst").item() == pytest.approx(0.5)  # sample 2 flipped by a, sample 3 clean wrong
+    assert ra.sel(attack="b").item() == pytest.approx(0.75)
+    assert (metrics.worst_case(rec, ["b"]).sel(attack="worst")["p_adv"] == rec.sel(attack="b")["p_adv"]).all()
+    with pytest.raises(ValueError, match="attack='cw'"):
+        metrics.worst_case(rec, ["a", "cw"])
+    with pytest.raises(ValueError, match="name='a'"):
+        metrics.worst_case(rec, name="a")
+
+
+def test_worst_case_ignores_out_of_budget_records():
+    # "b" found a big change but outside its radius: the clean outcome stands for b
+    rec = _records([0.9], [[0.85], [0.1]], [1], attacks=("a", "b"), in_budget=[[True], [False]])
+    w = metrics.worst_case(rec)
+    assert metrics.prob_change(w).sel(attack="worst").item() == pytest.approx(0.05)
+    assert metrics.robust_accuracy(w).sel(attack="worst").item() == 1.0
+
+
+def test_log_grid_resolves_small_radii():
+    g = metrics.log_grid(0.5 / 255, 0.2, 8)
+    assert g[0] == 0.0 and len(g) == 9
+    assert g[1] == pytest.approx(0.5 / 255, rel=1e-5) and g[-1] == pytest.approx(0.2)
+    ratios = np.diff(np.log(g[1:]))
+    assert np.allclose(ratios, ratios[0], rtol=1e-4)  # evenly spaced in log ε
+    assert sum(0 < e <= 8 / 255 for e in g) >= 4  # the transition below 8/255 gets several radii
+    assert metrics.log_grid(0.01, 0.2, 1) == [0.0, 0.2]
+    for bad, match in (((0.0, 0.2, 5), "eps_min=0.0"), ((0.3, 0.2, 5), "eps_max=0.2"),
+                       ((0.01, 0.2, 0), "n_eps=0"), ((-1, 0.2, 3), "eps_min=-1")):
+        with pytest.raises(ValueError, match=match):
+            metrics.log_grid(*bad)

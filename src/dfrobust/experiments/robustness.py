@@ -348,41 +348,182 @@ def group_table(records: xr.Dataset, *, eps: float, b: float, by: str = "sample"
     return out[["model", "attack", "group", "metric", "value", "lo", "hi", "n"]]
 
 
-def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, eps: float, ra_margin: float = 0.05,
-                by: str = "sample", n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Test the paper's claim "similar RA, different RR across tolerances" for every model pair.
+def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, ra_margin: float = 0.05,
+                rr_margin: float = 0.05, alpha: float = 0.05, ra_window: tuple[float, float] = (0.2, 0.8),
+                radii: str = "informative", by: str = "sample", n_boot: int = 1000, seed: int = 0,
+                attacks: Sequence[str] | None = None) -> pd.DataFrame:
+    """Decide the paper's claim "similar RA, different RR" for every attack and model pair.
 
-    Per attack and model pair at radius ``eps``: the paired-bootstrap RA difference with its CI
-    ("similar" when the whole CI lies within ±``ra_margin``), and the RR difference over the
-    b grid ("different" at a b when its CI excludes 0). The claim holds for a pair when both do.
+    One row per (attack, model pair) with the verdict of the claim and of its two parts (RA
+    similar by TOST, RR different by a simultaneous band over b ∈ (0, b_max]); the rule, margin,
+    interval, n and n needed of each come from :func:`dfrobust.metrics.verdicts.similar_ra_different_rr`.
+    All pairs share one set of bootstrap resamples.
     """
+    from ..metrics import verdicts as V
 
-
-    rec = records.sel(eps=[eps], method="nearest")
-    models = list(rec.model.values)
-    w = metrics.bootstrap_weights(rec, by=by, n_boot=n_boot, seed=seed)
-    ca, rr_ps = metrics.correct_adv(rec), metrics.robust_per_sample(rec, b_grid)
+    models = [str(m) for m in records.model.values]
+    names = [str(a) for a in records.attack.values] if attacks is None else list(attacks)
+    w = metrics.bootstrap_weights(records, by=by, n_boot=n_boot, seed=seed)
     rows = []
-    for a in rec.attack.values:
+    for a in names:
         for i, m1 in enumerate(models):
             for m2 in models[i + 1:]:
-                d_ra = metrics.bootstrap(ca.sel(attack=a, model=m1).astype(float) - ca.sel(attack=a, model=m2).astype(float),
-                                         weights=w).isel(eps=0)
-                d_rr = metrics.bootstrap(rr_ps.sel(attack=a, model=m1).astype(float)
-                                         - rr_ps.sel(attack=a, model=m2).astype(float), weights=w).isel(eps=0)
-                differs = (d_rr["lo"] > 0) | (d_rr["hi"] < 0)
-                k = int(np.nanargmax(np.abs(d_rr["estimate"].values)))
-                ra_similar = bool(-ra_margin <= float(d_ra["lo"]) and float(d_ra["hi"]) <= ra_margin)
+                r = V.similar_ra_different_rr(records, m1, m2, a, b_grid, ra_margin=ra_margin, rr_margin=rr_margin,
+                                              alpha=alpha, ra_window=ra_window, radii=radii, weights=w, by=by)
+                c, ra, rr = r["claim"], r["ra"], r["rr"]
                 rows.append({
-                    "attack": str(a), "model_a": m1, "model_b": m2, "eps": float(rec.eps.values[0]),
-                    "RA_diff": float(d_ra["estimate"]), "RA_lo": float(d_ra["lo"]), "RA_hi": float(d_ra["hi"]),
-                    "RA_similar": ra_similar,
-                    "max_RR_diff": float(d_rr["estimate"][k]), "at_b": float(d_rr["b"][k]),
-                    "RR_lo": float(d_rr["lo"][k]), "RR_hi": float(d_rr["hi"][k]),
-                    "n_b_RR_differs": int(differs.sum()), "n_b": int(differs.size),
-                    "claim_holds": ra_similar and bool(differs.any()),
+                    "attack": a, "model_a": m1, "model_b": m2, "verdict": c.verdict, "eps": r["eps"], "b": r["b"],
+                    "n_radii": len(r["radii"]),
+                    "RA_diff": ra.estimate, "RA_lo": ra.lo, "RA_hi": ra.hi, "RA_verdict": ra.verdict,
+                    "RR_diff": rr.estimate, "RR_lo": rr.lo, "RR_hi": rr.hi, "RR_verdict": rr.verdict,
+                    "n": c.n, "n_needed": c.n_needed, "note": c.note, "claim_verdict": c,
                 })
+    cols = ["attack", "model_a", "model_b", "verdict", "eps", "b", "n_radii", "RA_diff", "RA_lo", "RA_hi",
+            "RA_verdict", "RR_diff", "RR_lo", "RR_hi", "RR_verdict", "n", "n_needed", "note", "claim_verdict"]
+    out = pd.DataFrame(rows, columns=cols)
+    out["n_needed"] = out["n_needed"].astype("Int64")
+    return out
+
+
+def attack_options(attack_names: Sequence[str], *, steps: int, cw: Mapping | None = None) -> dict[str, dict]:
+    """``attack_kw`` for :func:`attack_records`: ``steps`` for every iterative attack of the sweep
+    (those whose registry defaults have ``steps``; CW takes its own ``cw`` options)."""
+    out = {}
+    for a in attack_names:
+        if a == "cw":
+            if cw:
+                out[a] = dict(cw)
+        elif "steps" in _attacks.DEFAULTS.get(a, {}):
+            out[a] = {"steps": int(steps)}
+    return out
+
+
+def budgeted_linf(attack_names: Sequence[str]) -> list[str]:
+    """The attacks of a sweep that share the L∞ ball of radius ε (the worst case is over these)."""
+    unbudgeted = set(getattr(_attacks, "UNBUDGETED", ()))
+    return [a for a in attack_names if _attacks.NORM.get(a) == "linf" and a not in unbudgeted]
+
+
+def with_worst_case(records: xr.Dataset, name: str = "worst") -> xr.Dataset:
+    """``records`` plus the per-sample worst case over its budgeted L∞ attacks (when there are two
+    or more; with one, the worst case is that attack and nothing is added)."""
+    names = budgeted_linf([str(a) for a in records.attack.values])
+    if len(names) < 2:
+        return records
+    return metrics.worst_case(records, names, name=name)
+
+
+def bound_table(records: xr.Dataset, *, eps: float, b: float, worst: str = "worst", by: str = "sample",
+                n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+    """How much the worst case tightens each attack's RR upper bound at (ε, b): paired bootstrap
+    of RR(attack) − RR(worst) per model (0 where the attack already is the worst case)."""
+    if worst not in records.attack.values:
+        raise ValueError(f"worst={worst!r}: not an attack of the records; expected the output of with_worst_case")
+    rec = records.sel(eps=[eps], method="nearest")
+    w = metrics.bootstrap_weights(rec, by=by, n_boot=n_boot, seed=seed)
+    rps = metrics.robust_per_sample(rec, [b]).isel(eps=0, b=0, drop=True).astype(float)
+    rows = []
+    for a in [str(x) for x in rec.attack.values if x != worst]:
+        d = metrics.bootstrap(rps.sel(attack=a) - rps.sel(attack=worst), weights=w, ci=ci)
+        for m in rec.model.values:
+            dm = d.sel(model=m)
+            rows.append({"model": str(m), "attack": a, "eps": float(rec.eps.values[0]), "b": float(b),
+                         "RR_attack": float(rps.sel(attack=a, model=m).mean()),
+                         "RR_worst": float(rps.sel(attack=worst, model=m).mean()),
+                         "tightening": float(dm["estimate"]), "lo": float(dm["lo"]), "hi": float(dm["hi"]),
+                         "n": int(rec.sizes["sample"])})
     return pd.DataFrame(rows)
+
+
+def validation_auc(record: xr.Dataset) -> float:
+    """Validation ROC AUC of the checkpoint kept by training (from a trained detector's record)."""
+    if "val_auc" not in record:
+        return float("nan")
+    v = np.asarray(record["val_auc"].values, float).reshape(-1)
+    if "best_epoch" in record and v.size:
+        return float(v[min(int(record["best_epoch"]) - 1, v.size - 1)])
+    return float(np.nanmax(v)) if v.size else float("nan")
+
+
+def quality_gate(val_auc: Mapping[str, float], min_val_auc: float = 0.7) -> pd.DataFrame:
+    """Stand-in for ``dfrobust.models.quality_gate`` (wired at merge): one row per detector with its
+    validation AUC and whether it is analysed; below ``min_val_auc`` the status reads
+    "not analysed: near chance (val AUC x.xx < 0.70)"."""
+    if not 0 <= min_val_auc <= 1:
+        raise ValueError(f"min_val_auc={min_val_auc!r}: expected a number in [0, 1]")
+    rows = []
+    for m, auc in val_auc.items():
+        ok = bool(np.isfinite(auc) and auc >= min_val_auc)
+        rows.append({"model": m, "val_auc": float(auc), "analysed": ok,
+                     "status": "analysed" if ok else
+                     f"not analysed: near chance (val AUC {auc:.2f} < {min_val_auc:.2f})"})
+    return pd.DataFrame(rows, columns=["model", "val_auc", "analysed", "status"])
+
+
+def check_params(*, profile: str, seed: int, models: str, attacks: str, eps_min: float, eps_max: float,
+                 n_eps: int, b_max: float, n_b: int, n_samples: int, pgd_steps: int, cw_c: float, cw_steps: int,
+                 cw_lr: float, n_boot: int, rr_level: float, eps_ref: float, b_ref: float, ra_margin: float,
+                 rr_margin: float, alpha: float, ra_lo: float, ra_hi: float, radii: str,
+                 target_half_width: float, min_val_auc: float, device: str) -> dict:
+    """Every parameter of the RA-vs-RR chapter checked before any data or model is touched.
+
+    One-line ValueError naming the parameter and what is expected. Returns the canonical values:
+    model and attack lists, the ε grid (0 plus ``n_eps`` log-spaced radii), the b grid, and the
+    grid values nearest to ``eps_ref`` and ``b_ref``.
+    """
+    from ..core.params import split_list
+    from ..core.profiles import check_profile
+    from ..models import MODELS
+
+    def integer(name, v, lo=1):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < lo:
+            raise ValueError(f"{name}={v!r}: expected an integer >= {lo}")
+        return int(v)
+
+    def number(name, v, lo, hi, *, open_lo=False):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v < lo or v > hi or (open_lo and v == lo):
+            raise ValueError(f"{name}={v!r}: expected a number in {'(' if open_lo else '['}{lo:g}, {hi:g}]")
+        return float(v)
+
+    check_profile(profile)
+    integer("seed", seed, 0)
+    model_list = split_list(models, "models", allowed=MODELS)
+    attack_list = split_list(attacks, "attacks", allowed=_attacks.ATTACKS)
+    number("eps_min", eps_min, 0, 1, open_lo=True)
+    number("eps_max", eps_max, 0, 1, open_lo=True)
+    if eps_max <= eps_min:
+        raise ValueError(f"eps_max={eps_max!r}: expected a radius above eps_min={eps_min!r}")
+    integer("n_eps", n_eps)
+    eps_grid = metrics.log_grid(eps_min, eps_max, n_eps)
+    number("b_max", b_max, 0, 1, open_lo=True)
+    n_b = integer("n_b", n_b, 2)
+    b_grid = metrics.linspace_grid(b_max, n_b, what="b")
+    for name, v in {"n_samples": n_samples, "pgd_steps": pgd_steps, "cw_steps": cw_steps, "n_boot": n_boot}.items():
+        integer(name, v, 2 if name == "n_boot" else 1)
+    number("cw_c", cw_c, 0, 1e6, open_lo=True)
+    number("cw_lr", cw_lr, 0, 10, open_lo=True)
+    number("rr_level", rr_level, 0, 1)
+    number("eps_ref", eps_ref, 0, 1, open_lo=True)
+    number("b_ref", b_ref, 0, 1, open_lo=True)
+    number("ra_margin", ra_margin, 0, 1, open_lo=True)
+    number("rr_margin", rr_margin, 0, 1, open_lo=True)
+    number("alpha", alpha, 0, 0.25, open_lo=True)
+    number("ra_lo", ra_lo, 0, 1)
+    number("ra_hi", ra_hi, 0, 1)
+    if ra_hi <= ra_lo:
+        raise ValueError(f"ra_hi={ra_hi!r}: expected a value above ra_lo={ra_lo!r} (RA window (ra_lo, ra_hi))")
+    if radii not in ("informative", "all"):
+        raise ValueError(f"radii={radii!r}: expected 'informative' (both RAs in (ra_lo, ra_hi)) or 'all'")
+    number("target_half_width", target_half_width, 0, 0.5, open_lo=True)
+    number("min_val_auc", min_val_auc, 0, 1)
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
+    names, eps = check_sweep(attack_list, eps_grid, b_grid=b_grid, models=model_list, known_models=MODELS)
+    positive = [e for e in eps if e > 0]
+    return {"models": model_list, "attacks": names, "eps_grid": eps, "b_grid": b_grid,
+            "eps_ref": min(positive, key=lambda e: abs(e - eps_ref)),
+            "b_ref": min(b_grid, key=lambda b: abs(b - b_ref))}
 
 
 # ----------------------------------------------------------------------------- evaluation set

@@ -1,5 +1,6 @@
 """Figures of the "RA vs RR" chapter: the paper's Figure 1 (both readings), operating-region maps,
-per-group bars. Inputs are reductions from :mod:`dfrobust.metrics` (DataArrays/Datasets with
+per-group bars, the claim intervals against their margins, and a placeholder for detectors that
+were not analysed. Inputs are reductions from :mod:`dfrobust.metrics` (DataArrays/Datasets with
 model, attack, eps, b dims); every function returns a matplotlib Figure and never shows it."""
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ def _grid(models, attacks, *, w=3.3, h=2.6, sharex=True):
     fig, axes = plt.subplots(len(models), len(attacks), figsize=(w * len(attacks), h * len(models)),
                              squeeze=False, sharex=sharex, constrained_layout=True)
     return fig, axes
+
+
+def _log_eps_axis(ax, eps) -> None:
+    """ε on a symmetric-log axis: linear through 0, logarithmic from the smallest radius > 0."""
+    pos = np.asarray(eps, float)
+    pos = pos[pos > 0]
+    if pos.size >= 2 and pos.max() / pos.min() > 20:
+        ax.set_xscale("symlog", linthresh=float(pos.min()), linscale=0.5)
 
 
 def figure1(ra: xr.DataArray, rr: xr.DataArray, *, reading: str = "b", at: float,
@@ -60,6 +69,8 @@ def figure1(ra: xr.DataArray, rr: xr.DataArray, *, reading: str = "b", at: float
                 ax2.fill_between(xs, lo, hi, color=RA_COLOR, alpha=0.15, lw=0)
             ax2.set_ylim(-0.03, 1.03)
             ax.set_title(f"{m} · {a.upper()}", fontsize=9)
+            if reading == "eps":
+                _log_eps_axis(ax, xs)
             if j == 0:
                 ax.set_ylabel("RR", color=RR_COLOR)
             if j == len(attacks) - 1:
@@ -67,7 +78,8 @@ def figure1(ra: xr.DataArray, rr: xr.DataArray, *, reading: str = "b", at: float
             else:
                 ax2.set_yticklabels([])
             if i == len(models) - 1:
-                ax.set_xlabel("tolerance b (bound on |ΔP(ŷ)|)" if reading == "b" else "tolerance ε (L∞ radius)")
+                ax.set_xlabel("tolerance b (bound on |ΔP(ŷ)|)" if reading == "b"
+                              else "tolerance ε (L∞ radius, log scale)")
     label = f"ε = {float(rr_['eps']):.3g}" if reading == "b" else f"b = {float(rr_['b']):.3g}"
     fig.suptitle(title or f"RR (left, solid) and RA (right, dashed) vs tolerance; {label}", fontsize=10)
     return finish(fig)
@@ -83,12 +95,15 @@ def region_maps(rr: xr.DataArray, level: float) -> plt.Figure:
         for j, a in enumerate(attacks):
             ax = axes[i, j]
             z = rr.sel(model=m, attack=a).transpose("eps", "b").values
-            im = ax.pcolormesh(b, eps, z, vmin=0, vmax=1, cmap=SEQUENTIAL, shading="nearest")
+            rows = np.arange(len(eps))  # one row per radius: the log-spaced grid reads evenly
+            im = ax.pcolormesh(b, rows, z, vmin=0, vmax=1, cmap=SEQUENTIAL, shading="nearest")
             if len(eps) > 1 and len(b) > 1 and z.min() < level <= z.max():
-                ax.contour(b, eps, z, levels=[level], colors="white", linewidths=1.5)
+                ax.contour(b, rows, z, levels=[level], colors="white", linewidths=1.5)
+            ax.set_yticks(rows)
+            ax.set_yticklabels([f"{e:.3g}" for e in eps], fontsize=7)
             ax.set_title(f"{m} · {a.upper()}", fontsize=9)
             if j == 0:
-                ax.set_ylabel("ε (L∞ radius)")
+                ax.set_ylabel("ε (one row per radius)")
             if i == len(models) - 1:
                 ax.set_xlabel("b (bound on |ΔP(ŷ)|)")
     fig.colorbar(im, ax=axes, shrink=0.8, label="RR")
@@ -120,4 +135,43 @@ def group_bars(table: pd.DataFrame, *, value: str = "value") -> plt.Figure:
         ax.set_title(met)
         ax.tick_params(axis="x", rotation=30)
         ax.legend(fontsize=7, loc="lower right")
+    return finish(fig)
+
+
+VERDICT_COLORS = {"holds": "tab:green", "refuted": "tab:red", "inconclusive": "tab:gray"}
+
+
+def claim_intervals(table: pd.DataFrame, *, margin: float, value: str = "RR_diff", lo: str = "RR_lo",
+                    hi: str = "RR_hi", label: str = "RR difference (simultaneous band)") -> plt.Figure:
+    """Each comparison's interval against ±``margin``, coloured by its verdict (one row each).
+
+    ``table``: rows of :func:`dfrobust.experiments.robustness.claim_table` (attack, model_a,
+    model_b, verdict and the ``value``/``lo``/``hi`` columns)."""
+    t = table.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.32 * max(len(t), 1)), constrained_layout=True)
+    ax.axvspan(-margin, margin, color="0.9", zorder=0, label=f"±margin {margin:g}")
+    ax.axvline(0, color="k", lw=0.8)
+    for i, r in t.iterrows():
+        c = VERDICT_COLORS.get(r["verdict"], "k")
+        if np.isfinite(r[lo]) and np.isfinite(r[hi]):
+            ax.plot([r[lo], r[hi]], [i, i], color=c, lw=2.5)
+            ax.plot([r[value]], [i], "o", color=c, ms=4)
+        else:
+            ax.text(0, i, "no compared radius", ha="center", va="center", fontsize=7, color=c)
+    ax.set_yticks(range(len(t)))
+    ax.set_yticklabels([f"{r['attack'].upper()}: {r['model_a']} − {r['model_b']} ({r['verdict']})"
+                        for _, r in t.iterrows()], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(label)
+    for k, c in VERDICT_COLORS.items():
+        ax.plot([], [], color=c, lw=2.5, label=k)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return finish(fig)
+
+
+def not_analysed(text: str) -> plt.Figure:
+    """A small figure that says why a panel is absent (e.g. every detector near chance)."""
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, wrap=True)
     return finish(fig)

@@ -28,3 +28,20 @@ def linspace_grid(vmax: float, n: int, *, what: str = "eps") -> list[float]:
     if int(n) == 1:
         return [round(vmax, 6)]
     return [round(float(v), 6) for v in np.linspace(0.0, vmax, int(n))]
+
+
+def log_grid(eps_min: float, eps_max: float, n: int, *, what: str = "eps") -> list[float]:
+    """0 followed by ``n`` log-spaced radii from ``eps_min`` to ``eps_max`` inclusive (6 significant
+    digits), e.g. ``log_grid(0.5 / 255, 0.2, 8)``: a grid that resolves where RA and RR fall."""
+    lo = check_eps(eps_min, what=f"{what}_min")
+    hi = check_eps(eps_max, what=f"{what}_max")
+    if isinstance(n, bool) or int(n) != n or int(n) < 1:
+        raise ValueError(f"n_{what}={n!r}: expected an integer >= 1 (radii after 0)")
+    if lo <= 0:
+        raise ValueError(f"{what}_min={eps_min!r}: expected a radius > 0 (0 is always on the grid)")
+    if int(n) == 1:
+        return [0.0, float(f"{hi:.6g}")]
+    if hi <= lo:
+        raise ValueError(f"{what}_max={eps_max!r}: expected a radius above {what}_min={eps_min!r}")
+    vals = [float(f"{v:.6g}") for v in np.geomspace(lo, hi, int(n))]
+    return [0.0] + vals

@@ -3,7 +3,9 @@
 Records come from :func:`dfrobust.experiments.robustness.attack_records` (dims model, attack, eps, sample).
 Nothing here runs a model, so any tolerance grid, group split or bootstrap is cheap.
 
-* **RA** (Lyu et al., Eq. 1): fraction of samples whose adversarial prediction equals the label.
+* **RA** (Lyu et al., Eq. 1): fraction of samples whose clean *and* adversarial predictions equal
+  the label, mean 1[ŷ = y ∧ ŷ_adv = y]. Attacks move away from the clean prediction ŷ, so for a
+  misclassified sample an attack may "repair" the prediction; that never counts as robust.
 * **RR** (Eqs. 2-3): fraction of samples with ``|P(ŷ|x+δ) − P(ŷ|x)| <= b`` for the δ found in the
   ε-ball; ŷ is the clean prediction. Because an attack finds *some* δ, not the worst one, this
   is an upper bound of the formal RR. CW rule: outside the radius (``in_budget`` False) the
@@ -36,10 +38,11 @@ def _check_records(records: xr.Dataset) -> None:
 
 
 def correct_adv(records: xr.Dataset) -> xr.DataArray:
-    """Per sample: prediction under attack is correct (clean prediction outside the radius)."""
+    """Per sample: clean prediction correct and prediction under attack correct (the clean
+    prediction stands outside the radius)."""
     _check_records(records)
     pred = xr.where(records["in_budget"], records["pred_adv"], records["pred_clean"])
-    return (pred == records["y"]).rename("correct_adv")
+    return ((records["pred_clean"] == records["y"]) & (pred == records["y"])).rename("correct_adv")
 
 
 def prob_change(records: xr.Dataset) -> xr.DataArray:
@@ -114,3 +117,50 @@ def complementary(records: xr.Dataset) -> xr.Dataset:
     return out
 
 
+
+
+def worst_case(records: xr.Dataset, attacks: Sequence[str] | None = None, *, name: str = "worst") -> xr.Dataset:
+    """The records with one more attack ``name``: per sample the worst case over ``attacks``
+    (default: all), as AutoAttack reports robustness.
+
+    Per (model, ε, sample): the prediction counts as wrong if *any* of the attacks made it wrong
+    (so RA(worst) <= every attack's RA), and the probability change is the *largest* any of them
+    found (so RR(worst) <= every attack's RR at every b). ``p_adv``, ``p_adv_fake``, norms and
+    SSIM are those of the attack with the largest change; ``pred_adv`` is the label's opposite
+    when any attack flipped it, so ``pred_adv`` and ``p_adv_fake`` may come from different
+    attacks (``success``/``changed`` are "any"). Pass only attacks that share one threat model
+    (the L∞ ball of radius ε).
+    """
+    _check_records(records)
+    have = [str(a) for a in records.attack.values]
+    names = have if attacks is None else [str(a) for a in attacks]
+    if not names:
+        raise ValueError("attacks=[]: expected at least one attack of the records")
+    for a in names:
+        if a not in have:
+            raise ValueError(f"attack={a!r}: not in the records; expected some of {', '.join(have)}")
+    if name in have:
+        raise ValueError(f"name={name!r}: already an attack of the records; expected a new name")
+    sub = records.sel(attack=names)
+    change = prob_change(sub)
+    pick = change.fillna(-1.0).argmax("attack")
+    per_attack = [v for v in sub.data_vars if "attack" in sub[v].dims]
+    worst = sub[per_attack].isel(attack=pick)
+    eff = xr.where(sub["in_budget"], sub["pred_adv"], sub["pred_clean"])
+    flipped = (eff != sub["y"]).any("attack")
+    # the kept record's change was 0 outside its radius: there P(ŷ) stays the clean one, and the
+    # worst-case record itself is admissible (its flips and changes all come from in-budget records)
+    worst["p_adv"] = xr.where(worst["in_budget"], worst["p_adv"], sub["p_clean"])
+    worst["pred_adv"] = xr.where(flipped, 1 - sub["y"], sub["y"]).astype(sub["pred_adv"].dtype)
+    worst["in_budget"] = xr.ones_like(worst["in_budget"], dtype=bool)
+    for v in ("success", "changed"):
+        if v in sub:
+            worst[v] = sub[v].any("attack")
+    worst = worst.drop_vars("attack", errors="ignore").expand_dims(attack=[name])
+    for v in per_attack:
+        worst[v] = worst[v].transpose(*sub[v].dims)
+        worst[v].attrs = dict(records[v].attrs)
+    out = xr.concat([records, worst], dim="attack", data_vars="minimal", coords="minimal", compat="override")
+    out.attrs = dict(records.attrs)
+    out.attrs["worst_case"] = f"{name} = per-sample worst case over {','.join(names)}"
+    return out

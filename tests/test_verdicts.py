@@ -1,0 +1,215 @@
+"""The claim rules: holds / refuted / inconclusive on records written by hand (issue 10 acceptance)."""
+
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from dfrobust import metrics
+from dfrobust.experiments import robustness
+from dfrobust.metrics import verdicts as V
+
+B_GRID = metrics.linspace_grid(0.2, 21, what="b")
+
+
+def _records(p_clean, p_adv, y, eps=(0.0, 0.05, 0.1), models=("a", "b"), attack="pgd"):
+    """Records for models × eps × samples; ``p_clean`` [M, n] and ``p_adv`` [M, E, n] are P(fake)."""
+    pcf = np.asarray(p_clean, float)
+    paf = np.asarray(p_adv, float)
+    M, n = pcf.shape
+    y = np.asarray(y)
+    pc = (pcf >= 0.5).astype(int)
+    pa = (paf >= 0.5).astype(int)
+    d4 = ("model", "attack", "eps", "sample")
+    ex = lambda v: v[:, None]  # add the attack dim
+    return xr.Dataset(
+        {
+            "p_adv_fake": (d4, ex(paf)),
+            "p_adv": (d4, ex(np.where(pc[:, None] == 1, paf, 1 - paf))),
+            "pred_adv": (d4, ex(pa)),
+            "in_budget": (d4, ex(np.ones_like(paf, bool))),
+            "success": (d4, ex((pc[:, None] == y) & (pa != y))),
+            "changed": (d4, ex(paf != pcf[:, None])),
+            "y": (("sample",), y),
+            "pred_clean": (("model", "sample"), pc),
+            "p_clean": (("model", "sample"), np.where(pc == 1, pcf, 1 - pcf)),
+            "p_clean_fake": (("model", "sample"), pcf),
+        },
+        coords={"model": list(models), "attack": [attack], "eps": list(eps), "sample": np.arange(n)},
+    )
+
+
+def _constant(n, p=0.7):
+    y = np.arange(n) % 2
+    pc = np.full((2, n), p)
+    pa = np.full((2, 3, n), p)
+    return _records(pc, pa, y)
+
+
+@pytest.mark.parametrize("n", [18, 400])
+def test_two_constant_detectors_are_inconclusive(n):
+    # the issue's quick build: every detector at chance and no attack changes anything
+    r = V.similar_ra_different_rr(_constant(n), "a", "b", "pgd", B_GRID, n_boot=300)
+    assert r["claim"].verdict == "inconclusive"
+    assert r["rr"].verdict != "refuted"  # equal upper bounds of 1 do not show equal RR
+
+
+def test_n18_with_one_discordant_sample_is_inconclusive():
+    n = 18
+    y = np.ones(n, int)
+    pc = np.full((2, n), 0.9)
+    pa = np.full((2, 3, n), 0.6)  # RA = 1 for both, changes 0.3 ...
+    pa[0, 1:, 0] = 0.3  # ... except one sample model a loses at every radius > 0
+    rec = _records(pc, pa, y)
+    r = V.similar_ra_different_rr(rec, "a", "b", "pgd", B_GRID, radii="all", n_boot=500)
+    assert r["ra"].verdict == "inconclusive"
+    assert r["ra"].hi - r["ra"].lo > 0.05  # one discordant sample of 18: the interval is wider than the margin
+    assert r["claim"].verdict == "inconclusive"
+    assert r["claim"].n_needed > n  # and it says how many samples would decide it
+
+
+def _equal_ra_different_rr(n=200, rr_b=0.15):
+    """RA 0.5 for both models on the same samples; a moves P by 0.01, b by ``rr_b``."""
+    y = np.ones(n, int)
+    h = n // 2
+    pc = np.empty((2, n))
+    pa = np.empty((2, 3, n))
+    pc[:, :h], pc[:, h:] = 0.9, 0.52  # robust half / flipped half
+    pa[:, 0] = pc
+    pa[0, 1:, :h], pa[0, 1:, h:] = 0.89, 0.45  # changes 0.01 / 0.07
+    pa[1, 1:, :h], pa[1, 1:, h:] = 0.9 - rr_b, 0.52 - rr_b
+    return _records(pc, pa, y)
+
+
+def test_equal_ra_different_rr_holds():
+    rec = _equal_ra_different_rr()
+    ra = metrics.robust_accuracy(rec).sel(eps=0.05)
+    assert np.allclose(ra.values, 0.5)
+    r = V.similar_ra_different_rr(rec, "a", "b", "pgd", B_GRID, n_boot=500)
+    assert r["ra"].verdict == "holds"
+    assert r["rr"].verdict == "holds"
+    assert r["claim"].verdict == "holds"
+    assert r["claim"].lo > 0 and r["b"] > 0
+    assert r["radii"] == [0.05, 0.1]
+
+
+def _identical(n):
+    """Model b is a copy of model a (which the attack moves)."""
+    rec = _equal_ra_different_rr(n=n)
+    for v in ("p_adv", "p_adv_fake", "pred_adv", "success", "changed"):
+        vals = rec[v].values.copy()
+        vals[1] = vals[0]
+        rec[v] = (rec[v].dims, vals)
+    return rec
+
+
+def test_same_models_that_move_refute_different_rr():
+    rec = _identical(400)
+    r = V.similar_ra_different_rr(rec, "a", "b", "pgd", B_GRID, n_boot=300)
+    assert r["ra"].verdict == "holds" and r["rr"].verdict == "refuted"
+    assert r["claim"].verdict == "refuted"
+
+
+def test_b_zero_is_excluded_from_the_rr_band():
+    # a never moves, b moves by 1e-9 (float noise): only RR(b=0) differs; RA 0.5 for both
+    n = 400
+    y = np.r_[np.ones(n // 2, int), np.zeros(n // 2, int)]
+    pc = np.full((2, n), 0.9)
+    pa = np.full((2, 3, n), 0.9)
+    pa[1, 1:] -= 1e-9
+    rec = _records(pc, pa, y)
+    assert metrics.robust_ratio(rec, [0.0]).sel(eps=0.05).squeeze().values.tolist() == [1.0, 0.0]
+    r = V.similar_ra_different_rr(rec, "a", "b", "pgd", B_GRID, n_boot=300)
+    assert r["rr"].verdict == "refuted" and r["claim"].verdict == "refuted"
+
+
+def test_no_informative_radius_is_inconclusive():
+    rec = _equal_ra_different_rr()
+    rec["pred_adv"] = xr.ones_like(rec["pred_adv"])  # RA = 1 everywhere: outside (0.2, 0.8)
+    r = V.similar_ra_different_rr(rec, "a", "b", "pgd", B_GRID, n_boot=100)
+    assert r["claim"].verdict == "inconclusive" and "no radius" in r["claim"].note
+    assert V.similar_ra_different_rr(rec, "a", "b", "pgd", B_GRID, n_boot=100, radii="all")["radii"] == [0.05, 0.1]
+
+
+def test_equivalence_rule():
+    rng = np.random.default_rng(0)
+    inside = rng.normal(0.0, 0.005, 2000)
+    assert V.equivalence(inside, 0.0, n=1000, margin=0.05).verdict == "holds"
+    far = rng.normal(0.3, 0.02, 2000)
+    assert V.equivalence(far, 0.3, n=1000, margin=0.05).verdict == "refuted"
+    wide = rng.normal(0.0, 0.03, 2000)  # inside ±0.05 at 90 % but ~0.1 wide
+    v = V.equivalence(wide, 0.0, n=100, margin=0.05)
+    assert v.verdict == "inconclusive" and v.note == "interval wider than the margin"
+    # width 0.1 at n = 100 reaches 0.05 at about 4 x 100
+    assert 330 < v.n_needed < 470
+
+
+def test_resolution_floor_and_n_needed():
+    assert V.resolution_floor(18) == pytest.approx(1 - 0.05 ** (1 / 18))
+    assert V.resolution_floor(100) == pytest.approx(3 / 100, rel=0.05)  # the rule of three
+    assert 2 * V.resolution_floor(V.n_for_floor(0.05)) <= 0.05 < 2 * V.resolution_floor(V.n_for_floor(0.05) - 1)
+    assert V.n_needed(100, 0.1, 0.05) == 400
+    # a degenerate bootstrap (all resamples 0) is not a zero-width interval
+    v = V.equivalence(np.zeros(500), 0.0, n=18, margin=0.05)
+    assert v.verdict == "inconclusive" and v.hi == pytest.approx(V.resolution_floor(18))
+
+
+def test_simultaneous_band_covers_every_cell():
+    rng = np.random.default_rng(1)
+    boots = rng.normal(0, 1, (4000, 10)) * np.linspace(0.01, 0.05, 10)
+    est = np.zeros(10)
+    c = V.simultaneous_band(boots, est, n=10 ** 6)
+    pointwise = np.quantile(np.abs(boots), 0.95, axis=0)
+    assert c >= pointwise.max()
+    assert np.mean((np.abs(boots) <= c).all(1)) == pytest.approx(0.95, abs=0.01)
+
+
+def test_difference_rule():
+    rng = np.random.default_rng(2)
+    boots = rng.normal(0, 0.01, (1000, 5))
+    est = np.array([0.0, 0.0, 0.1, 0.0, 0.0])
+    v = V.difference(boots + est, est, n=1000, margin=0.05, labels=list("abcde"))
+    assert v.verdict == "holds" and "at c" in v.note
+    v = V.difference(boots, np.zeros(5), n=1000, margin=0.05)
+    assert v.verdict == "refuted"
+    v = V.difference(boots, np.zeros(5), n=1000, margin=0.05, moved=False)
+    assert v.verdict == "inconclusive" and "upper bound" in v.note
+
+
+def test_verdict_vocabulary_and_table():
+    with pytest.raises(ValueError, match="verdict='maybe'"):
+        V.Verdict("c", "maybe", "r", 0.05, 0, 0, 0, 1)
+    vs = [V.Verdict("x", "holds", "r", 0.05, 0.01, -0.01, 0.03, 200, 150),
+          V.Verdict("y", "inconclusive", "r", 0.05, 0.0, -0.1, 0.1, 18, None)]
+    t = V.verdict_table(vs, attack=["pgd", "fgsm"])
+    assert list(t.columns[:3]) == ["attack", "claim", "verdict"]
+    assert t["width"].tolist() == pytest.approx([0.04, 0.2])
+    o = V.overall(vs, "some pair")
+    assert o.verdict == "holds" and "1 holds, 0 refuted, 1 inconclusive" in o.note
+    assert V.overall([vs[1]], "one").verdict == "inconclusive"
+
+
+def test_power_n_matches_the_target():
+    n = V.power_n(0.07)
+    assert n == math.ceil((1.959964 * 0.5 / 0.07) ** 2) == 196
+    assert 1.96 * 0.5 / math.sqrt(n) <= 0.07
+    assert V.power_n(0.07, multiple=12) == 204
+
+
+def test_claim_table_rows_per_attack_and_pair():
+    rec = _equal_ra_different_rr()
+    three = xr.concat([rec, rec.sel(model=["b"]).assign_coords(model=["c"])], dim="model",
+                      data_vars="minimal", coords="minimal", compat="override")
+    t = robustness.claim_table(three, B_GRID, n_boot=200)
+    assert len(t) == 3 and set(t["verdict"]) <= set(V.VERDICTS)
+    row = t[(t.model_a == "b") & (t.model_b == "c")].iloc[0]
+    assert row["verdict"] == "refuted" or row["verdict"] == "inconclusive"  # identical models never "hold"
+    assert t[(t.model_a == "a") & (t.model_b == "b")].iloc[0]["verdict"] == "holds"
+
+
+def test_precision_uses_the_resolution_floor():
+    # 24 images that never vary give zero-width bootstrap intervals: not a precision of ±0
+    v = V.precision([0.0, 0.0], n=24, target=0.07)
+    assert v.verdict == "refuted" and v.estimate == pytest.approx(V.resolution_floor(24, 0.025))
+    assert V.precision([0.05, 0.068], n=204, target=0.07).verdict == "holds"
