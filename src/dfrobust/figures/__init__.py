@@ -40,6 +40,9 @@ _ROLES = {
     "random": "grey",
     "neutral": "grey",
     "target": 2,  # bluish green
+    "holds": 0,  # blue (verdicts: blue/vermillion/grey, distinguishable without red-green vision)
+    "refuted": 3,  # vermillion
+    "inconclusive": "grey",
 }
 _GREY = (0.45, 0.45, 0.45)
 
@@ -54,7 +57,7 @@ def palette(n: int | None = None) -> list[tuple[float, float, float]]:
 
 
 def colour(role: str) -> tuple[float, float, float]:
-    """Colour of a shared role: RR, RA, image, video_per_frame, video_progressive, random, neutral, target."""
+    """Colour of a shared role (RR, RA, image, video_per_frame, video_progressive, random, neutral, target, verdicts)."""
     if role not in _ROLES:
         raise ValueError(f"role={role!r}: unknown; expected one of {', '.join(_ROLES)}")
     idx = _ROLES[role]

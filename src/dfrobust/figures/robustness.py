@@ -138,7 +138,7 @@ def group_bars(table: pd.DataFrame, *, value: str = "value") -> plt.Figure:
     return finish(fig)
 
 
-VERDICT_COLORS = {"holds": "tab:green", "refuted": "tab:red", "inconclusive": "tab:gray"}
+VERDICT_COLORS = {v: colour(v) for v in ("holds", "refuted", "inconclusive")}
 
 
 def claim_intervals(table: pd.DataFrame, *, margin: float, value: str = "RR_diff", lo: str = "RR_lo",
