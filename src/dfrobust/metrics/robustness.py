@@ -36,10 +36,12 @@ def _check_records(records: xr.Dataset) -> None:
 
 
 def correct_adv(records: xr.Dataset) -> xr.DataArray:
-    """Per sample: prediction under attack is correct (clean prediction outside the radius)."""
+    """Per sample: clean prediction correct AND prediction under attack correct (clean prediction
+    outside the radius). The attack moves away from ŷ, so a misclassified sample pushed onto y
+    still counts as wrong (RA = mean 1[clean correct ∧ adversarial correct])."""
     _check_records(records)
     pred = xr.where(records["in_budget"], records["pred_adv"], records["pred_clean"])
-    return (pred == records["y"]).rename("correct_adv")
+    return ((records["pred_clean"] == records["y"]) & (pred == records["y"])).rename("correct_adv")
 
 
 def prob_change(records: xr.Dataset) -> xr.DataArray:
