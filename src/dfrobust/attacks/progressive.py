@@ -1,14 +1,5 @@
 """The progressive (video) mode: attack frames in order, frame t starting from frame t−1's δ.
 
-A *driver* over the registry's attacks: frame position k of every video is attacked in one
-batch, and the perturbation found for frame t−1 is handed on as frame t's start (PGD starts
-there instead of at a random point, FGSM takes its gradient there, CW starts its optimisation
-at ``w = atanh(2(x_t+δ_{t−1})−1)``). Optionally the L∞ budget ramps up over the clip,
-ε_t = ε·(t+1)/T. Every frame keeps ``||δ_t||∞ <= ε_t <= ε`` and ``x_t+δ_t ∈ [0, 1]``.
-"""
-
-"""The progressive (video) mode: attack frames in order, frame t starting from frame t−1's δ.
-
 A *driver* over the registry's attacks, not a second implementation of them: frame position k of
 every video is attacked in one batch by the registry's attack (built with
 :func:`dfrobust.attacks.make_attack`), called as ``atk(x_t, ŷ_t, start=δ_{t−1})`` — the seeded PGD
