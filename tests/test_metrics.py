@@ -48,24 +48,25 @@ def _records(p_clean_fake, p_adv_fake, y, *, in_budget=None, l2=None, linf=None,
 PC = [0.9, 0.2, 0.6, 0.3]
 PA = [0.85, 0.45, 0.3, 0.7]
 Y = [1, 0, 1, 1]
-# clean preds 1,0,1,0 (3 correct); adv preds 1,0,0,1 -> correct: T,T,F,T -> RA = 0.75
+# clean preds 1,0,1,0 (3 correct); adv preds 1,0,0,1 -> clean and adv correct: T,T,F,F -> RA = 0.5
 # |ΔP(ŷ)| = 0.05, 0.25, 0.30, 0.40
 
 
 def test_ra_and_rr_by_hand():
     rec = _records(PC, PA, Y)
     assert metrics.clean_accuracy(rec).item() == pytest.approx(0.75)
-    assert metrics.robust_accuracy(rec).item() == pytest.approx(0.75)
+    assert metrics.robust_accuracy(rec).item() == pytest.approx(0.5)
     rr = metrics.robust_ratio(rec, [0.0, 0.05, 0.25, 0.3, 0.39, 0.4, 1.0]).squeeze()
     assert rr.values.tolist() == pytest.approx([0.0, 0.25, 0.5, 0.75, 0.75, 1.0, 1.0])
     assert np.allclose(metrics.prob_change(rec).squeeze().values, [0.05, 0.25, 0.30, 0.40])
 
 
-def test_ra_counts_flips_in_both_directions():
-    # a wrong clean prediction that the attack makes right counts as correct (RA is about labels)
+def test_ra_needs_the_clean_prediction_correct():
+    # issue 10: RA = mean 1[clean correct ∧ adversarial correct]; the attack moves away from ŷ, so a
+    # wrong clean prediction that it pushes onto y is still not robustly correct
     rec = _records([0.3], [0.6], [1])
     assert metrics.clean_accuracy(rec).item() == 0.0
-    assert metrics.robust_accuracy(rec).item() == 1.0
+    assert metrics.robust_accuracy(rec).item() == 0.0
 
 
 def test_rr_is_monotone_in_b():
@@ -88,7 +89,7 @@ def test_groupby_group():
     rec = _records(PC, PA, Y)
     ra = metrics.robust_accuracy(rec, groupby="group").squeeze()
     assert ra.sel(group="g1").item() == pytest.approx(0.5)  # samples 0, 2
-    assert ra.sel(group="g2").item() == pytest.approx(1.0)  # samples 1, 3
+    assert ra.sel(group="g2").item() == pytest.approx(0.5)  # samples 1, 3 (3: clean wrong)
     with pytest.raises(ValueError, match="groupby='nope'"):
         metrics.robust_accuracy(rec, groupby="nope")
 
