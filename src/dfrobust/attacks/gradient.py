@@ -81,7 +81,8 @@ class SeededPGD(Attack):
 
     ``start`` (a δ like ``images``): the iteration starts at ``x + proj(start)`` instead of the
     random start. ``keep_best``: return, per sample, the iterate with the largest
-    ``|P(label|x+δ) − P(label|x)|`` seen (the RR objective) instead of the last one.
+    ``|P(label|x+δ) − P(label|x)|`` seen (the RR objective) instead of the last one; that change
+    is then in ``last_change``.
     """
 
     def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, seed=0, *,
@@ -97,6 +98,7 @@ class SeededPGD(Attack):
         self.eps_for_division = 1e-10
         self.supported_mode = ["default"]
         self._calls = 0
+        self.last_change: torch.Tensor | None = None
 
     # -- pieces ------------------------------------------------------------------------------
     def _objective(self, logits, labels):
@@ -159,7 +161,8 @@ class SeededPGD(Attack):
             adv = self._project(images, self._step(adv, grad))
         if self.keep_best:
             with torch.no_grad():
-                best, _ = self._keep(best, best_change, adv, self.get_logits(adv), labels, p0)
+                best, best_change = self._keep(best, best_change, adv, self.get_logits(adv), labels, p0)
+            self.last_change = best_change.detach()   # |ΔP(label)| of the returned iterate, per sample
             return best.detach()
         return adv
 
