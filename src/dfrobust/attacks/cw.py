@@ -88,10 +88,10 @@ class SearchCW:
         for _ in range(self.search_steps):
             atk = FixedCW(self.model, c=c.float(), kappa=self.kappa, steps=self.steps, lr=self.lr)
             adv = atk(images, labels, start=start).detach()
-            with torch.no_grad():
+            with torch.inference_mode():
                 flipped = (self.model(adv).argmax(1) != labels.to(adv.device)).cpu()
             l2 = (adv - images.to(adv.device)).flatten(1).double().norm(dim=1).cpu()
-            flipped &= l2 > 0
+            flipped = flipped.clone() & (l2 > 0)
             better = flipped & (l2 < best_l2)
             best[better.to(best.device)] = adv[better.to(adv.device)].to(best.device)
             best_l2 = torch.where(better, l2, best_l2)

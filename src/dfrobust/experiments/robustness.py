@@ -135,7 +135,7 @@ def _ssim(clean: torch.Tensor, adv: torch.Tensor) -> np.ndarray:
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _proba(model, x: torch.Tensor, batch: int, device) -> np.ndarray:
     out = []
     for i in range(0, len(x), batch):
