@@ -185,3 +185,18 @@ def test_cwinf_keeps_linf_within_eps_and_uses_the_cw_margin():
         m0 = attacks.cw_margin(model(x), yhat, kappa=float("inf"))
         m1 = attacks.cw_margin(model(adv), yhat, kappa=float("inf"))
     assert (m1 < m0).all()
+
+
+def test_fixed_cw_starts_at_x_plus_start_and_takes_a_per_sample_c():
+    x = torch.full((2, 3, 4, 4), 0.2)
+    y = torch.zeros(2, dtype=torch.long)
+    model = Linear2()
+    # one Adam step from the clean image cannot flip; started near the flip it does (x + start is flipped)
+    start = torch.full_like(x, 0.2)
+    cw = attacks.FixedCW(model, c=10.0, steps=1, lr=0.01)
+    assert torch.equal(cw(x, y), x)
+    adv = cw(x, y, start=start)
+    assert (model(adv).argmax(1) == 1).all() and (adv - x).abs().max() <= 0.2 + 1e-3
+    # c as a tensor [N]: sample 0 gets no margin weight, so it never moves; sample 1 flips
+    adv = attacks.FixedCW(model, c=torch.tensor([0.0, 10.0]), steps=200, lr=0.01)(x, y)
+    assert torch.equal(adv[0], x[0]) and model(adv[1:]).argmax(1).item() == 1
