@@ -8,6 +8,10 @@ bound RR: a flip is not the largest change, and pushing P(ŷ) *up* (a change cap
 keeping its best iterate by ``|ΔP(ŷ)|`` — and keeps per sample the larger change. It costs two
 PGD runs (two more forwards per run for the best-iterate bookkeeping). No maintained package has
 this objective, hence this module (the loop is torchattacks-style, in :mod:`.gradient`).
+
+Its records answer RR; their flip (RA) reading is that of the kept perturbation, so where the up
+direction wins a flip found by the down run is not reported — take RA from ``pgd``/``cwinf`` or
+from the per-sample worst case over the budgeted attacks.
 """
 
 from __future__ import annotations
