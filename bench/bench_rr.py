@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--size", type=int, default=64, help="input size")
     ap.add_argument("--n", type=int, default=16, help="images")
     ap.add_argument("--levels", type=int, default=21, help="tolerance levels b in [0, 0.2]")
-    ap.add_argument("--attack", default="fgsm", help="fgsm, pgd, pgdl2 or cw")
+    ap.add_argument("--attack", default="fgsm", help="a budgeted attack: fgsm, pgd, pgdl2, cwinf or rr")
     ap.add_argument("--eps", type=float, default=0.03, help="L∞ radius")
     ap.add_argument("--steps", type=int, default=5, help="PGD/CW steps")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.n, 3, args.size, args.size, generator=g)
     y = torch.randint(0, 2, (args.n,), generator=g)
-    kw = {"pgd": {"steps": args.steps}, "pgdl2": {"steps": args.steps}, "cw": {"steps": args.steps}}
+    kw = {a: {"steps": args.steps} for a in ("pgd", "pgdl2", "cwinf", "rr")}
     run = lambda: robustness.attack_records({args.model: model}, attack, [args.eps], x, y, seed=0,  # noqa: E731
                                             device=str(dev), attack_kw=kw, ssim=False)
     run()  # warm-up

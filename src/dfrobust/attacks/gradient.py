@@ -1,31 +1,35 @@
-"""FGSM / PGD (L∞) / PGD (L2) / CW (L2) on the two-logit detector interface, through torchattacks.
+"""The gradient attacks on the two-logit detector interface: one seeded PGD family (L∞ / L2) with
+a choice of loss and an optional start, FGSM as its one-step case, and the shared-gradient FGSM sweep.
 
-Everything here is a thin layer over torchattacks 3.5.1 (the maintained implementation); only
-what torchattacks gets wrong or leaves out is written by hand, each with a test:
+Built on torchattacks 3.5.1 (the maintained implementation): its ``Attack`` base class does the
+device and model-mode handling, and with the cross-entropy loss and no start :class:`SeededPGD`
+returns exactly what ``torchattacks.PGD`` / ``torchattacks.PGDL2`` / ``torchattacks.FGSM`` return
+for the same random numbers (a test checks equality). The PGD loop itself is written here because
+torchattacks has neither of the two things the study needs:
 
-* **CW margin (upstream issue #184).** ``torchattacks.CW.f`` takes ``max((1 - onehot) * Z)`` for
-  the best other logit and ``max(onehot * Z)`` for the label logit. Masking by multiplication
-  puts a 0 where the masked entry was, so with negative logits the "other" max is 0 instead of
-  the other logit (and the label logit reads 0 when it is negative). With two classes the margin
-  is then wrong whenever a logit is negative, and its gradient can vanish so CW returns the
-  image unchanged. :class:`FixedCW` overrides ``f`` with :func:`cw_margin`, which gathers the
-  label logit and masks the others with ``-inf``. The installed package is never edited.
-* **CW returns the clean image** for every sample it never misclassified (it keeps the best
-  *successful* iterate only); with a small ``c`` that is most samples. ``c``, ``steps``, ``lr``
-  and ``kappa`` are exposed, and :mod:`dfrobust.experiments.robustness` records per sample whether the
-  attack changed the image at all (``changed``).
-* **Seeded random starts.** torchattacks draws PGD's random start from torch's global RNG.
-  :class:`SeededPGD` / :class:`SeededPGDL2` draw it inside ``torch.random.fork_rng`` seeded with
-  ``seed`` and a per-attack call counter, so the same seed, batch size and device give the same
-  adversarial images without touching the caller's RNG state.
+* **a start perturbation** (``forward(images, labels, start=δ₀)``): the progressive (video)
+  driver hands frame t−1's δ to frame t (:mod:`.progressive`);
+* **a choice of loss**: ``ce`` (cross-entropy, Madry et al.'s PGD), ``cw`` (the Carlini–Wagner
+  margin :func:`cw_margin` inside L∞ PGD: "CW-L∞", so every budgeted attack shares the L∞ ball),
+  and the two directions of the RR attack (:mod:`.rr`): ``down`` / ``up`` push the log-odds
+  ``z_label − max_other z`` (monotone in P(label) for two logits, and free of float32 saturation
+  when P ≈ 1) down or up, keeping the best iterate of the run.
+
+Also here:
+
+* **Seeded random starts.** torchattacks draws PGD's random start from torch's global RNG;
+  :class:`SeededPGD` draws it inside ``torch.random.fork_rng`` seeded with ``seed`` and a
+  per-attack call counter, so the same seed, batch size and device give the same adversarial
+  images without touching the caller's RNG state.
 * **Step size scales with ε.** torchattacks' default ``alpha=2/255`` is tuned for ε=8/255; for
-  a sweep up to ε=0.2 the default here is Madry et al.'s ``alpha = 2.5 ε / steps``.
+  a sweep up to ε=0.2 the registry's default is Madry et al.'s ``alpha = 2.5 ε / steps``.
 
-Budgets: FGSM and PGD are L∞ attacks with radius ``eps`` on images in [0, 1]. PGD-L2 takes an
-L2 radius; :func:`l2_radius` maps an L∞ ε to the L2 radius ``ε·sqrt(d)`` (d = C·H·W), i.e. the
-L2 ball whose root-mean-square per-pixel change is ε — the L2 norm of an FGSM step of size ε
-before clipping. CW has no budget at all (it minimises ``||δ||₂² + c·f``); see
-:mod:`dfrobust.experiments.robustness` for how its found ``||δ||₂`` is compared with a grid of radii.
+Label convention: the label passed IS the label to move away from (the study passes the clean
+prediction ŷ; see :mod:`dfrobust.attacks`).
+
+Budgets: L∞ attacks take the radius ``eps`` on images in [0, 1]; L2 attacks take an L2 radius,
+and :func:`l2_radius` maps an L∞ ε to ``ε·sqrt(d)`` (d = C·H·W), the L2 ball whose root-mean-square
+per-pixel change is ε. CW-L2 (unbudgeted, the minimal-perturbation analysis) lives in :mod:`.cw`.
 """
 
 from __future__ import annotations
@@ -34,8 +38,12 @@ import math
 
 import torch
 import torchattacks
+from torchattacks.attack import Attack
 
 from ..core.params import check_eps
+
+#: losses of the PGD family (the value each step ascends)
+LOSSES = ("ce", "cw", "down", "up")
 
 
 def l2_radius(eps: float, shape) -> float:
@@ -51,6 +59,7 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor, *, kappa: float = 0.0,
     """Carlini–Wagner margin ``f`` done right for any sign of the logits.
 
     untargeted: ``max(Z_y - max_{j≠y} Z_j, -κ)``; targeted: ``max(max_{j≠t} Z_j - Z_t, -κ)``.
+    (torchattacks' ``CW.f`` masks by multiplication, so a negative logit reads 0: upstream issue #184.)
     """
     labels = labels.long().view(-1, 1)
     real = logits.gather(1, labels).squeeze(1)
@@ -61,41 +70,114 @@ def cw_margin(logits: torch.Tensor, labels: torch.Tensor, *, kappa: float = 0.0,
     return torch.clamp(real - other, min=-kappa)
 
 
-class _Seeded:
-    """Mixin: run ``forward`` under a forked, seeded torch RNG (reproducible random starts)."""
+def prob_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """P(label | logits) per row."""
+    return torch.softmax(logits.float(), dim=1).gather(1, labels.long().view(-1, 1)).squeeze(1)
 
-    seed: int = 0
 
-    def forward(self, images, labels):  # noqa: D401 - torchattacks API
-        calls = self.__dict__.get("_calls", 0) + 1
-        object.__setattr__(self, "_calls", calls)
+class SeededPGD(Attack):
+    """PGD in the L∞ (``norm="linf"``) or L2 ball with a seeded random start, a loss from
+    :data:`LOSSES` and an optional start: ``atk(images, labels, start=None)``.
+
+    ``start`` (a δ like ``images``): the iteration starts at ``x + proj(start)`` instead of the
+    random start. ``keep_best``: return, per sample, the iterate with the largest
+    ``|P(label|x+δ) − P(label|x)|`` seen (the RR objective) instead of the last one; that change
+    is then in ``last_change``.
+    """
+
+    def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, seed=0, *,
+                 norm: str = "linf", loss: str = "ce", kappa: float = 0.0, keep_best: bool = False):
+        super().__init__("SeededPGD", model)
+        if norm not in ("linf", "l2"):
+            raise ValueError(f"norm={norm!r}: expected 'linf' or 'l2'")
+        if loss not in LOSSES:
+            raise ValueError(f"loss={loss!r}: expected one of {', '.join(LOSSES)}")
+        self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
+        self.random_start, self.seed = bool(random_start), int(seed)
+        self.norm, self.loss, self.kappa, self.keep_best = norm, loss, float(kappa), bool(keep_best)
+        self.eps_for_division = 1e-10
+        self.supported_mode = ["default"]
+        self._calls = 0
+        self.last_change: torch.Tensor | None = None
+
+    # -- pieces ------------------------------------------------------------------------------
+    def _objective(self, logits, labels):
+        if self.loss == "ce":
+            return torch.nn.functional.cross_entropy(logits, labels)      # torchattacks' mean CE
+        margin = cw_margin(logits, labels, kappa=self.kappa if self.loss == "cw" else math.inf)
+        return (margin if self.loss == "up" else -margin).sum()
+
+    def _project(self, images, adv):
+        delta = adv - images
+        if self.norm == "linf":
+            delta = torch.clamp(delta, min=-self.eps, max=self.eps)
+        else:
+            norms = torch.norm(delta.view(len(delta), -1), p=2, dim=1)
+            factor = torch.min(self.eps / norms, torch.ones_like(norms))
+            delta = delta * factor.view(-1, 1, 1, 1)
+        return torch.clamp(images + delta, min=0, max=1).detach()
+
+    def _random_start(self, images):
+        if self.norm == "linf":   # torchattacks.PGD's draw
+            adv = images + torch.empty_like(images).uniform_(-self.eps, self.eps)
+        else:                     # torchattacks.PGDL2's draw
+            delta = torch.empty_like(images).normal_()
+            n = delta.view(len(images), -1).norm(p=2, dim=1).view(len(images), 1, 1, 1)
+            r = torch.zeros_like(n).uniform_(0, 1)
+            adv = images + delta * (r / n * self.eps)
+        return torch.clamp(adv, min=0, max=1).detach()
+
+    def _step(self, adv, grad):
+        if self.norm == "linf":
+            return adv.detach() + self.alpha * grad.sign()
+        norms = torch.norm(grad.view(len(grad), -1), p=2, dim=1) + self.eps_for_division
+        return adv.detach() + self.alpha * grad / norms.view(-1, 1, 1, 1)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def forward(self, images, labels, start=None):  # noqa: D401 - torchattacks API
+        self._calls += 1
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device).long()
         devices = [images.device.index or 0] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed((int(self.seed) * 1_000_003 + calls) % (2**63 - 1))
-            return super().forward(images, labels)
+            torch.manual_seed((self.seed * 1_000_003 + self._calls) % (2**63 - 1))
+            if start is not None:
+                adv = self._project(images, images + start.to(images.device, images.dtype))
+            elif self.random_start:
+                adv = self._random_start(images)
+            else:
+                adv = images.clone().detach()
+        if self.keep_best:
+            with torch.no_grad():
+                p0 = prob_of(self.get_logits(images), labels)
+            best, best_change = adv.clone(), torch.full_like(p0, -1.0)
+        for _ in range(self.steps):
+            adv.requires_grad = True
+            logits = self.get_logits(adv)
+            if self.keep_best:
+                best, best_change = self._keep(best, best_change, adv.detach(), logits.detach(), labels, p0)
+            grad = torch.autograd.grad(self._objective(logits, labels), adv,
+                                       retain_graph=False, create_graph=False)[0]
+            adv = self._project(images, self._step(adv, grad))
+        if self.keep_best:
+            with torch.no_grad():
+                best, best_change = self._keep(best, best_change, adv, self.get_logits(adv), labels, p0)
+            self.last_change = best_change.detach()   # |ΔP(label)| of the returned iterate, per sample
+            return best.detach()
+        return adv
+
+    @staticmethod
+    def _keep(best, best_change, adv, logits, labels, p0):
+        change = (prob_of(logits, labels) - p0).abs()
+        better = change > best_change
+        best = torch.where(better.view(-1, 1, 1, 1), adv, best)
+        return best, torch.where(better, change, best_change)
 
 
-class SeededPGD(_Seeded, torchattacks.PGD):
-    """torchattacks.PGD (L∞) with a seeded random start."""
-
-    def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, seed=0):
-        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
-        self.seed = int(seed)
-
-
-class SeededPGDL2(_Seeded, torchattacks.PGDL2):
-    """torchattacks.PGDL2 with a seeded random start."""
-
-    def __init__(self, model, eps=1.0, alpha=0.2, steps=10, random_start=True, seed=0):
-        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
-        self.seed = int(seed)
-
-
-class FixedCW(torchattacks.CW):
-    """torchattacks.CW with the margin of :func:`cw_margin` (fixes upstream issue #184)."""
-
-    def f(self, outputs, labels):  # noqa: D401 - torchattacks API
-        return cw_margin(outputs, labels, kappa=self.kappa, targeted=self.targeted)
+def fgsm(model, eps: float, seed: int = 0) -> SeededPGD:
+    """FGSM as one PGD step of size ε without a random start (equal to ``torchattacks.FGSM``);
+    with ``start`` it takes the gradient at ``x + start`` and projects back onto the ε-ball of ``x``."""
+    return SeededPGD(model, eps=eps, alpha=eps, steps=1, random_start=False, seed=seed)
 
 
 def fgsm_sweep(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,

@@ -4,21 +4,24 @@ torchattacks has no score-based black-box attack with a spatial mask, so the loo
 top of its ``Attack`` base class (device handling, eval mode, ``__call__``).  Each step:
 
 1. for every still-running sample, ``n_pairs`` antithetic Gaussian directions ``u`` (zero outside
-   the mask) give ``2 * n_pairs`` queries ``x ± σu`` (clipped to [0, 1]) plus the current ``x``;
-   **all queries of the step, across samples, are built as one batch** and evaluated under
-   ``torch.no_grad`` in chunks of ``batch_size`` (default: ``dfrobust.core.device.auto_batch_size`` —
-   small on CPU, where a huge batch runs slower per image because it falls out of cache, large on
-   GPU) — only the scores are used;
-2. the current ``x`` is checked first: a sample already classified as another class than its label
-   stops (early stop) and keeps ``x``;
+   the mask) give the samples ``x ± σu``. **The samples live in the unclipped space**: the
+   estimate below uses ``u`` itself, so every pair is exactly symmetric about ``x``, also at
+   pixels saturated at 0 or 1; **only the query** sent to the model is clipped to [0, 1]
+   (the detector accepts nothing else). All queries of the step, across samples — the current
+   ``x`` and the ``2 * n_pairs`` clipped samples each —, are built as one batch and evaluated under
+   ``torch.inference_mode`` in chunks of ``batch_size`` (default:
+   ``dfrobust.core.device.auto_batch_size``) — only the scores are used;
+2. **per-sample early stop**: a sample whose current ``x`` is already classified as another class
+   than its label stops and keeps ``x``; finished samples leave the query batch of later steps;
 3. the NES estimate ``g = Σ (L(x+σu) − L(x−σu)) u / (2σ n)`` of the log-odds of the label,
-   ``L = log p(label) − log max_other p = z_label − max_other z`` (computed from the logits: the same
-   number as from the probabilities, but without float32 saturation when p(label) ≈ 1), gives a signed step ``x ← x − α sign(g)`` on the mask only, then ``x`` is projected onto the
-   L∞ ε-ball around the original and onto [0, 1].
+   ``L = z_label − max_other z`` (from the logits: the same number as from the probabilities, but
+   without float32 saturation when p(label) ≈ 1), gives a signed step ``x ← x − α sign(g)`` on the
+   mask only, then ``x`` is projected onto the L∞ ε-ball around the original and onto [0, 1].
 
-``queries`` counts every model evaluation a sample took part in (the step's centre query and the
-final check included).  Defaults are **our choice** (the paper's exact values are not public):
-σ = 0.001, 40 antithetic pairs, 50 iterations, α = 1/255, ε = 16/255.
+Label convention (:mod:`dfrobust.attacks`): the label passed is the label to move away from
+(the clean prediction). ``queries`` counts every model evaluation a sample took part in (the
+step's centre query and the final check included).  Defaults are **our choice** (the paper's
+exact values are not public): σ = 0.001, 40 antithetic pairs, 50 iterations, α = 1/255, ε = 16/255.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class MaskedNES(Attack):
         self.last_queries = self.last_success = self.last_steps = None
         self.n_model_calls = 0
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         """Logit scores, evaluated in chunks of ``batch_size`` (automatic when None)."""
         bs = self.batch_size or auto_batch_size(x.device, x.shape[-1])
@@ -95,8 +98,24 @@ class MaskedNES(Attack):
             raise ValueError(f"mask shape {tuple(m.shape)}: expected [N, H, W] or [N, 1|{c}, H, W] with N, H, W = {n}, {h}, {w}")
         return (m > 0).float().expand(n, c, h, w).contiguous()
 
-    @torch.no_grad()
+    @staticmethod
+    def antithetic(x: torch.Tensor, u: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sample pair ``x ± σu`` in the unclipped space (``x`` [n, C, H, W], ``u`` [n, q, C, H, W])."""
+        return x[:, None] + sigma * u, x[:, None] - sigma * u
+
+    @staticmethod
+    def estimate(l_plus: torch.Tensor, l_minus: torch.Tensor, u: torch.Tensor, sigma: float) -> torch.Tensor:
+        """The antithetic NES gradient ``Σ_q (L⁺ − L⁻) u / (2σq)`` from the scores of the pairs."""
+        q = u.shape[1]
+        return ((l_plus - l_minus)[..., None, None, None] * u).sum(1) / (2 * sigma * q)
+
     def forward(self, images, labels, mask=None):
+        # the loop runs in inference mode; the clone outside it is an ordinary tensor again
+        # (an inference tensor could not enter a later autograd computation of the caller)
+        return self._run(images, labels, mask).clone()
+
+    @torch.inference_mode()
+    def _run(self, images, labels, mask=None):
         images = images.clone().detach().to(self.device).float()
         if images.ndim != 4 or float(images.min()) < 0 or float(images.max()) > 1:
             raise ValueError(f"images {tuple(images.shape)}: expected [N, C, H, W] in [0, 1]")
@@ -118,15 +137,15 @@ class MaskedNES(Attack):
             na = len(idx)
             xa, ma, x0, lab = x[idx], m[idx], images[idx], labels[idx]
             u = torch.randn((na, q, *images.shape[1:]), generator=gen, device=dev) * ma[:, None]
-            plus = (xa[:, None] + self.sigma * u).clamp(0, 1).flatten(0, 1)
-            minus = (xa[:, None] - self.sigma * u).clamp(0, 1).flatten(0, 1)
-            s = self._scores(torch.cat([xa, plus, minus]))          # ONE batch for the whole step
+            plus, minus = self.antithetic(xa, u, self.sigma)     # unclipped samples
+            query = torch.cat([xa, plus.flatten(0, 1), minus.flatten(0, 1)]).clamp_(0, 1)  # clip the query only
+            s = self._scores(query)                                  # ONE batch for the whole step
             queries[idx.cpu()] += 1 + 2 * q
             done = s[:na].argmax(1) != lab
             lab_q = lab.repeat_interleave(q)
             lp = _margin(s[na:na + na * q], lab_q).view(na, q)
             lm = _margin(s[na + na * q:], lab_q).view(na, q)
-            g = ((lp - lm)[..., None, None, None] * u).sum(1) / (2 * self.sigma * q)
+            g = self.estimate(lp, lm, u, self.sigma)
             new = xa - self.alpha * torch.sign(g) * ma
             new = torch.min(torch.max(new, x0 - self.eps), x0 + self.eps).clamp(0, 1)
             new = torch.where(ma > 0, new, x0)

@@ -1,28 +1,37 @@
 """Attack sweeps that produce per-sample records (the raw material of every robustness metric).
 
-:func:`attack_records` runs each attack once per (model, ε) and keeps, per sample, what every
-metric needs — the clean and adversarial probability of the clean-predicted class, labels and
-predictions, the perturbation's norms, SSIM, whether the attack changed the image and whether it
-flipped a correct prediction — with the manifest's sample coordinates (group, manipulation,
+:func:`attack_records` runs each budgeted attack once per (model, ε) and keeps, per sample, what
+every metric needs — the clean and adversarial probability of the clean-predicted class, labels
+and predictions, the perturbation's norms, SSIM, whether the attack changed the image and whether
+it flipped a correct prediction — with the manifest's sample coordinates (group, manipulation,
 video_id, frame_index, ...). RA, RR over any tolerance grid and the complementary metrics are
 reductions of these records (:mod:`dfrobust.metrics`), so a new tolerance grid never re-runs an
 attack; the same function takes still images and video-frame records.
 
-Budgets and the ``eps`` axis. ``eps`` is an L∞ radius on images in [0, 1]. FGSM and PGD use it
-directly; PGD-L2 and CW are compared with the matched L2 radius ``eps_l2 = ε·sqrt(C·H·W)`` (the
-L2 ball whose RMS per-pixel change is ε; stored per model as ``eps_l2``).
-CW has no budget: it runs once per model and its found perturbation is compared with every
-radius. **CW rule:** at (ε, b) a sample counts against RR only if the found ``||δ||₂ <= eps_l2``
-*and* ``|P(ŷ|x+δ) − P(ŷ|x)| > b``; it counts against RA only if ``||δ||₂ <= eps_l2`` and the
-adversarial prediction is wrong. Outside the radius the clean outcome stands (``in_budget`` =
-False). For the norm-bounded attacks ``in_budget`` is True by construction (checked).
+**Label attacked: the clean prediction ŷ** (computed here, for every attack, the progressive and
+factory-built ones included; attrs ``attacked_label="y_hat"``). RR is defined on P(ŷ|x+δ);
+attacking the true label y instead would push P(ŷ) *up* on a misclassified sample, a change
+capped at 1 − P(ŷ|x), and over-estimate RR. Where the clean prediction is correct ŷ = y, so one
+pass serves RA and RR: RA = mean 1[clean correct ∧ adversarial correct]. Records keep ``y`` and
+``pred_clean``.
+
+Budgets and the ``eps`` axis. ``eps`` is an L∞ radius on images in [0, 1]; every budgeted attack
+(FGSM, PGD, CW-L∞, RR) uses it directly, PGD-L2 the matched L2 radius ``eps_l2 = ε·sqrt(C·H·W)``
+(stored per model). Every perturbation is checked against its budget. CW-L2 has no budget: it is
+the minimal-perturbation analysis of :func:`minimal_records`, not part of the sweep.
+
+**ε-monotone records.** A perturbation found at a smaller radius is admissible at a larger one,
+so at each ε the stored record of a sample is the worst found at any radius ≤ ε of the grid (a
+cumulative maximum, no new attacks): ``p_adv``/``p_adv_fake``/``l2``/``linf``/``ssim``/
+``changed`` come from the record with the largest ``|P(ŷ|x+δ) − P(ŷ|x)|`` (the first such radius;
+``eps_found`` names it), ``pred_adv``/``success`` are the worst prediction found (flipped from ŷ
+at any radius ≤ ε). The two can come from different radii when a larger change did not flip the
+prediction (e.g. the RR attack pushing P(ŷ) up): RR and RA are separate worst cases.
 
 An attack-based RR is an **upper bound** of the formal RR (Eqs. 2-3 quantify over *every*
 δ in the ball; an attack finds some of them), and attack-based RA is an upper bound of the
 true robust accuracy. At ε = 0 no attack runs: the only admissible δ is 0, so RR = 1 exactly.
-
-Label attacked: the true label ``y`` (torchattacks' untargeted convention, the one RA needs).
-For correctly classified samples this is also the clean prediction ``ŷ`` that RR is about.
+``changed`` means ``||δ||∞ > 1e-6`` (dtype round trips are not changes).
 """
 
 from __future__ import annotations
@@ -47,8 +56,16 @@ SAMPLE_COORDS = {"group": "", "manipulation": "", "video_id": "", "frame_index":
                  "identity": "", "pair_id": "", "dataset": "", "split": "", "path": ""}
 #: per-sample variables with (model, attack, eps, sample) dims
 RECORD_VARS = ("p_adv", "p_adv_fake", "pred_adv", "l2", "linf", "ssim", "changed", "success",
-               "in_budget")
+               "in_budget", "eps_found")
 _TOL = 1e-6
+#: ``changed`` means ``||δ||∞ > CHANGED_TOL``
+CHANGED_TOL = 1e-6
+
+
+def _no_cw_in_sweep(name: str) -> None:
+    if name in _attacks.UNBUDGETED:
+        raise ValueError(f"attack={name!r}: {name} is the minimal-perturbation analysis (minimal_records); "
+                         "use cwinf in the sweep")
 
 
 def check_sweep(attacks: Sequence[str], eps_grid: Sequence[float],
@@ -60,6 +77,8 @@ def check_sweep(attacks: Sequence[str], eps_grid: Sequence[float],
     if not attacks:
         raise ValueError("attacks=[]: expected at least one of " + ", ".join(_attacks.ATTACKS))
     names = [_attacks.check_attack(a) for a in attacks]
+    for a in names:
+        _no_cw_in_sweep(a)
     if len(set(names)) != len(names):
         raise ValueError(f"attacks={list(attacks)!r}: duplicates")
     if eps_grid is None or len(eps_grid) == 0:
@@ -116,7 +135,7 @@ def _ssim(clean: torch.Tensor, adv: torch.Tensor) -> np.ndarray:
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _proba(model, x: torch.Tensor, batch: int, device) -> np.ndarray:
     out = []
     for i in range(0, len(x), batch):
@@ -134,20 +153,20 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def _measure(model, xb, adv, pf_b):
     delta = (adv - xb).reshape(len(xb), -1).double()
-    changed = (delta != 0).any(dim=1).cpu().numpy()
-    with torch.no_grad():
+    linf = delta.abs().amax(dim=1).cpu().numpy()
+    changed = linf > CHANGED_TOL
+    with torch.inference_mode():
         pa = torch.softmax(model(adv).float(), 1)[:, 1].cpu().numpy().astype(np.float64)
-    pa = np.where(changed, pa, pf_b)  # identical input, identical output
-    return pa, delta.norm(dim=1).cpu().numpy(), delta.abs().amax(dim=1).cpu().numpy(), changed
+    pa = np.where(changed, pa, pf_b)  # no change, the clean output
+    return pa, delta.norm(dim=1).cpu().numpy(), linf, changed
 
 
-def _run_attack(aname, model, x_all, labels, pf, eps, eps_l2, bs, dev, *, seed, kw, ssim, factory=None):
-    """Per ε: (p_adv_fake, l2, linf, ssim, changed) arrays over all samples."""
+def _run_attack(aname, model, x_all, yhat, pf, eps, eps_l2, bs, dev, *, seed, kw, ssim, factory=None):
+    """Per ε: (p_adv_fake, l2, linf, ssim, changed) arrays over all samples (attacking ``yhat``)."""
     n = len(x_all)
     identity = (pf.copy(), np.zeros(n), np.zeros(n), np.ones(n, np.float32), np.zeros(n, bool))
-    parts = {ei: [] for ei in range(len(eps))}
-    budgeted = aname not in _attacks.UNBUDGETED
-    todo = [ei for ei, e in enumerate(eps) if e > 0] if budgeted else [0]
+    todo = [ei for ei, e in enumerate(eps) if e > 0]
+    parts = {ei: [] for ei in todo}
     atks = {}
     make = factory or _attacks.make_attack
     if aname != "fgsm" or factory is not None:
@@ -156,7 +175,7 @@ def _run_attack(aname, model, x_all, labels, pf, eps, eps_l2, bs, dev, *, seed, 
             atks[ei] = make(aname, model, eps=float(radius), seed=seed + ei, **kw)
     for s in range(0, n, bs):
         xb = x_all[s:s + bs].to(dev)
-        yb = labels[s:s + bs].to(dev)
+        yb = yhat[s:s + bs].to(dev)
         if aname == "fgsm" and factory is None:
             advs = dict(zip(todo, _attacks.fgsm_sweep(model, xb, yb, [eps[ei] for ei in todo])))
         else:
@@ -166,29 +185,38 @@ def _run_attack(aname, model, x_all, labels, pf, eps, eps_l2, bs, dev, *, seed, 
             ss = _ssim(xb, adv) if ssim else np.full(len(xb), np.nan, np.float32)
             parts[ei].append((pa, l2, linf, ss, changed))
     done = {ei: tuple(np.concatenate(p) for p in zip(*parts[ei])) for ei in todo}
-    if not budgeted:  # CW: one run, compared with every radius
-        return [done[0]] * len(eps)
     return [done.get(ei, identity) for ei in range(len(eps))]
 
 
-def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str],
-                   eps_grid: Sequence[float], images: torch.Tensor, labels: torch.Tensor,
-                   meta: pd.DataFrame | None = None, *, seed: int = 0, device: str = "auto",
-                   attack_kw: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
-                   ssim: bool = True, progress: bool = False,
-                   attack_factory: Callable | None = None) -> xr.Dataset:
-    """Per-sample attack records with dims (model, attack, eps, sample).
+def _monotone(raw: list[tuple], eps: Sequence[float], pf: np.ndarray, pc: np.ndarray):
+    """The cumulative worst over radii ≤ ε (no new attacks).
 
-    ``images`` float [N,3,H,W] in [0, 1] (resized per model to ``model.input_size`` when that
-    differs); ``labels`` [N] with 0 real, 1 fake; ``meta`` the manifest rows of the samples (same
-    order) whose columns become sample coordinates. ``attack_kw`` maps attack name → options for
-    :func:`dfrobust.attacks.make_attack` (e.g. ``{"cw": {"c": 5, "steps": 100}}``).
-    ``attack_factory(name, model, *, eps, seed, **kw)`` replaces
-    :func:`dfrobust.attacks.make_attack` (e.g. video-aware attacks); with it, FGSM is built per ε
-    by the factory instead of the shared-gradient :func:`dfrobust.attacks.fgsm_sweep`.
-    All inputs are validated before any attack runs.
+    ``raw[ei]`` = (p_adv_fake, l2, linf, ssim, changed) per sample at ``eps[ei]``. Returns, per ε
+    index, the kept record (the one with the largest |ΔP(ŷ)| at any radius ≤ ε, the first such
+    radius on ties), the index of the radius it came from, and whether the prediction flipped
+    away from ŷ at any radius ≤ ε.
     """
-    attack_names, eps = check_sweep(attacks, eps_grid)
+    n, m = len(pc), len(eps)
+    p0 = np.where(pc == 1, pf, 1 - pf)
+    fields = [np.stack([r[f] for r in raw]) for f in range(len(raw[0]))]   # each [eps, sample]
+    p_hat = np.where(pc == 1, fields[0], 1 - fields[0])
+    change = np.abs(p_hat - p0)
+    flip = (fields[0] >= 0.5).astype(np.int64) != pc
+    src = np.zeros((m, n), dtype=int)
+    flipped = np.zeros((m, n), dtype=bool)
+    best, cur, seen = np.full(n, -np.inf), np.zeros(n, dtype=int), np.zeros(n, dtype=bool)
+    for ei in np.argsort(np.asarray(eps, dtype=float), kind="stable"):
+        better = change[ei] > best
+        best, cur = np.where(better, change[ei], best), np.where(better, ei, cur)
+        seen |= flip[ei]
+        src[ei], flipped[ei] = cur, seen
+    rows = np.arange(n)
+    kept = [tuple(f[src[ei], rows] for f in fields) for ei in range(m)]
+    return kept, src, flipped
+
+
+def _check_inputs(models, images, labels, meta):
+    """Shared input checks of the record builders (one-line ValueErrors); returns labels [N] long."""
     if not isinstance(models, Mapping) or not models:
         raise ValueError("models: expected a non-empty dict name -> nn.Module")
     for name, m in models.items():
@@ -206,6 +234,63 @@ def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str]
         raise ValueError(f"labels {sorted(set(labels.unique().tolist()))}: expected 0 (real) / 1 (fake)")
     if meta is not None and len(meta) != n:
         raise ValueError(f"meta: {len(meta)} rows for {n} images; expected the manifest rows of the images")
+    return labels
+
+
+def _clean(model, images, batch_size, dev):
+    """A model's view of the images: inputs at its size, batch size, P(fake|x), ŷ, P(ŷ|x), ||x||."""
+    n = len(images)
+    size = int(getattr(model, "input_size", None) or images.shape[-1])
+    x_all = _resize(images.float(), size)
+    bs = int(batch_size or auto_batch_size(dev, size))
+    pf = _proba(model, x_all, bs, dev)
+    pc = (pf >= 0.5).astype(np.int64)
+    flat = x_all.reshape(n, -1).double()
+    return dict(size=size, x=x_all, bs=bs, pf=pf, pc=pc, p=np.where(pc == 1, pf, 1 - pf),
+                x_l2=flat.norm(dim=1).numpy(), x_linf=flat.abs().amax(dim=1).numpy())
+
+
+_CLEAN_VARS = {
+    "pred_clean": ("clean prediction ŷ (P(fake) >= 0.5)", "1"),
+    "p_clean": ("P(ŷ | x)", "1"),
+    "p_clean_fake": ("P(fake | x)", "1"),
+    "x_l2": ("||x||₂ at the model's input size", "pixel [0,1]"),
+    "x_linf": ("||x||∞", "pixel [0,1]"),
+}
+
+
+def _clean_vars(clean: list[dict], y: np.ndarray) -> dict:
+    key = {"pred_clean": "pc", "p_clean": "p", "p_clean_fake": "pf", "x_l2": "x_l2", "x_linf": "x_linf"}
+    out = {"y": (("sample",), y, {"long_name": "true label (0 real, 1 fake)", "units": "1"})}
+    for v, (long, units) in _CLEAN_VARS.items():
+        out[v] = (("model", "sample"), np.stack([c[key[v]] for c in clean]), {"long_name": long, "units": units})
+    out["input_size"] = (("model",), np.asarray([c["size"] for c in clean], dtype=int),
+                         {"long_name": "model input size (images resized to it)", "units": "pixel"})
+    return out
+
+
+def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str],
+                   eps_grid: Sequence[float], images: torch.Tensor, labels: torch.Tensor,
+                   meta: pd.DataFrame | None = None, *, seed: int = 0, device: str = "auto",
+                   attack_kw: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
+                   ssim: bool = True, progress: bool = False,
+                   attack_factory: Callable | None = None) -> xr.Dataset:
+    """Per-sample, ε-monotone attack records with dims (model, attack, eps, sample).
+
+    ``images`` float [N,3,H,W] in [0, 1] (resized per model to ``model.input_size`` when that
+    differs); ``labels`` [N] with 0 real, 1 fake (the truth y; the attacks get the clean
+    prediction ŷ); ``meta`` the manifest rows of the samples (same order) whose columns become
+    sample coordinates. ``attacks``: budgeted attacks of :mod:`dfrobust.attacks` (``cw`` is an
+    error: it is :func:`minimal_records`). ``attack_kw`` maps attack name → options for
+    :func:`dfrobust.attacks.make_attack` (e.g. ``{"pgd": {"steps": 20}}``).
+    ``attack_factory(name, model, *, eps, seed, **kw)`` replaces
+    :func:`dfrobust.attacks.make_attack` (e.g. video-aware attacks); with it, FGSM is built per ε
+    by the factory instead of the shared-gradient :func:`dfrobust.attacks.fgsm_sweep`.
+    All inputs are validated before any attack runs.
+    """
+    attack_names, eps = check_sweep(attacks, eps_grid)
+    labels = _check_inputs(models, images, labels, meta)
+    n = images.shape[0]
     attack_kw = {_attacks.check_attack(k): dict(v) for k, v in (attack_kw or {}).items()}
     for a in attack_names:  # option names checked now, not after an hour of attacks
         _attacks.check_options(a, **attack_kw.get(a, {}))
@@ -215,95 +300,135 @@ def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str]
 
     model_names = list(models)
     shape4 = (len(model_names), len(attack_names), len(eps), n)
-    rec = {k: np.zeros(shape4, dtype=np.float64) for k in ("p_adv", "p_adv_fake", "l2", "linf", "ssim")}
+    rec = {k: np.zeros(shape4, dtype=np.float64) for k in ("p_adv", "p_adv_fake", "l2", "linf", "ssim", "eps_found")}
     rec.update({k: np.zeros(shape4, dtype=np.int64) for k in ("pred_adv",)})
     rec.update({k: np.zeros(shape4, dtype=bool) for k in ("changed", "success", "in_budget")})
-    p_clean = np.zeros((len(model_names), n))
-    p_clean_fake = np.zeros((len(model_names), n))
-    pred_clean = np.zeros((len(model_names), n), dtype=np.int64)
-    x_l2 = np.zeros((len(model_names), n))
-    x_linf = np.zeros((len(model_names), n))
     eps_l2 = np.zeros((len(model_names), len(eps)))
-    input_sizes, timings = [], {}
+    clean, timings = [], {}
     y = labels.numpy()
+    eps_arr = np.asarray(eps, dtype=float)
 
     for mi, mname in enumerate(model_names):
         model = models[mname].to(dev).eval()
-        size = int(getattr(model, "input_size", None) or images.shape[-1])
-        input_sizes.append(size)
-        x_all = _resize(images.float(), size)
-        bs = int(batch_size or auto_batch_size(dev, size))
-        pf = _proba(model, x_all, bs, dev)
-        pc = (pf >= 0.5).astype(np.int64)
-        p_clean_fake[mi], pred_clean[mi] = pf, pc
-        p_clean[mi] = np.where(pc == 1, pf, 1 - pf)
-        flat = x_all.reshape(n, -1).double()
-        x_l2[mi], x_linf[mi] = flat.norm(dim=1).numpy(), flat.abs().amax(dim=1).numpy()
-        eps_l2[mi] = [_attacks.l2_radius(e, x_all.shape[1:]) for e in eps]
+        c = _clean(model, images, batch_size, dev)
+        clean.append(c)
+        pf, pc = c["pf"], c["pc"]
+        yhat = torch.as_tensor(pc, dtype=torch.long)     # the label every attack moves away from
+        eps_l2[mi] = [_attacks.l2_radius(e, c["x"].shape[1:]) for e in eps]
         for ai, aname in enumerate(attack_names):
             t0 = time.perf_counter()
-            outs = _run_attack(aname, model, x_all, labels, pf, eps, eps_l2[mi], bs, dev,
-                               seed=seed * 7919 + mi * 131 + ai * 17, kw=attack_kw.get(aname, {}), ssim=ssim,
-                               factory=attack_factory)
+            raw = _run_attack(aname, model, c["x"], yhat, pf, eps, eps_l2[mi], c["bs"], dev,
+                              seed=seed * 7919 + mi * 131 + ai * 17, kw=attack_kw.get(aname, {}), ssim=ssim,
+                              factory=attack_factory)
             for ei, e in enumerate(eps):
-                out = outs[ei]
-                pa, l2, linf, ss, changed = out
-                pred_a = (pa >= 0.5).astype(np.int64)
-                if aname in _attacks.UNBUDGETED:  # exact: at eps=0 only an unchanged image is admissible
-                    inb = l2 <= eps_l2[mi, ei]
-                elif _attacks.NORM[aname] == "l2":
-                    inb = l2 <= eps_l2[mi, ei] * (1 + 1e-5) + _TOL
-                else:
-                    inb = linf <= e + _TOL
-                if aname not in _attacks.UNBUDGETED and not inb.all():
+                _, l2, linf, _, _ = raw[ei]
+                l2_norm = _attacks.NORM[aname] == "l2"
+                inb = l2 <= eps_l2[mi, ei] * (1 + 1e-5) + _TOL if l2_norm else linf <= e + _TOL
+                if not inb.all():
                     raise RuntimeError(f"{aname} at eps={e}: perturbation outside its budget "
-                                       f"(max {linf.max() if _attacks.NORM[aname] == 'linf' else l2.max():.6g})")
+                                       f"(max {l2.max() if l2_norm else linf.max():.6g})")
+            kept, src, flipped = _monotone(raw, eps, pf, pc)
+            for ei in range(len(eps)):
+                pa, l2, linf, ss, changed = kept[ei]
                 idx = (mi, ai, ei)
                 rec["p_adv_fake"][idx] = pa
                 rec["p_adv"][idx] = np.where(pc == 1, pa, 1 - pa)
-                rec["pred_adv"][idx] = pred_a
+                rec["pred_adv"][idx] = np.where(flipped[ei], 1 - pc, pc)
                 rec["l2"][idx], rec["linf"][idx], rec["ssim"][idx] = l2, linf, ss
                 rec["changed"][idx] = changed
-                rec["success"][idx] = (pc == y) & (pred_a != y)
-                rec["in_budget"][idx] = inb
+                rec["success"][idx] = (pc == y) & flipped[ei]
+                rec["in_budget"][idx] = True
+                rec["eps_found"][idx] = eps_arr[src[ei]]
             timings[f"{mname}/{aname}"] = round(time.perf_counter() - t0, 3)
             if progress:
                 print(f"{mname:>16s} {aname:>6s}: {timings[f'{mname}/{aname}']:.1f} s", flush=True)
 
     dims4 = ("model", "attack", "eps", "sample")
     desc = {
-        "p_adv": ("P(ŷ | x+δ): adversarial probability of the clean-predicted class", "1"),
-        "p_adv_fake": ("P(fake | x+δ)", "1"),
-        "pred_adv": ("adversarial prediction (0 real, 1 fake)", "1"),
-        "l2": ("||δ||₂ of the perturbation found", "pixel [0,1]"),
-        "linf": ("||δ||∞ of the perturbation found", "pixel [0,1]"),
-        "ssim": ("SSIM(clean, adversarial)", "1"),
-        "changed": ("attack changed the image", "bool"),
-        "success": ("clean prediction correct and adversarial prediction wrong", "bool"),
-        "in_budget": ("perturbation within the radius of this eps (CW: ||δ||₂ <= eps_l2)", "bool"),
+        "p_adv": ("P(ŷ | x+δ): adversarial probability of the clean-predicted class (largest |ΔP(ŷ)| "
+                  "at any radius <= eps)", "1"),
+        "p_adv_fake": ("P(fake | x+δ) of the kept perturbation", "1"),
+        "pred_adv": ("worst adversarial prediction at any radius <= eps (0 real, 1 fake): flipped from ŷ "
+                     "if any radius <= eps flipped it", "1"),
+        "l2": ("||δ||₂ of the kept perturbation", "pixel [0,1]"),
+        "linf": ("||δ||∞ of the kept perturbation", "pixel [0,1]"),
+        "ssim": ("SSIM(clean, adversarial) of the kept perturbation", "1"),
+        "changed": ("the kept perturbation changed the image (||δ||∞ > 1e-6)", "bool"),
+        "success": ("clean prediction correct and adversarial prediction wrong (at any radius <= eps)", "bool"),
+        "in_budget": ("perturbation within the radius of this eps (always, checked)", "bool"),
+        "eps_found": ("radius of the grid at which the kept perturbation was found (<= eps)", "pixel [0,1]"),
     }
     data_vars = {k: (dims4, rec[k], {"long_name": desc[k][0], "units": desc[k][1]}) for k in RECORD_VARS}
-    data_vars.update({
-        "y": (("sample",), y, {"long_name": "true label (0 real, 1 fake)", "units": "1"}),
-        "pred_clean": (("model", "sample"), pred_clean, {"long_name": "clean prediction ŷ", "units": "1"}),
-        "p_clean": (("model", "sample"), p_clean, {"long_name": "P(ŷ | x)", "units": "1"}),
-        "p_clean_fake": (("model", "sample"), p_clean_fake, {"long_name": "P(fake | x)", "units": "1"}),
-        "x_l2": (("model", "sample"), x_l2, {"long_name": "||x||₂ at the model's input size", "units": "pixel [0,1]"}),
-        "x_linf": (("model", "sample"), x_linf, {"long_name": "||x||∞", "units": "pixel [0,1]"}),
-        "input_size": (("model",), np.asarray(input_sizes, dtype=int),
-                       {"long_name": "model input size (images resized to it)", "units": "pixel"}),
-        "eps_l2": (("model", "eps"), eps_l2, {"long_name": "L2 radius matched to eps: eps*sqrt(C*H*W)",
-                                               "units": "pixel [0,1]"}),
-    })
-    coords = {"model": model_names, "attack": attack_names, "eps": np.asarray(eps, dtype=float),
+    data_vars.update(_clean_vars(clean, y))
+    data_vars["eps_l2"] = (("model", "eps"), eps_l2, {"long_name": "L2 radius matched to eps: eps*sqrt(C*H*W)",
+                                                      "units": "pixel [0,1]"})
+    coords = {"model": model_names, "attack": attack_names, "eps": eps_arr,
               "sample": np.arange(n), **_sample_coords(meta, n)}
     ds = xr.Dataset(data_vars, coords=coords)
     ds["eps"].attrs.update(long_name="L∞ radius ε (images in [0, 1])", units="pixel [0,1]")
-    ds.attrs.update(kind="attack_records", attacked_label="y", seed=int(seed), device=describe(dev),
+    ds.attrs.update(kind="attack_records", attacked_label="y_hat", seed=int(seed), device=describe(dev),
                     attack_kw=str({k: dict(v) for k, v in attack_kw.items()}),
-                    cw_rule="counts against RR/RA at (eps, b) only if ||delta||_2 <= eps_l2",
+                    eps_monotone="per sample the worst record found at any radius <= eps (cumulative max)",
+                    changed_tol=CHANGED_TOL,
                     bound_note="attack-based RR and RA are upper bounds of the formal quantities",
                     attack_time_s=str(timings))
+    return ds
+
+
+def minimal_records(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor,
+                    meta: pd.DataFrame | None = None, *, seed: int = 0, device: str = "auto",
+                    cw_kw: Mapping | None = None, batch_size: int | None = None,
+                    progress: bool = False) -> xr.Dataset:
+    """Minimal-perturbation records of CW-L2 (binary search over c), dims (model, sample).
+
+    Per (model, sample): the smallest ``||δ||₂`` that flipped the clean prediction ŷ
+    (``l2_min``, inf when none was found), its ``||δ||∞``, P(ŷ|x+δ) and P(fake|x+δ) at it (the
+    clean values when none), the c that found it (nan when none) and ``found``. ``cw_kw``: options
+    of the registry's ``cw`` (``c_init``, ``c_min``, ``c_max``, ``search_steps``, ``steps``,
+    ``lr``, ``kappa``). RA against a radius r is then mean 1[clean correct ∧ l2_min > r].
+    """
+    labels = _check_inputs(models, images, labels, meta)
+    opts = _attacks.check_options("cw", **dict(cw_kw or {}))
+    dev = pick_device(device)
+    n, model_names = images.shape[0], list(models)
+    out = {k: np.zeros((len(model_names), n)) for k in ("l2_min", "linf_at_min", "p_adv", "p_adv_fake", "c")}
+    found = np.zeros((len(model_names), n), dtype=bool)
+    clean, timings = [], {}
+    for mi, mname in enumerate(model_names):
+        model = models[mname].to(dev).eval()
+        c = _clean(model, images, batch_size, dev)
+        clean.append(c)
+        yhat = torch.as_tensor(c["pc"], dtype=torch.long)
+        atk = _attacks.make_attack("cw", model, eps=0.0, seed=seed, **opts)
+        t0 = time.perf_counter()
+        for s in range(0, n, c["bs"]):
+            xb, yb = c["x"][s:s + c["bs"]].to(dev), yhat[s:s + c["bs"]].to(dev)
+            adv = atk(xb, yb)
+            pa, _, linf, _ = _measure(model, xb, adv, c["pf"][s:s + c["bs"]])
+            sl = slice(s, s + len(xb))
+            ok = atk.last_found
+            found[mi, sl] = ok
+            out["l2_min"][mi, sl] = np.where(ok, atk.last_l2, np.inf)
+            out["linf_at_min"][mi, sl] = np.where(ok, linf, np.inf)
+            out["c"][mi, sl] = atk.last_c
+            out["p_adv_fake"][mi, sl] = np.where(ok, pa, c["pf"][sl])
+        out["p_adv"][mi] = np.where(c["pc"] == 1, out["p_adv_fake"][mi], 1 - out["p_adv_fake"][mi])
+        timings[mname] = round(time.perf_counter() - t0, 3)
+        if progress:
+            print(f"{mname:>16s}     cw: {timings[mname]:.1f} s", flush=True)
+    desc = {"l2_min": ("minimal ||δ||₂ found that flips ŷ (inf: none found)", "pixel [0,1]"),
+            "linf_at_min": ("||δ||∞ of that perturbation (inf: none found)", "pixel [0,1]"),
+            "p_adv": ("P(ŷ | x+δ) at the minimal perturbation (P(ŷ | x) when none)", "1"),
+            "p_adv_fake": ("P(fake | x+δ) at the minimal perturbation", "1"),
+            "c": ("CW trade-off constant c that found it (nan: none)", "1")}
+    dims = ("model", "sample")
+    data_vars = {k: (dims, out[k], {"long_name": desc[k][0], "units": desc[k][1]}) for k in desc}
+    data_vars["found"] = (dims, found, {"long_name": "a perturbation flipping ŷ was found", "units": "bool"})
+    data_vars.update(_clean_vars(clean, labels.numpy()))
+    ds = xr.Dataset(data_vars, coords={"model": model_names, "sample": np.arange(n), **_sample_coords(meta, n)})
+    ds.attrs.update(kind="minimal_records", attack="cw", attacked_label="y_hat", seed=int(seed),
+                    device=describe(dev), cw_kw=str(opts), attack_time_s=str(timings),
+                    note="CW-L2 with a binary search over c (Carlini & Wagner 2017); no budget")
     return ds
 
 
