@@ -13,6 +13,7 @@ import pytest
 
 from dfrobust.data import manifest as mf
 from dfrobust.data import prepare as prep
+from dfrobust.data.faces import Face
 from dfrobust.data.video import even_indices, read_frames, write_mp4
 
 
@@ -85,9 +86,9 @@ def test_no_face_frames_listed_in_meta(tmp_path, monkeypatch):
 
     def every_other(self, rgb):          # a detector that finds a face in every second frame
         calls["n"] += 1
-        return (0, 0, 16, 16) if calls["n"] % 2 else None
+        return [Face(0, 0, 16, 16, 0.99)] if calls["n"] % 2 else []
 
-    monkeypatch.setattr(prep.HaarFaceDetector, "__call__", every_other)
+    monkeypatch.setattr(prep.HaarFaceDetector, "detect", every_other)
     df = mf.load_manifest(prep.prepare(root, n_frames=4, size=32, detector="haar", out_dir=tmp_path / "p"))
     meta = df.attrs["meta"]
     assert meta["n_frames_no_face"] == calls["n"] // 2 > 0
@@ -107,7 +108,7 @@ def test_bad_roots(tmp_path, make, exc, word):
 def test_bad_parameters_fail_before_work(tmp_path):
     root = _folder_dataset(tmp_path / "ds")
     for kw, word in ((dict(layout="youtube"), "layout"), (dict(n_frames=0), "n_frames"), (dict(margin=0.5), "margin"),
-                     (dict(detector="mtcnn"), "detector"), (dict(size=4), "size")):
+                     (dict(detector="retina"), "detector"), (dict(size=4), "size")):
         with pytest.raises(ValueError, match=word):
             prep.prepare(root, out_dir=tmp_path / "out", **kw)
     assert not (tmp_path / "out").exists()

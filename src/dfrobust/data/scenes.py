@@ -1,0 +1,94 @@
+"""Synthetic full-HD scenes and dataset-layout fixtures built from the benchmark's faces.
+
+Real footage differs from the benchmark's 256x256 face-centred frames: the face is small
+in a large frame with clutter around it (furniture, a shirt, the floor). ``scene_frames``
+renders a clip of one benchmark identity (:mod:`render`, the same faces the study uses) pasted
+at a known box into a cluttered 1920x1080 frame, so a detector's hit rate and false crops can
+be measured against ground truth. ``write_layout`` writes small clips in the official layouts
+(DFDC, FF++ incl. actors/DeepFakeDetection, Celeb-DF-v2, UADFV, plain folders, crop folders)
+for the tests; everything is generated (no real data) and labelled **synthetic**.
+
+Hand-written because no package renders these faces; composition uses OpenCV only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .manifest import GROUPS
+from .render import SIZE, camera, render, sample_conditions, sample_identity
+
+
+def _clutter(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A room-like background: wall gradient, floor, furniture boxes, soft blobs (uint8 RGB)."""
+    img = np.empty((h, w, 3), np.float32)
+    wall, floor = rng.uniform(0.3, 0.85, 3), rng.uniform(0.15, 0.6, 3)
+    horizon = int(h * rng.uniform(0.6, 0.8))
+    t = np.linspace(0, 1, horizon, dtype=np.float32)[:, None, None]
+    img[:horizon] = wall * (0.85 + 0.15 * t)
+    img[horizon:] = floor
+    for _ in range(int(rng.integers(4, 9))):   # furniture, frames, a lamp
+        x0, y0 = int(rng.uniform(0, w * 0.9)), int(rng.uniform(0, h * 0.9))
+        bw, bh = int(rng.uniform(60, 420)), int(rng.uniform(60, 420))
+        col = tuple(float(v) for v in rng.uniform(0.05, 0.95, 3))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x0, y0), (x0 + bw, y0 + bh), col, -1)
+        else:
+            cv2.ellipse(img, (x0, y0), (bw // 2, bh // 2), float(rng.uniform(0, 180)), 0, 360, col, -1)
+    tex = cv2.resize(rng.normal(0, 0.03, (h // 8, w // 8)).astype(np.float32), (w, h))
+    img = np.clip(img + tex[..., None], 0, 1)
+    return (img * 255).astype(np.uint8)
+
+
+def scene_frames(seed: int = 0, n: int = 8, *, width: int = 1920, height: int = 1080, face_px: int = 220,
+                 group: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` frames [n, H, W, 3] of one synthetic person in a cluttered scene, and the true face boxes.
+
+    The 256x256 render is scaled to ``face_px`` (the face itself spans about 60 % of it, so
+    the face is ~0.6 * face_px wide) and drifts slowly across the frame. Boxes are
+    ``(x, y, w, h)`` of the face ellipse in frame pixels, one per frame.
+    """
+    if not (isinstance(face_px, (int, np.integer)) and 48 <= face_px <= min(width, height)):
+        raise ValueError(f"face_px={face_px!r}: expected an int in [48, {min(width, height)}]")
+    if width % 2 or height % 2:
+        raise ValueError(f"frame size {width}x{height}: expected even sizes (H.264)")
+    rng = np.random.default_rng(seed)
+    group = group or GROUPS[seed % len(GROUPS)]
+    ident = sample_identity(rng, group, f"scene{seed}")
+    base = sample_conditions(rng)
+    bg = _clutter(rng, height, width)
+    # shoulders / shirt under the head: a typical false-positive region for a cascade
+    cx0 = rng.uniform(0.25, 0.75) * width
+    cy0 = rng.uniform(0.25, 0.55) * height
+    frames, boxes = [], []
+    for k in range(n):
+        c = copy.copy(base)
+        c.yaw = float(np.clip(base.yaw * 0.5 + 0.15 * np.sin(k / 3), -0.5, 0.5))
+        c.mouth_open = float(np.clip(np.sin(k), 0, 1))
+        img, geo = render(ident, c)
+        face = camera(img, c, rng, jpeg=False)
+        mask = np.clip(cv2.GaussianBlur(geo["face_mask"] + (img.mean(2) > -1) * 0, (0, 0), 1), 0, 1)
+        cx = cx0 + 40 * np.sin(k / 4)
+        cy = cy0 + 15 * np.cos(k / 5)
+        x0, y0 = int(round(cx - face_px / 2)), int(round(cy - face_px / 2))
+        x0 = int(np.clip(x0, 0, width - face_px))
+        y0 = int(np.clip(y0, 0, height - face_px))
+        fr = bg.copy()
+        shirt = tuple(int(v) for v in rng.uniform(20, 230, 3)) if k == 0 else shirt
+        cv2.ellipse(fr, (x0 + face_px // 2, y0 + int(face_px * 1.25)), (int(face_px * 0.75), int(face_px * 0.45)),
+                    0, 0, 360, shirt, -1)
+        patch = cv2.resize(face, (face_px, face_px), interpolation=cv2.INTER_AREA)
+        # paste the whole render (its own background is the out-of-focus wall behind the head)
+        fr[y0:y0 + face_px, x0:x0 + face_px] = patch
+        m = cv2.resize(geo["face_mask"], (face_px, face_px))
+        ys, xs = np.nonzero(m > 0.5)
+        boxes.append((x0 + int(xs.min()), y0 + int(ys.min()), int(xs.max() - xs.min() + 1),
+                      int(ys.max() - ys.min() + 1)))
+        frames.append(fr)
+    return np.stack(frames), np.array(boxes)
