@@ -92,3 +92,88 @@ def scene_frames(seed: int = 0, n: int = 8, *, width: int = 1920, height: int = 
                       int(ys.max() - ys.min() + 1)))
         frames.append(fr)
     return np.stack(frames), np.array(boxes)
+
+
+def face_clip(seed: int = 0, n: int = 6, size: int = 96) -> np.ndarray:
+    """``n`` face-centred frames [n, size, size, 3] of one synthetic identity (uint8; size even)."""
+    rng = np.random.default_rng(seed)
+    ident = sample_identity(rng, GROUPS[seed % len(GROUPS)], f"clip{seed}")
+    base = sample_conditions(rng)
+    out = []
+    for k in range(n):
+        c = copy.copy(base)
+        c.mouth_open = float(np.clip(np.sin(k), 0, 1))
+        img, _ = render(ident, c)
+        out.append(cv2.resize(camera(img, c, rng, jpeg=False), (size, size), interpolation=cv2.INTER_AREA))
+    return np.stack(out)
+
+
+def _clip(path: Path, seed: int, n: int, size: int) -> Path:
+    from .video import write_mp4
+
+    return write_mp4(face_clip(seed, n, size), path, fps=10, crf=18)
+
+
+def write_layout(root: str | os.PathLike, layout: str, *, n: int = 4, size: int = 96, seed: int = 0) -> Path:
+    """A tiny **synthetic** dataset in an official layout under ``root`` (for tests); returns ``root``.
+
+    * ``dfdc``: ``dfdc_train_part_0/`` with 2 reals, 2 fakes of the first real, 1 fake whose
+      original is absent, 1 listed file that is missing; every entry says split ``train``;
+    * ``ffpp_actors``: ``original_sequences/actors`` + ``manipulated_sequences/DeepFakeDetection``
+      (2 actors, 2 scenes) and one youtube fake whose original is absent;
+    * ``celebdf``: Celeb-real, YouTube-real, Celeb-synthesis + ``List_of_testing_videos.txt``;
+    * ``uadfv``: ``real/{k}.mp4`` and ``fake/{k}_fake.mp4``;
+    * ``frames``: ``real/`` + ``fake/`` of PNG frames named ``vid{k}_{frame}.png`` (3 videos each);
+    * ``crops``: ``real/vid{k}/{frame}.png`` + ``fake/vid{k}/{frame}.png`` face crops (not square-resized).
+    """
+    root = Path(root)
+    s = seed * 100
+    if layout == "dfdc":
+        part = root / "dfdc_train_part_0"
+        meta = {}
+        for k, name in enumerate(("aaaa.mp4", "bbbb.mp4")):
+            _clip(part / name, s + k, n, size)
+            meta[name] = {"label": "REAL", "split": "train", "original": None}
+        for k, name in enumerate(("cccc.mp4", "dddd.mp4")):
+            _clip(part / name, s + 10 + k, n, size)
+            meta[name] = {"label": "FAKE", "split": "train", "original": "aaaa.mp4"}
+        _clip(part / "eeee.mp4", s + 20, n, size)
+        meta["eeee.mp4"] = {"label": "FAKE", "split": "train", "original": "zzzz.mp4"}   # original absent
+        meta["gone.mp4"] = {"label": "FAKE", "split": "train", "original": "bbbb.mp4"}   # listed, missing
+        part.mkdir(parents=True, exist_ok=True)
+        (part / "metadata.json").write_text(json.dumps(meta))
+    elif layout == "ffpp_actors":
+        o = root / "original_sequences" / "actors" / "c23" / "videos"
+        f = root / "manipulated_sequences" / "DeepFakeDetection" / "c23" / "videos"
+        for k, (a, scene) in enumerate((("01", "talk"), ("01", "walk"), ("02", "talk"), ("02", "walk"))):
+            _clip(o / f"{a}__{scene}.mp4", s + k, n, size)
+        _clip(f / "01_02__talk__ABCD1234.mp4", s + 10, n, size)
+        _clip(f / "02_01__walk__EFGH5678.mp4", s + 11, n, size)
+        _clip(root / "manipulated_sequences" / "Deepfakes" / "c23" / "videos" / "777_778.mp4", s + 12, n, size)
+    elif layout == "celebdf":
+        _clip(root / "Celeb-real" / "id0_0000.mp4", s, n, size)
+        _clip(root / "Celeb-real" / "id1_0000.mp4", s + 1, n, size)
+        _clip(root / "YouTube-real" / "00000.mp4", s + 2, n, size)
+        _clip(root / "Celeb-synthesis" / "id0_id1_0000.mp4", s + 3, n, size)
+        _clip(root / "Celeb-synthesis" / "id1_id0_0000.mp4", s + 4, n, size)
+        (root / "List_of_testing_videos.txt").write_text("1 YouTube-real/00000.mp4\n")
+    elif layout == "uadfv":
+        for k in range(2):
+            _clip(root / "real" / f"{k:04d}.mp4", s + k, n, size)
+            _clip(root / "fake" / f"{k:04d}_fake.mp4", s + 10 + k, n, size)
+    elif layout in ("frames", "crops"):
+        for sub, off in (("real", 0), ("fake", 50)):
+            for v in range(3):
+                fr = face_clip(s + off + v, n, size)
+                for j, im in enumerate(fr):
+                    if layout == "crops":   # 4:5 crops of varying size, as public crop sets ship them
+                        h = size + 2 * v
+                        im = cv2.resize(im, (int(h * 0.9), h), interpolation=cv2.INTER_LINEAR)
+                        p = root / sub / f"vid{v}" / f"{j:04d}.png"
+                    else:
+                        p = root / sub / f"vid{v}_{j:04d}.png"
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(p), cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
+    else:
+        raise ValueError(f"layout={layout!r}: expected dfdc, ffpp_actors, celebdf, uadfv, frames or crops")
+    return root
