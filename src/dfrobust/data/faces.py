@@ -59,7 +59,7 @@ class Face:
         return float(max(self.w, self.h))
 
 
-def _check_side(detect_side) -> int:
+def check_detect_side(detect_side) -> int:
     if not isinstance(detect_side, (int, np.integer)) or isinstance(detect_side, bool) or \
             (detect_side != 0 and detect_side < 128):
         raise ValueError(f"detect_side={detect_side!r}: expected 0 (full resolution) or an int >= 128 (pixels)")
@@ -97,7 +97,7 @@ class HaarFaceDetector:
         self._clf = cv2.CascadeClassifier(str(path))
         if self._clf.empty():
             raise ValueError(f"Haar cascade {path} could not be loaded")
-        self.detect_side = _check_side(detect_side)
+        self.detect_side = check_detect_side(detect_side)
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_size_frac, self.min_confidence = min_size_frac, min_confidence
 
@@ -129,7 +129,7 @@ class MTCNNFaceDetector:
                  device: str = "cpu"):
         from facenet_pytorch import MTCNN  # ImportError when absent: make_detector falls back
 
-        self.detect_side = _check_side(detect_side)
+        self.detect_side = check_detect_side(detect_side)
         if not (0.0 <= min_confidence <= 1.0):
             raise ValueError(f"min_confidence={min_confidence!r}: expected a probability in [0, 1]")
         self.min_confidence = float(min_confidence)
@@ -163,7 +163,7 @@ def make_detector(name: str = "auto", *, detect_side: int = 960, min_confidence:
     """
     if name not in DETECTORS:
         raise ValueError(f"detector={name!r}: expected one of {DETECTORS}")
-    _check_side(detect_side)
+    check_detect_side(detect_side)
     if name == "none":
         return None, None
     kw = {} if min_confidence is None else {"min_confidence": float(min_confidence)}

@@ -51,7 +51,8 @@ import numpy as np
 import pandas as pd
 
 from .. import paths
-from .faces import DETECTORS, HaarFaceDetector, crop_face, make_detector, resize_image, track
+from .faces import HaarFaceDetector  # noqa: F401 - tests patch its detect
+from .faces import DETECTORS, check_detect_side, crop_face, make_detector, resize_image, track
 from .manifest import GROUPS, META_NAME, load_manifest, read_rgb, save_manifest
 from .video import read_frames
 
@@ -483,8 +484,7 @@ def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16
         raise ValueError(f"crops={crops!r}: expected True, False or None (auto-detect)")
     if max_videos is not None and (not isinstance(max_videos, (int, np.integer)) or max_videos < 1):
         raise ValueError(f"max_videos={max_videos!r}: expected None or an int >= 1")
-    from .faces import _check_side
-    _check_side(detect_side)
+    check_detect_side(detect_side)
     _compile_group_regex(group_regex)
     out_given = out_dir is not None
     out = Path(out_dir).expanduser().resolve() if out_given else None
@@ -568,9 +568,11 @@ def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16
             cv2.imwrite(str(p), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
             rows.append({"path": str(p), "label": int(m.label), "dataset": m.dataset, "manipulation": m.manipulation,
                          "video_id": m.video_id, "frame_index": int(fi), "group": m.group, "identity": m.identity,
-                         "pair_id": f"{m.pair_video}#{int(fi)}" if m.pair_video else "", "split": m.split})
+                         "pair_id": f"{m.pair_video}#{int(fi)}" if m.pair_video else "", "split": m.split,
+                         "face_box": "" if face is None else ",".join(str(v) for v in face.box),
+                         "face_score": float("nan") if face is None else round(face.score, 4)})
     df = pd.DataFrame(rows, columns=["path", "label", "dataset", "manipulation", "video_id", "frame_index", "group",
-                                     "identity", "pair_id", "split"])
+                                     "identity", "pair_id", "split", "face_box", "face_score"])
     if len(df):   # a pair_id survives only where a real frame and a fake frame share it
         both = df.groupby("pair_id").label.nunique()
         keep = set(both[both == 2].index)
