@@ -119,22 +119,26 @@ class HaarFaceDetector:
 class MTCNNFaceDetector:
     """MTCNN (facenet-pytorch) on CPU: ``detect`` → candidates with their probability.
 
-    ``min_face`` is MTCNN's smallest face at the detection scale (pixels). Runs single-image,
+    ``min_face`` is MTCNN's smallest face at the detection scale (pixels). ``stages`` are the
+    thresholds of its three networks; they are lower than facenet-pytorch's (0.6, 0.7, 0.7) so
+    that small faces survive the first stages, and ``min_confidence`` (final probability) plus
+    the per-video track reject the extra candidates (bench/bench_faces.py: on the synthetic
+    1080p scenes the rate rises from 83 % to 91 %, with no false crop either way). Runs single-image,
     deterministic, gradient-free.
     """
 
     name = "mtcnn"
 
-    def __init__(self, detect_side: int = 960, min_confidence: float = 0.95, min_face: int = 20,
-                 device: str = "cpu"):
+    def __init__(self, detect_side: int = 960, min_confidence: float = 0.9, min_face: int = 20,
+                 stages: tuple[float, float, float] = (0.4, 0.5, 0.5), device: str = "cpu"):
         from facenet_pytorch import MTCNN  # ImportError when absent: make_detector falls back
 
         self.detect_side = check_detect_side(detect_side)
         if not (0.0 <= min_confidence <= 1.0):
             raise ValueError(f"min_confidence={min_confidence!r}: expected a probability in [0, 1]")
         self.min_confidence = float(min_confidence)
-        self._net = MTCNN(keep_all=True, min_face_size=int(min_face), post_process=False, select_largest=False,
-                          device=device)
+        self._net = MTCNN(keep_all=True, min_face_size=int(min_face), thresholds=list(stages), post_process=False,
+                          select_largest=False, device=device)
         self._net.eval()
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
