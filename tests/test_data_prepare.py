@@ -196,3 +196,12 @@ def test_real_ffpp_samples_faces_found_and_crops_sized(tmp_path, realdata):
                 for pair in json.loads((src / "splits" / f"{s}.json").read_text()) for v in pair}
     assert set(df.split) == {official["004"]}
     assert set(df.manipulation) == {"none", "NeuralTextures"} and (df.pair_id != "").sum() >= 10
+    det = meta["detection"]
+    assert {r["video_id"] for r in det["per_video"]} == set(df.video_id) and not det["low_rate_videos"]
+    assert all(r["rate"] >= 0.95 for r in det["per_video"])
+    # one face per video: the crop boxes of a video stay on one face (the 004 pair: one seated speaker)
+    for _, g in df.groupby("video_id"):
+        boxes = np.array([[int(v) for v in b.split(",")] for b in g.face_box], float)
+        centres = boxes[:, :2] + boxes[:, 2:] / 2
+        assert (np.ptp(centres, axis=0) < boxes[:, 2:].max(axis=0)).all()
+        assert (boxes[:, 2] >= 60).all() and (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 1290).all()
