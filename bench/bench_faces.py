@@ -19,8 +19,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from dfrobust.data import faces as fc
 from dfrobust.data.scenes import scene_frames
 from dfrobust.data.video import read_frames

@@ -55,8 +55,8 @@ def test_implausible_boxes_are_rejected():
 
 
 def test_track_keeps_one_consistent_face_and_rejects_strays():
-    face = lambda k: fc.Face(500 + 10 * k, 200, 100, 120, 0.99)            # noqa: E731 - drifting face
-    other = lambda k: fc.Face(1200, 300, 60, 70, 0.98)                     # noqa: E731 - a smaller second person
+    face = lambda k: fc.Face(500 + 10 * k, 200, 100, 120, 0.99)            # drifting face
+    other = lambda k: fc.Face(1200, 300, 60, 70, 0.98)                     # a smaller second person
     shirt = fc.Face(520, 500, 160, 160, 0.97)                              # one-off false hit, larger than the face
     cands = [[face(0), other(0)], [other(1), face(1), shirt], [shirt], [face(3)], [], [other(5), face(5)]]
     out = fc.track(cands)
@@ -100,3 +100,13 @@ def test_low_rate_videos_are_reported_per_video(tmp_path, monkeypatch):
     assert rep["real/a"]["rate"] == 1.0 and not rep["real/a"]["low"]
     assert rep["fake/b"]["rate"] == 0.25 and rep["fake/b"]["low"]
     assert df.attrs["meta"]["detection"]["low_rate_videos"] == ["fake/b"]
+
+
+def test_scenes_are_seeded_and_check_their_input():
+    a, ba = scene_frames(seed=4, n=2, width=640, height=360, face_px=96)
+    b, bb = scene_frames(seed=4, n=2, width=640, height=360, face_px=96)
+    c, _ = scene_frames(seed=5, n=2, width=640, height=360, face_px=96)
+    assert np.array_equal(a, b) and np.array_equal(ba, bb) and not np.array_equal(a, c)
+    assert a.shape == (2, 360, 640, 3) and (ba[:, 2] < 96).all()
+    with pytest.raises(ValueError, match="face_px=20"):
+        scene_frames(face_px=20)

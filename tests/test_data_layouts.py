@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -11,7 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfrobust.data import detection_report, get_manifest, leaks, load_manifest, manipulation_counts, split_table
+from dfrobust.data import (
+    detection_report,
+    get_manifest,
+    leaks,
+    load_manifest,
+    manipulation_counts,
+    split_table,
+)
 from dfrobust.data import prepare as prep
 from dfrobust.data.faces import resize_image
 from dfrobust.data.scenes import write_layout

@@ -131,7 +131,9 @@ class MTCNNFaceDetector:
 
     def __init__(self, detect_side: int = 960, min_confidence: float = 0.9, min_face: int = 20,
                  stages: tuple[float, float, float] = (0.4, 0.5, 0.5), device: str = "cpu"):
-        from facenet_pytorch import MTCNN  # ImportError when absent: make_detector falls back
+        from facenet_pytorch import (
+            MTCNN,  # ImportError when absent: make_detector falls back
+        )
 
         self.detect_side = check_detect_side(detect_side)
         if not (0.0 <= min_confidence <= 1.0):

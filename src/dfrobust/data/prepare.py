@@ -51,8 +51,15 @@ import numpy as np
 import pandas as pd
 
 from .. import paths
-from .faces import HaarFaceDetector  # noqa: F401 - tests patch its detect
-from .faces import DETECTORS, check_detect_side, crop_face, make_detector, resize_image, track
+from .faces import (
+    DETECTORS,
+    HaarFaceDetector,  # noqa: F401 - tests patch its detect
+    check_detect_side,
+    crop_face,
+    make_detector,
+    resize_image,
+    track,
+)
 from .manifest import GROUPS, META_NAME, load_manifest, read_rgb, save_manifest
 from .video import read_frames
 

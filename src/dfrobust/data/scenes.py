@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from .manifest import GROUPS
-from .render import SIZE, camera, render, sample_conditions, sample_identity
+from .render import camera, render, sample_conditions, sample_identity
 
 
 def _clutter(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -66,6 +66,7 @@ def scene_frames(seed: int = 0, n: int = 8, *, width: int = 1920, height: int = 
     # shoulders / shirt under the head: a typical false-positive region for a cascade
     cx0 = rng.uniform(0.25, 0.75) * width
     cy0 = rng.uniform(0.25, 0.55) * height
+    shirt = None
     frames, boxes = [], []
     for k in range(n):
         c = copy.copy(base)
@@ -73,14 +74,14 @@ def scene_frames(seed: int = 0, n: int = 8, *, width: int = 1920, height: int = 
         c.mouth_open = float(np.clip(np.sin(k), 0, 1))
         img, geo = render(ident, c)
         face = camera(img, c, rng, jpeg=False)
-        mask = np.clip(cv2.GaussianBlur(geo["face_mask"] + (img.mean(2) > -1) * 0, (0, 0), 1), 0, 1)
         cx = cx0 + 40 * np.sin(k / 4)
         cy = cy0 + 15 * np.cos(k / 5)
         x0, y0 = int(round(cx - face_px / 2)), int(round(cy - face_px / 2))
         x0 = int(np.clip(x0, 0, width - face_px))
         y0 = int(np.clip(y0, 0, height - face_px))
         fr = bg.copy()
-        shirt = tuple(int(v) for v in rng.uniform(20, 230, 3)) if k == 0 else shirt
+        if shirt is None:     # drawn after the first frame's camera noise (keeps the measured scenes)
+            shirt = tuple(int(v) for v in rng.uniform(20, 230, 3))
         cv2.ellipse(fr, (x0 + face_px // 2, y0 + int(face_px * 1.25)), (int(face_px * 0.75), int(face_px * 0.45)),
                     0, 0, 360, shirt, -1)
         patch = cv2.resize(face, (face_px, face_px), interpolation=cv2.INTER_AREA)
