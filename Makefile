@@ -14,12 +14,13 @@ install: $(STAMP)
 
 # torch/torchvision are pinned in requirements/constraints.txt like everything else.
 # torchattacks 3.5.1 pins requests~=2.25.1 (would downgrade requests/urllib3/idna and break
-# Sphinx) and grad-cam pulls the GUI opencv-python: both go in a second step with --no-deps.
+# Sphinx), grad-cam pulls the GUI opencv-python and facenet-pytorch (MTCNN face detector, weights in
+# the wheel) pins torch<2.3/numpy<2/Pillow<10.3: all three go in a second step with --no-deps.
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[test]"
-	$(BIN)/python -m pip install --quiet --no-deps -c requirements/constraints.txt torchattacks grad-cam
+	$(BIN)/python -m pip install --quiet --no-deps -c requirements/constraints.txt torchattacks grad-cam facenet-pytorch
 	$(BIN)/python -m ipykernel install --sys-prefix --name dfrobust --display-name "Python (dfrobust)" >/dev/null
 	touch $(STAMP)
 

@@ -13,6 +13,7 @@ import pytest
 
 from dfrobust.data import manifest as mf
 from dfrobust.data import prepare as prep
+from dfrobust.data.faces import Face
 from dfrobust.data.video import even_indices, read_frames, write_mp4
 
 
@@ -85,9 +86,9 @@ def test_no_face_frames_listed_in_meta(tmp_path, monkeypatch):
 
     def every_other(self, rgb):          # a detector that finds a face in every second frame
         calls["n"] += 1
-        return (0, 0, 16, 16) if calls["n"] % 2 else None
+        return [Face(0, 0, 16, 16, 0.99)] if calls["n"] % 2 else []
 
-    monkeypatch.setattr(prep.HaarFaceDetector, "__call__", every_other)
+    monkeypatch.setattr(prep.HaarFaceDetector, "detect", every_other)
     df = mf.load_manifest(prep.prepare(root, n_frames=4, size=32, detector="haar", out_dir=tmp_path / "p"))
     meta = df.attrs["meta"]
     assert meta["n_frames_no_face"] == calls["n"] // 2 > 0
@@ -107,7 +108,7 @@ def test_bad_roots(tmp_path, make, exc, word):
 def test_bad_parameters_fail_before_work(tmp_path):
     root = _folder_dataset(tmp_path / "ds")
     for kw, word in ((dict(layout="youtube"), "layout"), (dict(n_frames=0), "n_frames"), (dict(margin=0.5), "margin"),
-                     (dict(detector="mtcnn"), "detector"), (dict(size=4), "size")):
+                     (dict(detector="retina"), "detector"), (dict(size=4), "size")):
         with pytest.raises(ValueError, match=word):
             prep.prepare(root, out_dir=tmp_path / "out", **kw)
     assert not (tmp_path / "out").exists()
@@ -195,3 +196,12 @@ def test_real_ffpp_samples_faces_found_and_crops_sized(tmp_path, realdata):
                 for pair in json.loads((src / "splits" / f"{s}.json").read_text()) for v in pair}
     assert set(df.split) == {official["004"]}
     assert set(df.manipulation) == {"none", "NeuralTextures"} and (df.pair_id != "").sum() >= 10
+    det = meta["detection"]
+    assert {r["video_id"] for r in det["per_video"]} == set(df.video_id) and not det["low_rate_videos"]
+    assert all(r["rate"] >= 0.95 for r in det["per_video"])
+    # one face per video: the crop boxes of a video stay on one face (the 004 pair: one seated speaker)
+    for _, g in df.groupby("video_id"):
+        boxes = np.array([[int(v) for v in b.split(",")] for b in g.face_box], float)
+        centres = boxes[:, :2] + boxes[:, 2:] / 2
+        assert (np.ptp(centres, axis=0) < boxes[:, 2:].max(axis=0)).all()
+        assert (boxes[:, 2] >= 60).all() and (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 1290).all()

@@ -199,6 +199,10 @@ def test_environment_yml_and_pyproject_agree_with_the_constraints():
         assert env.get(name) == constraints[name], f"environment.yml pins {name}=={env.get(name)}, constraints {constraints[name]}"
     assert constraints["torch"] == "2.14.1" and constraints["torchvision"] == "0.29.1"
     assert constraints["torchattacks"] == "3.5.1"
+    # facenet-pytorch (MTCNN) pins torch<2.3: installed with --no-deps at the same version everywhere
+    fnp = constraints["facenet-pytorch"]
+    assert f"facenet-pytorch=={fnp}" in (ROOT / "environment.yml").read_text()
+    assert "facenet-pytorch" in [ln for ln in (ROOT / "Makefile").read_text().splitlines() if "pip install" in ln and "--no-deps" in ln][0]
     assert int(constraints["opencv-python-headless"].split(".")[0]) < 5
     assert int(constraints["jupyter-book"].split(".")[0]) == 1
     assert "robustbench" not in constraints

@@ -20,9 +20,10 @@ import pandas as pd
 from ..core import paths
 from ..core.profiles import PROFILES, check_profile, settings
 from .manifest import GROUPS, load_images, load_manifest, save_manifest
+from .report import detection_report, leaks, manipulation_counts, split_table
 
-__all__ = ["GROUPS", "KINDS", "PROFILES", "get_manifest", "load_images", "load_manifest",
-           "save_manifest"]
+__all__ = ["GROUPS", "KINDS", "PROFILES", "detection_report", "get_manifest", "leaks", "load_images",
+           "load_manifest", "manipulation_counts", "save_manifest", "split_table"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def get_manifest(profile: str, kind: str = "images", *, seed: int = 0, data_root
     ``kind='images'``: still face images, real + fake with ``pair_id`` (for a video dataset: the
     prepared frame crops). ``kind='video_frames'``: one row per sampled face crop of each video.
     ``overrides`` go to the synthetic generator (keys of ``settings.synthetic`` in study.yml) or, for real data,
-    to :func:`prepare.prepare`.
+    to :func:`prepare.prepare`. For real data the meta also holds ``detection_report`` (one
+    record per video, :func:`report.detection_report`), ``split_table`` and ``manipulation_counts``.
     """
     check_profile(profile)
     if kind not in KINDS:
@@ -48,7 +50,12 @@ def get_manifest(profile: str, kind: str = "images", *, seed: int = 0, data_root
 
         kw = {**settings("real", profile), "seed": seed, **overrides}
         df = load_manifest(prepare(root, **kw))
-        df.attrs["meta"]["requested_kind"] = kind
+        meta = df.attrs["meta"]
+        meta["requested_kind"] = kind
+        # the data chapter's tables, JSON-friendly (records), beside the manifest's provenance
+        meta["detection_report"] = detection_report(df).to_dict("records")
+        meta["split_table"] = split_table(df).reset_index().to_dict("records")
+        meta["manipulation_counts"] = manipulation_counts(df).reset_index().to_dict("records")
         return df
     from . import synth
 

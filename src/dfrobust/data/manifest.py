@@ -20,7 +20,7 @@ import pandas as pd
 
 GROUPS = ("african_male", "african_female", "asian_male", "asian_female",
           "caucasian_male", "caucasian_female")
-DATASETS = ("synthetic", "ffpp", "celebdf", "uadfv", "folder")
+DATASETS = ("synthetic", "ffpp", "dfdc", "celebdf", "uadfv", "folder")
 SPLITS = ("train", "val", "test")
 
 #: required columns and their dtypes, in order

@@ -9,23 +9,39 @@ Readers (``list_media``) for the official folder layouts:
 * ``celebdf`` - Celeb-DF-v2: ``Celeb-real/``, ``YouTube-real/``, ``Celeb-synthesis/`` and
   ``List_of_testing_videos.txt`` (the test set; the rest is split train/val by identity);
 * ``uadfv`` - UADFV: ``real/`` and ``fake/`` (``{k}.mp4`` and ``{k}_fake.mp4``);
-* ``folder`` - any ``real/`` + ``fake/`` folder of images or videos.
+* ``ffpp`` also reads ``original_sequences/actors`` + ``manipulated_sequences/DeepFakeDetection``
+  (``{t}__{scene}.mp4``; fake ``{t}_{s}__{scene}__{code}.mp4``: actor t's scene with actor s's face);
+* ``dfdc`` - DFDC: ``dfdc_train_part_*/metadata.json`` (or ``metadata.json`` at the root), each entry
+  ``{"label": "FAKE"|"REAL", "split": ..., "original": "<real>.mp4"}``; ``original`` is the pair,
+  listed files that are absent are reported;
+* ``folder`` - any ``real/`` + ``fake/`` folder of images or videos; images are grouped into
+  videos by sub-folder or by a video id parsed from the file name (``group_regex``).
+
+Splits never leak: every frame of a video and every image of an identity (or of one parsed
+video id) gets one split; official split files win when present. Fakes whose original is
+absent are flagged in the manifest meta with a count. ``crops=True`` (or auto-detection of a
+folder of small square images) resizes already-cropped faces without re-detecting them.
 
 An optional ``dfrobust_labels.csv`` at the root (``video_id, group, identity[, split, dataset]``)
 adds demographic groups; the synthetic clips ship one.
 
 ``prepare`` samples ``n_frames`` frames EVENLY over each video (:func:`video.read_frames`),
-finds the face with OpenCV's Haar cascade (:mod:`faces`), crops it with a margin, resizes and
-caches the crop as PNG under ``paths.prepared_dir()``. Unreadable files and frames without a
-face are skipped, counted and listed in the manifest meta; they never stop the run.
+finds the face (MTCNN, or OpenCV's Haar cascade as the fallback; :mod:`faces`), keeps one
+consistent face per video (:func:`faces.track`), crops it with a margin, resizes and caches
+the crop as PNG under ``paths.prepared_dir()`` (or ``out_dir``). The cache is keyed by the
+folder's content (relative paths, sizes, mtimes) and the options. Unreadable files and frames
+without a face are skipped, counted and listed in the manifest meta (with a per-video
+detection report and a warning for videos under ``min_face_rate``); they never stop the run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -35,12 +51,27 @@ import numpy as np
 import pandas as pd
 
 from ..core import paths
-from .faces import HaarFaceDetector, crop_face
-from .manifest import GROUPS, load_manifest, read_rgb, save_manifest
+from .faces import (
+    DETECTORS,
+    HaarFaceDetector,  # noqa: F401 - tests patch its detect
+    check_detect_side,
+    crop_face,
+    make_detector,
+    resize_image,
+    track,
+)
+from .manifest import GROUPS, META_NAME, load_manifest, read_rgb, save_manifest
 from .video import read_frames
 
-LAYOUTS = ("ffpp", "celebdf", "uadfv", "folder")
-DETECTORS = ("haar", "none")
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("ffpp", "dfdc", "celebdf", "uadfv", "folder")
+PREPARE_VERSION = "2"
+#: default video id of an image file name: the stem without a trailing frame number
+#: (``abc_0012`` → ``abc``, ``000_003_frame45`` → ``000_003``; ``0001`` stays ``0001``)
+GROUP_REGEX = r"^(?P<id>.+?)[_\-. ](?:frame|frm|img|f)?[_\-]?\d+$"
+#: crops auto-detection: every image is near-square and at most this many pixels on its longest side
+CROPS_MAX_SIDE = 512
 VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 COMPRESSIONS = ("c0", "c23", "c40", "raw")
@@ -63,11 +94,17 @@ def _check_root(root: str | os.PathLike) -> Path:
     return p.resolve()
 
 
+def _dfdc_metadata(root: Path) -> list[Path]:
+    return [root / "metadata.json"] if (root / "metadata.json").is_file() else sorted(root.glob("*/metadata.json"))
+
+
 def detect_layout(root: str | os.PathLike) -> str:
     """Which of ``LAYOUTS`` the folder follows; ValueError naming what was found otherwise."""
     root = _check_root(root)
     if (root / "original_sequences").is_dir() or (root / "manipulated_sequences").is_dir():
         return "ffpp"
+    if _dfdc_metadata(root):
+        return "dfdc"
     if (root / "Celeb-synthesis").is_dir() or (root / "Celeb-real").is_dir():
         return "celebdf"
     if (root / "real").is_dir() and (root / "fake").is_dir():
@@ -77,12 +114,33 @@ def detect_layout(root: str | os.PathLike) -> str:
         return "folder"
     found = sorted(p.name for p in root.iterdir())[:10]
     raise ValueError(f"unknown dataset layout at {root} (found {found}); expected one of {LAYOUTS}: "
-                     "FF++ (original_sequences/, manipulated_sequences/), Celeb-DF-v2 (Celeb-real/, "
+                     "FF++ (original_sequences/, manipulated_sequences/), DFDC (*/metadata.json), Celeb-DF-v2 (Celeb-real/, "
                      "Celeb-synthesis/), UADFV or a plain folder (real/ and fake/)")
 
 
 def _files(folder: Path, exts) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts) if folder.is_dir() else []
+
+
+def _components(links: list[tuple[str, str]]) -> dict[str, str]:
+    """Union-find: every id mapped to the smallest id of its linked group."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for u, v in links:
+        ru, rv = find(u), find(v)
+        if ru != rv:
+            parent[max(ru, rv)] = min(ru, rv)
+    return {x: find(x) for x in parent}
+
+
+_DFD_FAKE = re.compile(r"^(\d+)_(\d+)__(.+?)__[^_]+$")
 
 
 def list_ffpp(root: Path, compression: str = "c23", manipulations=None, seed: int = 0) -> tuple[pd.DataFrame, dict]:
@@ -97,31 +155,105 @@ def list_ffpp(root: Path, compression: str = "c23", manipulations=None, seed: in
             for pair in json.loads(f.read_text()):
                 for vid in pair:
                     split_of[str(vid)] = s
-    if not split_of:
-        notes["splits"] = f"no official split files in {sdir}; splits assigned by a hash of the video id"
     rows = []
     for p in _files(root / "original_sequences" / "youtube" / compression / "videos", VIDEO_EXT):
         rows.append({"path": str(p), "label": 0, "manipulation": "none", "video_id": p.stem, "identity": p.stem,
-                     "pair_video": p.stem})
+                     "pair_video": p.stem, "source": "", "split": split_of.get(p.stem, "")})
+    for p in _files(root / "original_sequences" / "actors" / compression / "videos", VIDEO_EXT):
+        actor = p.stem.split("__")[0]
+        rows.append({"path": str(p), "label": 0, "manipulation": "none", "video_id": f"actors/{p.stem}",
+                     "identity": f"actor{actor}", "pair_video": f"actors/{p.stem}", "source": "", "split": ""})
     mroot = root / "manipulated_sequences"
     methods = sorted(d.name for d in mroot.iterdir() if d.is_dir()) if mroot.is_dir() else []
     if manipulations:
         methods = [m for m in methods if m in set(manipulations)]
+    unparsed = []
     for m in methods:
         for p in _files(mroot / m / compression / "videos", VIDEO_EXT):
-            a = p.stem.split("_")[0]
+            hit = _DFD_FAKE.match(p.stem)
+            if m == "DeepFakeDetection" or hit:   # actors: {t}_{s}__{scene}__{code}
+                if not hit:
+                    unparsed.append(str(p.relative_to(root)))
+                    continue
+                t, src, scene = hit.groups()
+                rows.append({"path": str(p), "label": 1, "manipulation": m, "video_id": f"{m}/{p.stem}",
+                             "identity": f"actor{t}", "pair_video": f"actors/{t}__{scene}", "source": f"actor{src}",
+                             "split": ""})
+                continue
+            a, _, b = p.stem.partition("_")
             rows.append({"path": str(p), "label": 1, "manipulation": m, "video_id": f"{m}/{p.stem}", "identity": a,
-                         "pair_video": a})
+                         "pair_video": a, "source": b, "split": split_of.get(a, "")})
+    if unparsed:
+        notes["unparsed_files"] = unparsed
     if not rows:
         raise ValueError(f"FF++ layout at {root} holds no videos for compression {compression!r} "
-                         f"(looked in original_sequences/youtube/{compression}/videos and "
+                         f"(looked in original_sequences/{{youtube,actors}}/{compression}/videos and "
                          f"manipulated_sequences/*/{compression}/videos)")
     df = pd.DataFrame(rows)
-    unlisted = [i for i in df.identity.unique() if i not in split_of]
+    yt = ~df.identity.str.startswith("actor")
+    if not split_of and yt.any():
+        notes["splits"] = f"no official split files in {sdir}; splits assigned by a hash of the linked video ids"
+    unlisted = sorted(i for i in df.identity[yt].unique() if i not in split_of)
     if split_of and unlisted:
-        notes["unlisted_in_splits"] = sorted(unlisted)
-    df["split"] = [split_of.get(i) or _hash_split(i, seed) for i in df.identity]
+        notes["unlisted_in_splits"] = unlisted
+    # without an official split, a fake a_b and the originals a and b share one split
+    comp = _components([(i, s) for i, s in zip(df.identity[yt], df.source[yt]) if s] +
+                       [(i, i) for i in df.identity[yt]])
+    df["split_key"] = [comp.get(i, i) for i in df.identity]
+    if (~yt).any():
+        notes["actors_splits"] = ("actors / DeepFakeDetection have no official split: 70/15/15 by a hash of the "
+                                  "actor in the video (the swapped-in face may belong to an actor of another split)")
     df["dataset"] = "ffpp"
+    return df.drop(columns="source"), notes
+
+
+def list_dfdc(root: Path, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """DFDC: one ``metadata.json`` per part folder (or at the root): file → label, split, original."""
+    metas = _dfdc_metadata(root)
+    if not metas:
+        raise ValueError(f"DFDC layout at {root}: no metadata.json at the root or in its sub-folders")
+    rows, missing, unlisted = [], [], []
+    for mf in metas:
+        try:
+            entries = json.loads(mf.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{mf} is not valid JSON ({exc}); expected DFDC's metadata.json") from None
+        if not isinstance(entries, dict):
+            raise ValueError(f"{mf}: expected an object of file name -> {{label, split, original}}, "
+                             f"got {type(entries).__name__}")
+        part = "" if mf.parent == root else mf.parent.name
+        for fname, e in sorted(entries.items()):
+            lab = str(e.get("label", "")).upper() if isinstance(e, dict) else ""
+            if lab not in ("FAKE", "REAL"):
+                raise ValueError(f"{mf}: entry {fname!r} has label {e.get('label') if isinstance(e, dict) else e!r}; "
+                                 "expected 'FAKE' or 'REAL'")
+            p = mf.parent / fname
+            if not p.is_file():
+                missing.append(f"{part}/{fname}" if part else fname)
+                continue
+            stem = Path(fname).stem
+            orig = Path(str(e.get("original") or "")).stem if lab == "FAKE" else stem
+            split = str(e.get("split") or "")
+            rows.append({"path": str(p), "label": int(lab == "FAKE"), "manipulation": "dfdc" if lab == "FAKE" else "none",
+                         "video_id": f"{part}/{stem}" if part else stem, "identity": orig or stem,
+                         "pair_video": orig, "split": split if split in ("train", "val", "test") else ""})
+        listed = set(entries)
+        unlisted += [str(p.relative_to(root)) for p in _files(mf.parent, VIDEO_EXT)
+                     if p.parent == mf.parent and p.name not in listed]
+    notes: dict[str, Any] = {"metadata_files": [str(m.relative_to(root)) for m in metas]}
+    if missing:
+        notes["missing_files"] = {"count": len(missing), "files": missing}
+    if unlisted:
+        notes["unlisted_files"] = {"count": len(unlisted), "files": unlisted}
+    if not rows:
+        raise ValueError(f"DFDC layout at {root}: none of the files listed in {len(metas)} metadata.json exists")
+    df = pd.DataFrame(rows)
+    if df.split.replace("", np.nan).nunique() < 2:   # DFDC's training parts say 'train' for every video
+        if (df.split != "").any():
+            notes["splits"] = (f"metadata.json gives every video split {sorted(set(df.split) - {''})}; "
+                               "splits assigned 70/15/15 by a hash of the original video (fakes with it)")
+        df["split"] = ""
+    df["dataset"] = "dfdc"
     return df, notes
 
 
@@ -176,25 +308,76 @@ def list_uadfv(root: Path, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     return df, {"splits": "UADFV has no official split: 70/15/15 by a hash of the clip id"}
 
 
-def list_folder(root: Path, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+def _image_group(rel: Path, regex: re.Pattern) -> str:
+    """The video id of an image: its sub-folder, else the id parsed from its name, else its stem."""
+    if len(rel.parts) > 1:
+        return str(rel.parent)
+    m = regex.match(rel.stem)
+    if not m:
+        return rel.stem
+    return m.group("id") if "id" in regex.groupindex else m.group(1)
+
+
+def list_folder(root: Path, seed: int = 0, group_regex: str = GROUP_REGEX) -> tuple[pd.DataFrame, dict]:
+    regex = _compile_group_regex(group_regex)
     rows = []
     for sub, label in (("real", 0), ("fake", 1)):
         for p in _files(root / sub, VIDEO_EXT + IMAGE_EXT):
             media = "video" if p.suffix.lower() in VIDEO_EXT else "image"
-            rel = str(p.relative_to(root / sub).with_suffix(""))
+            rel = p.relative_to(root / sub)
+            if media == "video":
+                vid, ident = str(rel.with_suffix("")), _image_group(rel, regex)
+            else:
+                vid = ident = _image_group(rel, regex)
             rows.append({"path": str(p), "label": label, "manipulation": "unknown" if label else "none",
-                         "video_id": f"{sub}/{rel}" if media == "video" else "", "identity": rel,
-                         "pair_video": "", "media": media})
+                         "video_id": f"{sub}/{vid}", "identity": ident, "pair_video": "", "media": media,
+                         "split": ""})
     if not rows:
         raise ValueError(f"folder layout at {root} holds no images or videos in real/ and fake/")
     df = pd.DataFrame(rows)
-    df["split"] = [_hash_split(i, seed) for i in df.identity]
     df["dataset"] = "folder"
-    return df, {"splits": "no official split: 70/15/15 by a hash of the file name"}
+    return df, {"splits": "no official split: 70/15/15 by a hash of the video id (sub-folder or name parsed with "
+                          f"group_regex={group_regex!r}); images of one video or identity share a split",
+                "group_regex": group_regex}
+
+
+def _compile_group_regex(group_regex: str) -> re.Pattern:
+    try:
+        regex = re.compile(group_regex)
+    except (re.error, TypeError) as exc:
+        raise ValueError(f"group_regex={group_regex!r} is not a regular expression ({exc})") from None
+    if regex.groups < 1:
+        raise ValueError(f"group_regex={group_regex!r}: expected a group (?P<id>...) capturing the video id")
+    return regex
+
+
+def _finish_splits(df: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, dict]:
+    """Official splits stay; every other row takes the split of its identity (or of its split_key hash)."""
+    notes: dict[str, Any] = {}
+    key = df["split_key"] if "split_key" in df.columns else df["identity"]
+    official = df[df.split != ""].groupby("identity").split.agg(lambda s: s.mode().iloc[0])
+    df["split"] = [s or official.get(i) or _hash_split(k, seed) for s, i, k in zip(df.split, df.identity, key)]
+    both = df.groupby("identity").split.nunique()
+    if (both > 1).any():   # only official lists can do this (Celeb-DF's test list names some train identities)
+        notes["identities_straddling_splits"] = {"count": int((both > 1).sum()),
+                                                 "identities": sorted(both[both > 1].index)[:50]}
+    return df.drop(columns=[c for c in ("split_key",) if c in df.columns]), notes
+
+
+def _orphans(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Fakes whose original is not in the dataset lose their pair and are counted."""
+    reals = set(df.pair_video[df.label == 0])
+    orphan = (df.label == 1) & (df.pair_video != "") & ~df.pair_video.isin(reals)
+    no_orig = (df.label == 1) & (df.pair_video == "") & (df.dataset != "folder")
+    bad = orphan | no_orig
+    df.loc[bad, "pair_video"] = ""
+    if not bad.any():
+        return df, {}
+    return df, {"fakes_without_original": {"count": int(bad.sum()), "videos": sorted(df.video_id[bad])[:200]}}
 
 
 def list_media(root: str | os.PathLike, layout: str = "auto", *, compression: str = "c23", manipulations=None,
-               seed: int = 0) -> pd.DataFrame:
+               seed: int = 0, group_regex: str = GROUP_REGEX) -> pd.DataFrame:
     """One row per video (or image) of a dataset in one of ``LAYOUTS``; ``df.attrs['notes']``."""
     root = _check_root(root)
     if layout in ("auto", "", None):
@@ -203,12 +386,14 @@ def list_media(root: str | os.PathLike, layout: str = "auto", *, compression: st
         raise ValueError(f"layout={layout!r}: expected 'auto' or one of {LAYOUTS}")
     if layout == "ffpp":
         df, notes = list_ffpp(root, compression, manipulations, seed)
+    elif layout == "dfdc":
+        df, notes = list_dfdc(root, seed)
     elif layout == "celebdf":
         df, notes = list_celebdf(root, seed)
     elif layout == "uadfv":
         df, notes = list_uadfv(root, seed)
     else:
-        df, notes = list_folder(root, seed)
+        df, notes = list_folder(root, seed, group_regex)
     if "media" not in df.columns:
         df["media"] = "video"
     df["group"] = ""
@@ -220,57 +405,139 @@ def list_media(root: str | os.PathLike, layout: str = "auto", *, compression: st
             if col in labels.columns:
                 vals = key.map(labels[col])
                 df[col] = np.where(vals.notna() & (vals != ""), vals, df[col])
+                if col == "identity" and "split_key" in df.columns:
+                    df["split_key"] = np.where(vals.notna() & (vals != ""), vals, df["split_key"])
         bad = sorted(set(df.group) - set(GROUPS) - {""})
         if bad:
             raise ValueError(f"{lab}: group values {bad}; expected one of {GROUPS}")
         notes["labels_file"] = str(lab)
-    df.attrs["notes"] = {"layout": layout, **notes}
+    df, split_notes = _finish_splits(df, seed)
+    df, orphan_notes = _orphans(df)
+    df.attrs["notes"] = {"layout": layout, **notes, **split_notes, **orphan_notes}
     return df[MEDIA_COLUMNS].reset_index(drop=True)
+
+
+def fingerprint(root: str | os.PathLike, exclude: Path | None = None) -> str:
+    """Hash of a folder's content listing: relative path, size and mtime of every file (no reading)."""
+    root = Path(root)
+    h = hashlib.sha1()
+    for p in sorted(root.rglob("*")):
+        if exclude is not None and (p == exclude or exclude in p.parents):
+            continue
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if p.is_file():
+            h.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def _prep_key(root: Path, params: dict) -> str:
     return hashlib.sha1(json.dumps({"root": str(root), **params}, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def _image_size(path: str) -> tuple[int, int] | None:
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    return None if img is None else img.shape[:2]
+
+
+def looks_cropped(media: pd.DataFrame, max_side: int = CROPS_MAX_SIDE, sample: int = 64) -> tuple[bool, str]:
+    """Whether a dataset is already face crops: only images, every sampled one near-square and small."""
+    if not len(media) or (media.media != "image").any():
+        return False, "not every file is an image"
+    idx = np.unique(np.linspace(0, len(media) - 1, min(sample, len(media))).round().astype(int))
+    for p in media.path.iloc[idx]:
+        hw = _image_size(p)
+        if hw is None:
+            continue
+        h, w = hw
+        if max(h, w) > max_side or not (0.8 <= w / h <= 1.25):
+            return False, f"{Path(p).name} is {w}x{h} (crops are near-square and <= {max_side} px)"
+    return True, f"every sampled image ({len(idx)}) is near-square and <= {max_side} px"
+
+
 def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16, size: int = 256,
-            margin: float = 1.3, detector: str = "haar", out_dir: str | os.PathLike | None = None,
+            margin: float = 1.3, detector: str = "auto", detect_side: int = 960,
+            min_confidence: float | None = None, min_face_rate: float = 0.8, crops: bool | None = None,
+            group_regex: str = GROUP_REGEX, out_dir: str | os.PathLike | None = None,
             compression: str = "c23", manipulations=None, max_videos: int | None = None, seed: int = 0,
             force: bool = False) -> Path:
-    """Sample frames evenly, crop faces, cache PNG crops; return the manifest path (one row per crop).
+    """Sample frames evenly, crop one tracked face per video, cache PNG crops; return the manifest path.
 
-    ``max_videos`` caps the number of videos per (label, manipulation), chosen evenly over the
-    sorted list (reproducible). ``detector='none'`` crops the central square instead of a face
-    box (for face-centred frames such as the synthetic clips); it uses the same code path.
+    ``detector``: ``auto`` (MTCNN, else Haar), ``mtcnn``, ``haar`` or ``none`` (the central
+    square, for face-centred frames such as the synthetic clips). ``detect_side``: the longest
+    side frames are resized to before detection (0: full resolution). ``min_face_rate``: videos
+    where a smaller share of sampled frames gave a face are warned about. ``crops``: the images
+    are already face crops - resize them, do not detect (None: auto-detect, see
+    :func:`looks_cropped`). ``max_videos`` caps the number of videos per (label, manipulation),
+    chosen evenly over the sorted list (reproducible). The result is cached under ``out_dir``
+    (default ``paths.prepared_dir()/<layout>-<hash>``) and re-prepared when the folder's content
+    or an option changes, or with ``force``.
     """
     root = _check_root(root)
     for name, v, lo in (("n_frames", n_frames, 1), ("size", size, 16)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
             raise ValueError(f"{name}={v!r}: expected an int >= {lo}")
-    if not (isinstance(margin, (int, float)) and margin >= 1.0):
+    if not (isinstance(margin, (int, float)) and not isinstance(margin, bool) and margin >= 1.0):
         raise ValueError(f"margin={margin!r}: expected a number >= 1.0 (face box enlargement)")
     if detector not in DETECTORS:
         raise ValueError(f"detector={detector!r}: expected one of {DETECTORS}")
+    if not (isinstance(min_face_rate, (int, float)) and 0.0 <= min_face_rate <= 1.0):
+        raise ValueError(f"min_face_rate={min_face_rate!r}: expected a fraction in [0, 1]")
+    if min_confidence is not None and not (isinstance(min_confidence, (int, float)) and 0 <= min_confidence <= 1):
+        raise ValueError(f"min_confidence={min_confidence!r}: expected None or a probability in [0, 1]")
+    if crops not in (None, True, False):
+        raise ValueError(f"crops={crops!r}: expected True, False or None (auto-detect)")
     if max_videos is not None and (not isinstance(max_videos, (int, np.integer)) or max_videos < 1):
         raise ValueError(f"max_videos={max_videos!r}: expected None or an int >= 1")
-    media = list_media(root, layout, compression=compression, manipulations=manipulations, seed=seed)
+    check_detect_side(detect_side)
+    _compile_group_regex(group_regex)
+    out_given = out_dir is not None
+    out = Path(out_dir).expanduser().resolve() if out_given else None
+    media = list_media(root, layout, compression=compression, manipulations=manipulations, seed=seed,
+                       group_regex=group_regex)
     notes = media.attrs["notes"]
     params = {"layout": notes["layout"], "n_frames": int(n_frames), "size": int(size), "margin": float(margin),
-              "detector": detector, "compression": compression, "manipulations": manipulations,
-              "max_videos": max_videos, "seed": seed}
-    out = Path(out_dir) if out_dir is not None else paths.prepared_dir() / f"{notes['layout']}-{_prep_key(root, params)}"
+              "detector": detector, "detect_side": int(detect_side), "min_confidence": min_confidence,
+              "min_face_rate": float(min_face_rate), "crops": crops, "group_regex": group_regex,
+              "compression": compression, "manipulations": manipulations, "max_videos": max_videos, "seed": seed,
+              "version": PREPARE_VERSION}
+    if out is None:
+        out = paths.prepared_dir() / f"{notes['layout']}-{_prep_key(root, params)}"
+    content = fingerprint(root, exclude=out)
+    cache_key = hashlib.sha1(json.dumps({"params": params, "content": content, "root": str(root)}, sort_keys=True,
+                                        default=str).encode()).hexdigest()
     mpath = out / "manifest.csv"
     if mpath.is_file() and not force:
-        return mpath
+        try:
+            old = json.loads((out / META_NAME).read_text()).get("cache_key")
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old == cache_key:
+            return mpath
     if max_videos is not None:
         parts = []
         for _, g in media.groupby(["label", "manipulation"], sort=True):
             idx = np.unique(np.linspace(0, len(g) - 1, min(max_videos, len(g))).round().astype(int))
             parts.append(g.iloc[idx])
         media = pd.concat(parts).sort_index()
-    det = HaarFaceDetector() if detector == "haar" else None
-    crops = out / "crops"
+    if crops is None:
+        is_crops, crops_reason = looks_cropped(media)
+        crops_mode = {"mode": "auto-detected" if is_crops else "detect", "reason": crops_reason}
+    else:
+        is_crops = bool(crops)
+        crops_mode = {"mode": "given" if is_crops else "detect", "reason": f"crops={crops}"}
+    if is_crops and (media.media != "image").any():
+        raise ValueError(f"crops=True but {int((media.media != 'image').sum())} files are videos; "
+                         "crops mode takes folders of face images")
+    det, det_note = (None, None) if is_crops else make_detector(detector, detect_side=detect_side,
+                                                                 min_confidence=min_confidence)
+    crops_dir = out / "crops"
+    if crops_dir.is_dir() and (out / META_NAME).is_file():   # stale crops of an earlier preparation
+        shutil.rmtree(crops_dir)
     t0 = time.perf_counter()
-    rows, skipped, no_face = [], [], []
+    rows, skipped, no_face, per_video = [], [], [], {}
     n_sampled = 0
     for m in media.itertuples(index=False):
         try:
@@ -282,28 +549,59 @@ def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16
             skipped.append({"path": m.path, "reason": str(exc)})
             continue
         n_sampled += len(frames)
-        sub = m.video_id if m.media == "video" else f"{'real' if m.label == 0 else 'fake'}/{m.identity}"
-        d = crops / sub
+        if is_crops or det is None:
+            cands, faces = [[] for _ in frames], [None] * len(frames)
+        else:
+            cands = [det.detect(fr) for fr in frames]
+            faces = track(cands)
+        vr = per_video.setdefault(m.video_id, {"video_id": m.video_id, "label": int(m.label),
+                                               "manipulation": m.manipulation, "split": m.split, "n_sampled": 0,
+                                               "n_faces": 0, "n_candidates": 0, "n_off_track": 0})
+        vr["n_sampled"] += len(frames)
+        d = crops_dir / m.video_id
         d.mkdir(parents=True, exist_ok=True)
-        for fr, fi in zip(frames, idx):
-            box = det(fr) if det is not None else None
-            if det is not None and box is None:
-                no_face.append({"path": m.path, "frame_index": int(fi), "reason": "no face detected"})
+        for fr, fi, cs, face in zip(frames, idx, cands, faces):
+            vr["n_candidates"] += len(cs)
+            vr["n_off_track"] += len(cs) - (face is not None)
+            if det is not None and not is_crops and face is None:
+                no_face.append({"path": m.path, "frame_index": int(fi),
+                                "reason": "no face detected" if not cs else "no candidate on the video's face track"})
                 continue
-            crop = crop_face(fr, box, size=size, margin=margin)
-            p = d / (f"{int(fi):05d}.png" if fi >= 0 else "image.png")
+            vr["n_faces"] += 1
+            crop = resize_image(fr, size) if is_crops else crop_face(fr, None if face is None else face.box,
+                                                                      size=size, margin=margin)
+            name = f"{int(fi):05d}.png" if fi >= 0 else f"{Path(m.path).stem}.png"
+            p = d / name
             cv2.imwrite(str(p), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
             rows.append({"path": str(p), "label": int(m.label), "dataset": m.dataset, "manipulation": m.manipulation,
                          "video_id": m.video_id, "frame_index": int(fi), "group": m.group, "identity": m.identity,
-                         "pair_id": f"{m.pair_video}#{int(fi)}" if m.pair_video else "", "split": m.split})
+                         "pair_id": f"{m.pair_video}#{int(fi)}" if m.pair_video else "", "split": m.split,
+                         "face_box": "" if face is None else ",".join(str(v) for v in face.box),
+                         "face_score": float("nan") if face is None else round(face.score, 4)})
     df = pd.DataFrame(rows, columns=["path", "label", "dataset", "manipulation", "video_id", "frame_index", "group",
-                                     "identity", "pair_id", "split"])
+                                     "identity", "pair_id", "split", "face_box", "face_score"])
     if len(df):   # a pair_id survives only where a real frame and a fake frame share it
         both = df.groupby("pair_id").label.nunique()
         keep = set(both[both == 2].index)
         df["pair_id"] = [p if p in keep else "" for p in df.pair_id]
+    report = []
+    for vr in per_video.values():
+        vr["rate"] = vr["n_faces"] / vr["n_sampled"] if vr["n_sampled"] else 0.0
+        vr["low"] = bool(vr["rate"] < min_face_rate)
+        report.append(vr)
+    low = [v["video_id"] for v in report if v["low"]]
+    if low and det is not None:
+        msg = (f"prepare: {len(low)} of {len(report)} videos gave a face in fewer than {min_face_rate:.0%} of "
+               f"their sampled frames (first: {low[:5]}); see meta['detection']['per_video']")
+        log.warning(msg)
     synthetic = bool(len(df) and (df.dataset == "synthetic").all())
+    detection = {"detector": "none (crops mode)" if is_crops else (det.name if det is not None else "none"),
+                 "requested": detector, "fallback": det_note, "detect_side": int(detect_side),
+                 "min_confidence": None if det is None else det.min_confidence, "min_face_rate": float(min_face_rate),
+                 "per_video": report, "low_rate_videos": low if det is not None else [],
+                 "n_off_track": int(sum(v["n_off_track"] for v in report))}
     meta = {"synthetic": synthetic, "kind": "video_frames", "root": str(root), "params": params, "notes": notes,
+            "cache_key": cache_key, "content_fingerprint": content, "crops": crops_mode, "detection": detection,
             "n_media": int(len(media)), "n_media_skipped": len(skipped), "n_frames_sampled": n_sampled,
             "n_frames_no_face": len(no_face), "face_rate": (n_sampled - len(no_face)) / n_sampled if n_sampled else 0.0,
             "skipped": skipped, "no_face": no_face, "prepare_s": time.perf_counter() - t0}
@@ -311,7 +609,6 @@ def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16
         raise ValueError(f"prepare: no usable frames in {root} ({len(skipped)} unreadable files, "
                          f"{len(no_face)} frames without a face); first problems: {(skipped + no_face)[:3]}")
     return save_manifest(df, mpath, meta)
-
 
 def prepared_manifest(root: str | os.PathLike, **kw: Any) -> pd.DataFrame:
     """``prepare`` then load: the manifest DataFrame of a prepared dataset."""

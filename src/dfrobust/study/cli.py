@@ -137,18 +137,46 @@ def data_synth(profile: str = PROFILE, seed: int = typer.Option(0, help="Generat
 
 
 @data_app.command("prepare")
-def data_prepare(root: str = typer.Argument(..., help="Dataset root folder."),
-                 layout: str = typer.Option("auto", help="ffpp, celebdf, uadfv, folder or auto."),
-                 n_frames: int = typer.Option(16, help="Frames sampled evenly per video."),
+def data_prepare(root: str = typer.Argument(..., help="Dataset root folder (relative paths work)."),
+                 out: Optional[str] = typer.Option(None, "--out", help="Output folder of the crops and the manifest "
+                                                   "(default: <data home>/prepared/<layout>-<hash>)."),
+                 force: bool = typer.Option(False, "--force", help="Prepare again even if the cache is valid."),
+                 layout: str = typer.Option("auto", help="ffpp, dfdc, celebdf, uadfv, folder or auto."),
+                 n_frames: int = typer.Option(16, "--n-frames", help="Frames sampled evenly per video."),
                  size: int = typer.Option(256, help="Crop size in pixels."),
-                 margin: float = typer.Option(1.3, help="Face box enlargement before cropping.")) -> None:
-    """Prepare a real dataset (frames sampled evenly, faces detected and cropped) into a manifest."""
+                 margin: float = typer.Option(1.3, help="Face box enlargement before cropping."),
+                 detector: str = typer.Option("auto", help="auto (MTCNN, else Haar), mtcnn, haar or none."),
+                 detect_side: int = typer.Option(960, "--detect-side", help="Longest side frames are resized to "
+                                                 "before face detection (0: full resolution)."),
+                 min_face_rate: float = typer.Option(0.8, "--min-face-rate", help="Warn about videos with a face "
+                                                     "in fewer sampled frames than this."),
+                 crops: Optional[bool] = typer.Option(None, "--crops/--no-crops", help="The images are face crops: "
+                                                      "resize without detecting (default: auto-detect)."),
+                 group_regex: Optional[str] = typer.Option(None, "--group-regex", help="Regex with a group (?P<id>) "
+                                                           "giving an image's video id from its file name.")) -> None:
+    """Prepare a real dataset (frames sampled evenly, one face tracked per video and cropped) into a manifest."""
     from ..data import prepare as prep
 
+    kw = {} if group_regex is None else {"group_regex": group_regex}
     try:
-        path = prep.prepare(root, layout=layout, n_frames=n_frames, size=size, margin=margin)
+        path = prep.prepare(root, layout=layout, n_frames=n_frames, size=size, margin=margin, detector=detector,
+                            detect_side=detect_side, min_face_rate=min_face_rate, crops=crops, out_dir=out,
+                            force=force, **kw)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
+    from ..data import detection_report, load_manifest
+
+    df = load_manifest(path)
+    meta = df.attrs["meta"]
+    low = detection_report(df).query("low")
+    console.print(f"{len(df)} crops from {meta['n_media']} files ({meta['n_skipped']} skipped), detector "
+                  f"{meta['detection']['detector']}, faces in {meta['face_rate']:.0%} of sampled frames", highlight=False)
+    for note in ("fakes_without_original", "missing_files"):
+        if note in meta["notes"]:
+            console.print(f"note: {note.replace('_', ' ')}: {meta['notes'][note]['count']}", highlight=False)
+    if len(low) and meta["detection"]["low_rate_videos"]:
+        console.print(f"[yellow]warning:[/] {len(low)} videos under {meta['detection']['min_face_rate']:.0%} faces: "
+                      f"{', '.join(low.video_id[:5])}", highlight=False)
     print(path)
 
 
