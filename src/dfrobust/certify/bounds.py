@@ -56,6 +56,18 @@ _SUPPORTED = ("Conv2d, BatchNorm2d (eval), Linear, ReLU, LeakyReLU, MaxPool2d, D
               "Flatten, torch.cat(dim=1), permute/flatten/view/reshape/squeeze")
 
 
+def _take(t: torch.Tensor, sidx) -> torch.Tensor:
+    """Per-row slice of per-sample tensor ``t``: a broadcast view for one sample (int), else a gather."""
+    return t[sidx:sidx + 1] if isinstance(sidx, int) else t[sidx]
+
+
+def _rdot(a: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Per row: ``sum(a * v)`` with ``v`` one sample's tensor (broadcast) or one per row."""
+    if v.shape[0] == 1:
+        return a.reshape(a.shape[0], -1) @ v.reshape(-1)
+    return (a.reshape(a.shape[0], -1) * v.reshape(v.shape[0], -1)).sum(1)
+
+
 def _rsum(t: torch.Tensor) -> torch.Tensor:
     """Sum over all but the leading (row) dimension."""
     return t.reshape(t.shape[0], -1).sum(1)
@@ -198,7 +210,7 @@ class Graph:
             k_up = torch.where(unstable, (hi - a * lo) / den, torch.where(active, 1.0, a).to(lo.dtype))
             b_up = torch.where(unstable, lo * (a - k_up), torch.zeros_like(lo))
             k_lo = torch.where(active | (unstable & (hi > -lo)), 1.0, a).to(lo.dtype)
-            cache[j] = (k_lo, k_up, b_up)
+            cache[j] = (k_lo, k_up, b_up, k_up - k_lo)
         else:  # maxpool
             kw = n.p["kw"]
             lmax, idx = F.max_pool2d(lo, return_indices=True, **kw)
@@ -227,7 +239,7 @@ class Graph:
             a = acc.pop(j)
             n = self.nodes[j]
             if n.op == "input":
-                xl, xh = x_lo[sidx], x_hi[sidx]
+                xl, xh = _take(x_lo, sidx), _take(x_hi, sidx)
                 bias = bias + _rsum(a.clamp(min=0) * xl + a.clamp(max=0) * xh)
                 continue
             i = n.inputs[0]
@@ -238,7 +250,7 @@ class Graph:
                     add(i2, a[:, start:start + c])
                     start += c
             elif n.op == "affine":
-                bias = bias + _rsum(a * n.p["t"])
+                bias = bias + _rdot(a, n.p["t"].expand(*self.nodes[i].shape).unsqueeze(0))
                 add(i, a * n.p["s"])
             elif n.op == "conv":
                 if n.p["b"] is not None:
@@ -253,19 +265,22 @@ class Graph:
             elif n.op == "permute":
                 add(i, a.permute(*n.p["inv"]))
             elif n.op in ("relu", "leaky"):
-                k_lo, k_up, b_up = self._relax(j, B, cache)
-                pos, neg = a.clamp(min=0), a.clamp(max=0)
-                bias = bias + _rsum(neg * b_up[sidx])
-                add(i, pos * k_lo[sidx] + neg * k_up[sidx])
+                k_lo, k_up, b_up, k_d = self._relax(j, B, cache)
+                neg = a.clamp(max=0)
+                bias = bias + _rdot(neg, _take(b_up, sidx))
+                # pos*k_lo + neg*k_up = a*k_lo + neg*(k_up - k_lo): fewer passes over the big rows
+                out = a * _take(k_lo, sidx)
+                out.addcmul_(neg, _take(k_d, sidx))
+                add(i, out)
             elif n.op == "maxpool":
                 idx, exact, umax = self._relax(j, B, cache)
                 pos, neg = a.clamp(min=0), a.clamp(max=0)
-                ex = exact[sidx]
-                bias = bias + _rsum(torch.where(ex, 0.0, neg * umax[sidx]))
+                ex = _take(exact, sidx)
+                bias = bias + _rsum(torch.where(ex, 0.0, neg * _take(umax, sidx)))
                 sel = pos + torch.where(ex, neg, 0.0)
                 shp = self.nodes[i].shape
                 out = torch.zeros(R, shp[0], shp[1] * shp[2], dtype=a.dtype, device=a.device)
-                out.scatter_add_(2, idx[sidx].flatten(2), sel.flatten(2))
+                out.scatter_add_(2, _take(idx, sidx).flatten(2).expand(R, -1, -1), sel.flatten(2))
                 add(i, out.view(R, *shp))
             else:
                 raise AssertionError(n.op)
@@ -274,22 +289,40 @@ class Graph:
     def _rows_per_chunk(self, max_bytes: int, elem: int) -> int:
         return max(1, int(max_bytes // (6 * self.max_numel * elem)))
 
-    def _crown(self, k: int, A: torch.Tensor, sidx: torch.Tensor, B, cache, x_lo, x_hi, max_bytes):
-        """(lower, upper) of ``sum(A * node_k)`` per row, in chunks."""
+    def _crown(self, k: int, A: torch.Tensor, sidx: torch.Tensor, B, cache, x_lo, x_hi, max_bytes,
+               per_sample: bool = True):
+        """(lower, upper) of ``sum(A * node_k)`` per row, in chunks.
+
+        ``per_sample``: chunks hold rows of one sample, so relaxations broadcast instead of being
+        gathered per row (the memory traffic that dominates on CPU); rows must be sorted by sample.
+        """
         step = max(1, self._rows_per_chunk(max_bytes, A.element_size()) // 2)
         lo, hi = [], []
-        for s in range(0, A.shape[0], step):
-            a, si = A[s:s + step], sidx[s:s + step]
-            both = self._backward(k, torch.cat([a, -a]), torch.cat([si, si]), B, cache, x_lo, x_hi)
+        if len(A) == 0:
+            return A.new_zeros(0), A.new_zeros(0)
+        if per_sample:
+            bounds_ = torch.searchsorted(sidx, torch.arange(int(sidx.max()) + 2, device=sidx.device)).tolist()
+            spans = [(s0, min(s0 + step, e), si) for si, (b0, e) in enumerate(zip(bounds_[:-1], bounds_[1:]))
+                     for s0 in range(b0, e, step)]
+        else:
+            spans = [(s0, min(s0 + step, len(A)), None) for s0 in range(0, len(A), step)]
+        for s0, s1, si in spans:
+            a = A[s0:s1]
+            rows = si if si is not None else torch.cat([sidx[s0:s1], sidx[s0:s1]])
+            both = self._backward(k, torch.cat([a, -a]), rows, B, cache, x_lo, x_hi)
             lo.append(both[:len(a)])
             hi.append(-both[len(a):])
         return torch.cat(lo), torch.cat(hi)
 
     def bounds(self, x_lo: torch.Tensor, x_hi: torch.Tensor, method: str = "crown",
-               spec: torch.Tensor | None = None, max_bytes: int = 256 * 2**20):
+               spec: torch.Tensor | None = None, max_bytes: int = 256 * 2**20,
+               crown_budget: int | None = None):
         """Bounds of every node (``B``) and of ``sum(spec * output)`` per sample.
 
         ``spec`` [N, *out_shape] (default: the output itself when it is one value).
+        ``crown_budget``: refine at most this many unstable neurons per layer and sample by CROWN
+        (those with the largest ReLU-relaxation area −l·u; the rest keep IBP, still sound);
+        None refines all.
         Returns ``(lo [N], hi [N], B, unstable_frac [N])``.
         """
         if method not in METHODS:
@@ -307,6 +340,12 @@ class Graph:
                 if method == "crown" and not self.ibp_exact[j]:
                     unst = (lo < 0) & (hi > 0)
                     if unst.any():
+                        if crown_budget is not None and int(unst.flatten(1).sum(1).max()) > crown_budget:
+                            score = torch.where(unst, -lo * hi, float("-inf")).flatten(1)
+                            val, top = score.topk(min(int(crown_budget), score.shape[1]), dim=1)
+                            keep = torch.zeros_like(unst.flatten(1))
+                            keep.scatter_(1, top, val > float("-inf"))
+                            unst = keep.view_as(unst)
                         s_i, pos = unst.flatten(1).nonzero(as_tuple=True)
                         A = torch.zeros(len(s_i), lo[0].numel(), dtype=lo.dtype, device=lo.device)
                         A[torch.arange(len(s_i), device=lo.device), pos] = 1.0
@@ -329,7 +368,7 @@ class Graph:
         m_hi = _rsum(sp * hi + sn * lo)
         if method == "crown":
             c_lo, c_hi = self._crown(last, spec, torch.arange(N, device=lo.device), B, cache,
-                                     x_lo, x_hi, max_bytes)
+                                     x_lo, x_hi, max_bytes, per_sample=False)
             m_lo, m_hi = torch.maximum(m_lo, c_lo), torch.minimum(m_hi, c_hi)
         frac = n_unstable.to(lo.dtype) / max(1, self.n_preact)
         return m_lo, m_hi, B, frac
@@ -496,7 +535,7 @@ def _margin_spec(graph: Graph, pred: torch.Tensor) -> torch.Tensor:
 
 def margin_bounds(model: nn.Module | Graph, x: torch.Tensor, eps: float, *, method: str = "crown",
                   pred: torch.Tensor | None = None, input_shape=None, dtype: torch.dtype = torch.float64,
-                  max_bytes: int = 256 * 2**20) -> MarginBounds:
+                  max_bytes: int = 256 * 2**20, crown_budget: int | None = None) -> MarginBounds:
     """Bounds ``[m_lo, m_hi]`` of the margin ``z_ŷ − z_other`` over ``[x − eps, x + eps] ∩ [0, 1]``.
 
     ``x`` [N, C, H, W] in [0, 1]. ``pred``: the clean prediction ŷ (0 real, 1 fake) per sample;
@@ -534,7 +573,8 @@ def margin_bounds(model: nn.Module | Graph, x: torch.Tensor, eps: float, *, meth
             return MarginBounds(m_clean.clone(), m_clean.clone(), m_clean, pred, z, method)
         x_lo, x_hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
         spec = _margin_spec(graph, pred).to(device=dev, dtype=x.dtype)
-        m_lo, m_hi, _, frac = graph.bounds(x_lo, x_hi, method, spec, max_bytes=max_bytes)
+        m_lo, m_hi, _, frac = graph.bounds(x_lo, x_hi, method, spec, max_bytes=max_bytes,
+                                           crown_budget=crown_budget)
     return MarginBounds(m_lo, m_hi, m_clean, pred, frac, method)
 
 
