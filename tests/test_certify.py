@@ -169,6 +169,25 @@ def test_toy_bounds_sound_against_sampling_and_pgd(name, eps):
     assert (w_c < w_i - 1e-9).any()
 
 
+def test_crown_budget_is_sound_and_between_ibp_and_full_crown():
+    net, n_out = toy_nets()["meso_like"]
+    x = _images(3, 7, seed=11)
+    g = trace(net, (3, 7, 7))
+    pred = torch.zeros(3, dtype=torch.long)
+    eps = 0.05
+    w = {}
+    for budget in (0, 2, None):
+        r = margin_bounds(g, x, eps, method="crown", pred=pred, crown_budget=budget)
+        w[budget] = r.m_hi - r.m_lo
+        lo, hi = _box(x, eps)
+        f_i = lambda pts, i: _margin(net, n_out, pts, pred[i].expand(len(pts))).detach()  # noqa: E731
+        s_lo, s_hi = _sampled_extremes(f_i, x, lo, hi, 2000, seed=3)
+        assert (r.m_lo <= s_lo + TOL).all() and (r.m_hi >= s_hi - TOL).all()
+    ibp = margin_bounds(g, x, eps, method="ibp", pred=pred)
+    assert ((w[0] <= ibp.m_hi - ibp.m_lo + 1e-12)).all()
+    assert (w[None] <= w[0] + 1e-12).all() and (w[None] < w[0] - 1e-9).any()
+
+
 def test_pgd_ce_from_the_package_stays_within_the_certificate():
     from dfrobust.attacks import make_attack
 

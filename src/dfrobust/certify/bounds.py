@@ -28,6 +28,10 @@ textbook methods for exactly the operations the MesoNets use, on a graph traced 
   nothing from tighter bounds); max-pool inputs keep the IBP bounds computed from the refined
   layers below. Every refined bound, and the final margin, is the **intersection** of the CROWN
   and the IBP interval, so CROWN is never looser than IBP, neuron by neuron.
+  ``crown_budget`` caps the refined neurons per layer and sample (those with the largest
+  relaxation area −l·u first); the rest keep IBP bounds — sound, cheaper, looser. Its cost per
+  neuron is one backward pass through the layers below, so CROWN costs orders of magnitude more
+  than IBP (``bench/bench_certify.py``).
 
 Soundness holds in real arithmetic; computations run in float64 (the default ``dtype``), so the
 rounding of a float32 forward pass (~1e-7 relative) is far below any margin the book reports.
@@ -294,7 +298,8 @@ class Graph:
         """(lower, upper) of ``sum(A * node_k)`` per row, in chunks.
 
         ``per_sample``: chunks hold rows of one sample, so relaxations broadcast instead of being
-        gathered per row (the memory traffic that dominates on CPU); rows must be sorted by sample.
+        gathered (copied) per row; rows must be sorted by sample. ``bench/bench_certify.py``
+        measures both on the same rows.
         """
         step = max(1, self._rows_per_chunk(max_bytes, A.element_size()) // 2)
         lo, hi = [], []
