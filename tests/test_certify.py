@@ -218,6 +218,31 @@ def test_pgd_ce_from_the_package_stays_within_the_certificate():
         assert ((p1 - p0).abs().numpy() <= cert + 1e-5).all()
 
 
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.LeakyReLU(0.1)])
+def test_one_hidden_layer_against_a_dense_grid(act):
+    """Two inputs: a 301x301 grid finds the true extremes (to the grid's resolution), where a
+    sound-looking but wrong relaxation (e.g. a chord without its intercept) would fall short."""
+    u = torch.linspace(0, 1, 301, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(u, u, indexing="ij"), -1).view(-1, 1, 1, 2)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(2, 6), act, nn.Linear(6, 1)).double().eval()
+        x = torch.rand(1, 1, 1, 2, dtype=torch.float64) * 0.6 + 0.2
+        for eps in (0.05, 0.2):
+            lo, hi = _box(x, eps)
+            with torch.no_grad():
+                z = net(lo + (hi - lo) * grid).view(-1)
+            with torch.no_grad():
+                step = float((hi - lo).max()) / 300 * float(net[1].weight.abs().sum(1).max() * net[3].weight.abs().sum())
+            for method in ("ibp", "crown"):
+                r = margin_bounds(net, x, eps, method=method, pred=torch.zeros(1, dtype=torch.long),
+                                  input_shape=(1, 1, 2))
+                assert float(r.m_lo) <= float(z.min()) + TOL, (seed, eps, method)
+                assert float(r.m_hi) >= float(z.max()) - TOL, (seed, eps, method)
+                if method == "crown":  # and not absurdly loose: within the relaxation's reach
+                    assert float(r.m_hi - r.m_lo) <= 4 * float(z.max() - z.min()) + step + 1e-9
+
+
 def test_linear_network_matches_corner_enumeration():
     torch.manual_seed(3)
     net = nn.Sequential(nn.Conv2d(3, 3, 2, padding=1), _bn(3), nn.MaxPool2d(1), nn.Flatten(),
@@ -309,7 +334,7 @@ def test_certified_records_never_beat_the_attacks():
     labels = torch.tensor([0, 1, 0, 1])
     eps = [0.0, 0.002, 0.01]
     b = np.round(np.linspace(0, 0.2, 21), 6)
-    cert = certified_records({"meso4": det}, x, eps, method="crown", labels=labels, batch_size=2,
+    cert = certified_records({"meso4": det}, x, eps, method="crown", labels=labels, batch_size=2, crown_budget=64,
                              coords={"group": ["a", "b", "a", "b"]})
     atk = robustness.attack_records({"meso4": det}, ["fgsm", "pgd"], eps, x, labels, seed=0,
                                     attack_kw={"pgd": {"steps": 10}}, ssim=False)
