@@ -7,7 +7,10 @@ gives ``P(ŷ | x) = σ(m(x))``; :func:`margin_bounds` returns ``m_lo <= m(x') <=
 Why hand-written. auto_LiRPA is the reference verifier, but its only PyPI release
 (``auto-lirpa`` 0.3, 2022) pins ``torch<1.13`` (pip cannot resolve it beside torch 2.14.1), and
 installed with ``--no-deps`` it fails at import on numpy 2 (``numpy.lib.arraysetops`` is gone);
-no other maintained package on PyPI bounds a PyTorch network. So this module implements the two
+its maintained GitHub master is not released to PyPI. The other PyPI entries in the field
+(``abstractnn`` 0.1.5, ``constraintflow`` 0.1.1, ``auto-verify``, a portfolio runner of external
+verifiers) are young releases or need external tools, and were not adopted (not tried here).
+So this module implements the two
 textbook methods for exactly the operations the MesoNets use, on a graph traced by ``torch.fx``
 (the maintained tracer, so no hand-written model walk):
 
