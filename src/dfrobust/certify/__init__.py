@@ -1,0 +1,17 @@
+"""Certified bounds on the detectors' decision margin, and the certified Robust Ratio built on them.
+
+This package owns *provable* statements about a detector over an L∞ ball: interval bound
+propagation (IBP) and CROWN-style backward linear relaxation of the logit margin
+``m = z_ŷ − z_other`` (:mod:`.bounds`), and the per-(model, ε, sample) certified records (:mod:`.records`); their reduction
+``RR_certified(ε, b)`` (:mod:`dfrobust.metrics.certified`) is a lower bound of the formal
+Robust Ratio just as the attack-based RR of :mod:`dfrobust.metrics` is an upper bound. It
+imports only torch, numpy, xarray and :mod:`dfrobust.models`; attacks, data and figures live
+elsewhere and use it, never the other way round.
+"""
+
+from __future__ import annotations
+
+from .bounds import METHODS, MarginBounds, margin_bounds, trace
+from .records import certified_change, certified_records
+
+__all__ = ["METHODS", "MarginBounds", "margin_bounds", "trace", "certified_records", "certified_change"]
