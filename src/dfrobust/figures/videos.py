@@ -108,3 +108,11 @@ def deviation_figure(lin: xr.Dataset, *, ci: float = 0.95) -> plt.Figure:
     fig.suptitle(f"How far is RR from a straight line? Max deviation from the chord, {ci:.0%} bootstrap interval",
                  fontsize=10)
     return finish(fig)
+
+
+def not_analysed(text: str) -> plt.Figure:
+    """A small figure that says why a panel is empty (e.g. every detector is near chance)."""
+    fig, ax = plt.subplots(figsize=(5, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
+    return finish(fig)
