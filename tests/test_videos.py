@@ -4,6 +4,7 @@ image records on equal terms, parameters and the quality gate."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -411,3 +412,33 @@ def test_quality_gate_excludes_a_constant_detector():
     gate = videos.quality_gate({"const": auc_const, "good": 0.93}, 0.7)
     assert gate.set_index("model").analysed.to_dict() == {"const": False, "good": True}
     assert gate.set_index("model").status["const"] == "not analysed: near chance (val AUC 0.50 < 0.70)"
+
+
+# --------------------------------------------------------------------------- the study's sizes
+
+def test_default_profile_has_power_and_consecutive_frames():
+    """Default: >= 30 videos per class from identities never trained on, clips with >= 8 consecutive prepared
+    frames for the chapter's window; quick stays small; each profile's window fits its prepared frames."""
+    import yaml
+
+    from dfrobust.data import synth
+    from dfrobust.data.manifest import GROUPS
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "notebooks" / "study.yml").read_text())
+    entry = next(e for e in spec["notebooks"] if e["name"] == "04_videos")
+    template = {"frames_per_video": 8, "frame_stride": 1}
+    for profile in ("quick", "default", "paper"):
+        kw = synth.resolve(profile)
+        clip = int(round(kw["video_seconds"] * kw["fps"]))
+        prepared = min(kw["frames_per_video"], clip)
+        nb = {**template, **entry["params"][profile]}
+        need = 1 + (nb["frames_per_video"] - 1) * nb["frame_stride"]
+        # the preparation keeps every frame only when it is asked for at least the whole clip
+        assert kw["frames_per_video"] >= clip or nb["frame_stride"] == 0, profile
+        assert need <= prepared, (profile, need, prepared)
+        assert "train" not in kw["video_splits"], profile
+        per_class = kw["n_videos"] * len(GROUPS)
+        if profile != "quick":
+            assert per_class >= 30 and nb["frames_per_video"] >= 8, profile
+        else:
+            assert per_class * nb["frames_per_video"] <= 48, "keep the quick profile small"
