@@ -119,7 +119,7 @@ def test_undefined_resamples_are_counted_and_block_a_decision():
                         fixed_eps=0.2, fixed_b=0.05, n_boot=400, seed=0)
     und = int(res["n_undefined"].sel(data_type="rare", reading="b").item())
     assert 0.05 * 400 < und < 400                              # counted, not dropped
-    vs, tab = lin.compare(res, "rare", "line", margin=0.05, readings=["b"])
+    vs, _ = lin.compare(res, "rare", "line", margin=0.05, readings=["b"])
     assert vs[0].verdict == "inconclusive" and np.isinf(vs[0].lo)
     assert f"{und}/400 resamples undefined" in vs[0].note
 

@@ -429,7 +429,7 @@ def test_default_profile_has_power_and_consecutive_frames():
     template = {"frames_per_video": 8, "frame_stride": 1}
     for profile in ("quick", "default", "paper"):
         kw = synth.resolve(profile)
-        clip = int(round(kw["video_seconds"] * kw["fps"]))
+        clip = round(kw["video_seconds"] * kw["fps"])
         prepared = min(kw["frames_per_video"], clip)
         nb = {**template, **entry["params"][profile]}
         need = 1 + (nb["frames_per_video"] - 1) * nb["frame_stride"]

@@ -26,6 +26,16 @@ records with the same variables, so :mod:`dfrobust.metrics` (RA, RR, bootstrap) 
 unchanged. Frame-level CIs resample *videos* (``metrics.bootstrap(..., by="video_id")``);
 video-level records have one sample per video, so resampling samples resamples videos.
 
+Frames. A progressive attack needs frames close in time for a carried δ to matter, so the
+chapter keeps a window of consecutive frames (``frame_stride`` 1, :func:`load_video_frames`);
+the synthetic clips are as long as the frames prepared from them.
+
+Images on equal terms. The image-vs-video comparison uses image records with this chapter's ε
+grid, attack settings and seed, and as many images as videos (:func:`image_records` refuses or
+recomputes records made otherwise, :func:`match_units` balances the subset). :func:`check_params`
+checks every chapter parameter before any data or model is touched; :func:`quality_gate` is the
+stand-in gate that keeps near-chance detectors out.
+
 The linearity of RR in the tolerance is measured by :mod:`dfrobust.metrics.linearity`; the
 carried-over starts of the progressive mode live in :mod:`dfrobust.attacks.progressive`. Written
 here: the video reduction of records (a groupby) and the chapter's record builder.
