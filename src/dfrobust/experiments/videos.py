@@ -542,7 +542,7 @@ def half_width(summary: xr.Dataset, *, eps: float, b: float, level: str = "video
 def decide_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     """The chapter's "what this build can decide" table from verdict-like rows
     (claim, n, interval, width, margin, verdict, n_needed)."""
-    cols = ["claim", "n", "interval", "width", "margin", "verdict", "n needed"]
+    cols = ["claim", "n", "interval", "width", "margin", "verdict", "n needed", "note"]
     out = []
     for r in rows:
         lo, hi = float(r.get("lo", np.nan)), float(r.get("hi", np.nan))
@@ -551,7 +551,10 @@ def decide_table(rows: Sequence[Mapping]) -> pd.DataFrame:
                     (f"[{lo:.3g}, {hi:.3g}]" if not (np.isnan(lo) or np.isnan(hi)) else "—"),
                     "width": round(hi - lo, 3) if np.isfinite([lo, hi]).all() else "unbounded" if not np.isnan(hi - lo) else "—",
                     "margin": r.get("margin", ""), "verdict": r["verdict"],
-                    "n needed": "" if r.get("n_needed") in (None, "") or pd.isna(r.get("n_needed")) else int(r["n_needed"])})
+                    "n needed": (int(r["n_needed"]) if r.get("n_needed") not in (None, "") and not pd.isna(r["n_needed"])
+                                 else "unknown (interval unbounded)" if r["verdict"] == "inconclusive"
+                                 and not np.isfinite(hi - lo) else ""),
+                    "note": r.get("note", "")})
     return pd.DataFrame(out, columns=cols)
 
 
