@@ -442,3 +442,13 @@ def test_default_profile_has_power_and_consecutive_frames():
             assert per_class >= 30 and nb["frames_per_video"] >= 8, profile
         else:
             assert per_class * nb["frames_per_video"] <= 48, "keep the quick profile small"
+
+
+def test_frame_steps_measure_successive_kept_frames():
+    fr = _frames(n_videos=2, T=3)
+    fr.images[1] = fr.images[0] + 0.01          # video v0: frame 1 = frame 0 + 0.01 everywhere
+    st = videos.frame_steps(fr)
+    assert len(st) == 2 * 2 and set(st.gap) == {10}
+    first = st.iloc[0]
+    assert first.video_id == "v0" and first.mean_abs == pytest.approx(0.01, abs=1e-6)
+    assert first.max_abs == pytest.approx(0.01, abs=1e-6)

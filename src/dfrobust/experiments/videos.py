@@ -145,6 +145,25 @@ def load_video_frames(manifest: pd.DataFrame, size: int, frames_per_video: int |
                        meta=meta, skipped=skipped)
 
 
+def frame_steps(frames: VideoFrames) -> pd.DataFrame:
+    """Per pair of successive kept frames of a video: source-frame gap, mean and max |x_t − x_{t−1}|.
+
+    Shows how far a perturbation carried from frame t−1 lands from where it was found: when the
+    frames barely move (mean step far below ε) the carried δ meets nearly the same image.
+    """
+    from ..data.sampling import video_order
+
+    rows = []
+    fi = frames.meta["frame_index"].to_numpy()
+    vids = frames.meta["video_id"].astype(str).to_numpy()
+    for idx in video_order(frames.meta):
+        for a, b in zip(idx[:-1], idx[1:]):
+            d = (frames.images[b] - frames.images[a]).abs()
+            rows.append({"video_id": vids[a], "gap": int(fi[b] - fi[a]), "mean_abs": float(d.mean()),
+                         "max_abs": float(d.max())})
+    return pd.DataFrame(rows, columns=["video_id", "gap", "mean_abs", "max_abs"])
+
+
 def skipped_table(frames: VideoFrames) -> pd.DataFrame:
     """The skipped media as a table (stage, video_id, path, reason)."""
     return pd.DataFrame(frames.skipped, columns=["stage", "video_id", "path", "reason"])
