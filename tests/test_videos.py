@@ -1,6 +1,10 @@
-"""Video evaluation: frame sampling, aggregation, progressive carry-over, video bootstrap, skips, linearity."""
+"""Video evaluation: frame sampling and stride, aggregation, progressive carry-over, video bootstrap, skips,
+image records on equal terms, parameters and the quality gate."""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +17,6 @@ from dfrobust.experiments import videos
 from dfrobust.data.video import even_indices, write_mp4
 from dfrobust.attacks import progressive
 from dfrobust.data import sampling
-from dfrobust.metrics import linearity as lin
 
 torch.set_num_threads(1)
 
@@ -300,44 +303,152 @@ def test_bootstrap_resamples_whole_videos():
     assert (vid["RA"]).item() == pytest.approx(0.5)
 
 
-# --------------------------------------------------------------------------- linearity
+# --------------------------------------------------------------------------- consecutive frames
 
-def test_fit_lines_matches_scipy():
-    from scipy.stats import linregress
-
-    rng = np.random.default_rng(0)
-    x = np.linspace(0, 1, 9)
-    y = rng.random((4, 9)) + 2 * x
-    f = lin.fit_lines(x, y)
-    for i in range(4):
-        r = linregress(x, y[i])
-        assert f["slope"][i] == pytest.approx(r.slope)
-        assert f["intercept"][i] == pytest.approx(r.intercept)
-        assert f["r2"][i] == pytest.approx(r.rvalue ** 2)
-        assert f["max_dev"][i] == pytest.approx(np.abs(y[i] - r.intercept - r.slope * x).max())
-    assert np.isnan(lin.fit_lines(x, np.ones(9))["r2"])
-    with pytest.raises(ValueError, match="distinct"):
-        lin.fit_lines(np.zeros(3), np.ones(3))
+def _frame_manifest(indices_by_video: dict[str, list[int]]) -> pd.DataFrame:
+    rows = []
+    for i, (v, idx) in enumerate(indices_by_video.items()):
+        rows += [{"video_id": v, "frame_index": f, "label": i % 2, "group": "asian_male", "path": f"{v}_{f}.png"}
+                 for f in idx]
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=0)   # shuffled: the sampler must sort
 
 
-def test_linearity_detects_the_more_linear_curve():
-    b = np.round(np.linspace(0, 0.8, 9), 2)
-    n = 40
-    # uniform changes -> RR(b) a straight line; changes all at 0.75 -> RR(b) a step
-    uni = _records({f"u{i}": (1, True) for i in range(n)}, change=np.linspace(0.0, 0.8, n))
-    step = _records({f"s{i}": (1, True) for i in range(n)}, change=np.full(n, 0.75))
-    def with_eps0(r):  # add eps = 0 (no change) so that the eps reading can be fitted too
-        r0 = r.assign_coords(eps=[0.0])
-        for v in ("p_adv_fake", "p_adv"):
-            r0[v] = r0["p_clean"].broadcast_like(r0[v]).transpose(*r0[v].dims)
-        return xr.concat([r0, r], dim="eps", data_vars="minimal", coords="minimal", compat="override")
+def test_select_frames_keeps_consecutive_frames_at_stride():
+    df = _frame_manifest({"a": list(range(3, 13)), "b": list(range(0, 10))})
+    one = sampling.select_frames(df, 8, frame_stride=1)
+    assert one.groupby("video_id").frame_index.apply(list).to_dict() == {"a": list(range(3, 11)),
+                                                                         "b": list(range(0, 8))}
+    two = sampling.select_frames(df, 4, frame_stride=2)
+    assert list(two[two.video_id == "b"].frame_index) == [0, 2, 4, 6]
+    spread = sampling.select_frames(df, 4)             # no stride: spread over the prepared frames
+    assert list(spread[spread.video_id == "b"].frame_index) == list(even_indices(10, 4))
+    # frames prepared evenly over a clip are not consecutive: refused, naming the video
+    sparse = _frame_manifest({"c": [0, 6, 12, 18, 24, 30, 36, 42]})
+    with pytest.raises(ValueError, match=r"video_id='c': frames_per_video=8 at frame_stride=1 needs"):
+        sampling.select_frames(sparse, 8, frame_stride=1)
+    with pytest.raises(ValueError, match="frame_stride=0"):
+        sampling.select_frames(df, 4, frame_stride=0)
+    with pytest.raises(ValueError, match="needs frames_per_video"):
+        sampling.select_frames(df, None, frame_stride=1)
 
-    fits = lin.linearity({"linear": (with_eps0(uni), "sample"), "step": (with_eps0(step), "sample")}, b,
-                           fixed_eps=0.1, fixed_b=0.5, n_boot=200, seed=0)
-    r2b = fits["r2"].sel(reading="b")
-    assert (r2b.sel(data_type="linear")).item() > 0.95 > (r2b.sel(data_type="step")).item()
-    d = lin.r2_difference(fits, "linear", "step")
-    assert (d["lo"].sel(reading="b")).item() > 0
-    assert lin.verdict_counts(d.sel(reading=["b"]))["a_more_linear"] == 1
-    tab = lin.linearity_table(fits)
-    assert len(tab) == 2 * 2 and {"slope CI", "r2 CI"} <= set(tab.columns)
+
+# --------------------------------------------------------------------------- image records on equal terms
+
+def _img_records(n=12, eps=(0.0, 0.01, 0.1), seed=0, attack_kw=None):
+    ds = xr.Dataset({"p_adv": (("model", "attack", "eps", "sample"), np.full((1, 1, len(eps), n), 0.5))},
+                    coords={"model": ["m"], "attack": ["pgd"], "eps": list(eps), "sample": np.arange(n),
+                            "group": ("sample", np.array(["g1", "g2"] * (n // 2)))})
+    ds["y"] = ("sample", np.arange(n) % 2)
+    ds.attrs.update(seed=seed, attack_kw=str(attack_kw if attack_kw is not None else {"pgd": {"steps": 3}}))
+    return ds
+
+
+def test_image_records_on_other_terms_are_refused_or_recomputed(tmp_path, data_home):
+    from dfrobust.core import paths
+    from dfrobust.core.results import save
+
+    terms = dict(eps_grid=[0.0, 0.01, 0.1], attack_kw={"pgd": {"steps": 3}}, seed=0, models=["m"], attacks=["pgd"])
+    assert videos.image_mismatch(_img_records(), n_units=6, **terms) == ""
+    assert "eps grid [0.0, 0.02, 0.1] differs" in videos.image_mismatch(_img_records(eps=(0.0, 0.02, 0.1)),
+                                                                        n_units=6, **terms)
+    assert "seed 1 differs" in videos.image_mismatch(_img_records(seed=1), n_units=6, **terms)
+    assert "attack 'pgd' settings {'steps': 10} differ" in videos.image_mismatch(
+        _img_records(attack_kw={"pgd": {"steps": 10}}), n_units=6, **terms)
+    assert "fewer than the 20 units" in videos.image_mismatch(_img_records(), n_units=20, **terms)
+    save(_img_records(eps=(0.0, 0.02, 0.1)), paths.results_dir("quick") / "rr_records.nc")
+    with pytest.raises(ValueError, match=r"rr_records.nc: eps grid .* differs"):
+        videos.image_records("quick", n_units=6, **terms)
+    rec, src = videos.image_records("quick", n_units=6, compute=lambda: _img_records(), **terms)
+    assert rec.sizes["sample"] == 6 and src.startswith("computed here (eps grid")
+    save(_img_records(), paths.results_dir("quick") / "rr_records.nc")
+    rec, src = videos.image_records("quick", n_units=6, **terms)
+    assert src.startswith("saved by the robustness chapter") and rec.sizes["sample"] == 6
+
+
+def test_match_units_is_balanced_and_seeded():
+    rec = _img_records(n=40)
+    sub = videos.match_units(rec, 10, seed=0)
+    assert sub.sizes["sample"] == 10
+    assert (sub["y"].values == 1).sum() == 5
+    assert pd.Series(sub["group"].values).value_counts().min() >= 4
+    xr.testing.assert_equal(sub, videos.match_units(rec, 10, seed=0))
+    with pytest.raises(ValueError, match="n=41: only 40 samples"):
+        videos.match_units(rec, 41)
+
+
+# --------------------------------------------------------------------------- parameters and gate
+
+GOOD = dict(profile="quick", seed=0, models="meso4", attacks="fgsm,pgd", modes="per_frame,progressive",
+            aggregate="mean", eps_min=0.00196, eps_max=0.2, n_eps=4, b_max=0.2, n_b=21, eps_ref=0.02, b_ref=0.1,
+            frames_per_video=8, frame_stride=1, max_videos=0, pgd_steps=3, cw_c=1.0, cw_steps=10, cw_lr=0.01,
+            n_boot=200, level="video", ramp=False, lin_margin=0.05, alpha=0.05, target_videos=30,
+            min_val_auc=0.7, real_frames=8, device="auto")
+
+
+def test_check_params_returns_the_canonical_grid_and_refuses_bad_values():
+    p = videos.check_params(**GOOD)
+    assert p["eps_grid"][0] == 0.0 and len(p["eps_grid"]) == 5 and p["eps_grid"][-1] == 0.2
+    assert np.allclose(np.diff(np.log(p["eps_grid"][1:])), np.log(0.2 / 0.00196) / 3, rtol=1e-3)
+    assert len(p["b_grid"]) == 21 and p["frame_stride"] == 1
+    assert p["eps_ref"] in p["eps_grid"] and p["b_ref"] == pytest.approx(0.1)
+    for key, bad, msg in (("n_b", 11, "n_b=11: expected an integer >= 21"),
+                          ("frames_per_video", 1, "frames_per_video=1"),
+                          ("models", "meso5", "'meso5' is unknown"),
+                          ("attacks", "pgdl2", "'pgdl2' is unknown"),
+                          ("lin_margin", 0.0, "lin_margin=0.0"),
+                          ("min_val_auc", 1.5, "min_val_auc=1.5"),
+                          ("level", "clip", "level='clip'"),
+                          ("eps_min", 0.3, "eps_max=0.2: expected a radius above")):
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            videos.check_params(**{**GOOD, key: bad})
+
+
+def test_quality_gate_excludes_a_constant_detector():
+    # a constant detector has validation AUC 0.5 whatever the data
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.zeros(20), np.ones(20)]
+    auc_const = roc_auc_score(y, np.full(40, 0.7))
+    gate = videos.quality_gate({"const": auc_const, "good": 0.93}, 0.7)
+    assert gate.set_index("model").analysed.to_dict() == {"const": False, "good": True}
+    assert gate.set_index("model").status["const"] == "not analysed: near chance (val AUC 0.50 < 0.70)"
+
+
+# --------------------------------------------------------------------------- the study's sizes
+
+def test_default_profile_has_power_and_consecutive_frames():
+    """Default: >= 30 videos per class from identities never trained on, clips with >= 8 consecutive prepared
+    frames for the chapter's window; quick stays small; each profile's window fits its prepared frames."""
+    import yaml
+
+    from dfrobust.data import synth
+    from dfrobust.data.manifest import GROUPS
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "notebooks" / "study.yml").read_text())
+    entry = next(e for e in spec["notebooks"] if e["name"] == "04_videos")
+    template = {"frames_per_video": 8, "frame_stride": 1}
+    for profile in ("quick", "default", "paper"):
+        kw = synth.resolve(profile)
+        clip = round(kw["video_seconds"] * kw["fps"])
+        prepared = min(kw["frames_per_video"], clip)
+        nb = {**template, **entry["params"][profile]}
+        need = 1 + (nb["frames_per_video"] - 1) * nb["frame_stride"]
+        # the preparation keeps every frame only when it is asked for at least the whole clip
+        assert kw["frames_per_video"] >= clip or nb["frame_stride"] == 0, profile
+        assert need <= prepared, (profile, need, prepared)
+        assert "train" not in kw["video_splits"], profile
+        per_class = kw["n_videos"] * len(GROUPS)
+        if profile != "quick":
+            assert per_class >= 30 and nb["frames_per_video"] >= 8, profile
+        else:
+            assert per_class * nb["frames_per_video"] <= 48, "keep the quick profile small"
+
+
+def test_frame_steps_measure_successive_kept_frames():
+    fr = _frames(n_videos=2, T=3)
+    fr.images[1] = fr.images[0] + 0.01          # video v0: frame 1 = frame 0 + 0.01 everywhere
+    st = videos.frame_steps(fr)
+    assert len(st) == 2 * 2 and set(st.gap) == {10}
+    first = st.iloc[0]
+    assert first.video_id == "v0" and first.mean_abs == pytest.approx(0.01, abs=1e-6)
+    assert first.max_abs == pytest.approx(0.01, abs=1e-6)

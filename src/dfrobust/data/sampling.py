@@ -88,18 +88,27 @@ def video_order(meta: pd.DataFrame) -> list[np.ndarray]:
 
 def select_frames(manifest: pd.DataFrame, frames_per_video: int | None = None, *,
                   splits: Sequence[str] | None = None, max_videos: int | None = None,
-                  seed: int = 0) -> pd.DataFrame:
+                  seed: int = 0, frame_stride: int | None = None) -> pd.DataFrame:
     """Rows of a video-frames manifest, sorted by (video_id, frame_index).
 
-    ``frames_per_video``: keep at most this many frames per video, spread evenly over the frames
-    the manifest holds; None keeps all. ``splits``: keep only these splits (None: all).
-    ``max_videos``: keep at most this many videos per label, balanced over groups (:func:`balanced`).
+    ``frames_per_video``: keep at most this many frames per video; None keeps all.
+    ``frame_stride``: None spreads the kept frames evenly over the frames the manifest holds;
+    an integer s >= 1 keeps a *window* of ``frames_per_video`` frames whose source frame indices
+    are f0, f0 + s, …, f0 + (n−1)·s (f0 the video's first prepared frame) — consecutive frames at
+    s = 1, what a progressive attack needs for a carried δ to matter. A video whose prepared
+    frames do not contain that window is refused with a one-line error naming it (prepare more
+    frames per video). ``splits``: keep only these splits (None: all). ``max_videos``: keep at
+    most this many videos per label, balanced over groups (:func:`balanced`).
     """
     check_video_meta(manifest)
     if frames_per_video is not None:
         _check_n(frames_per_video, "frames_per_video")
     if max_videos is not None:
         _check_n(max_videos, "max_videos")
+    if frame_stride is not None:
+        _check_n(frame_stride, "frame_stride")
+        if frames_per_video is None:
+            raise ValueError(f"frame_stride={frame_stride!r} needs frames_per_video (the window length); got None")
     df = _split(manifest, splits).sort_values(["video_id", "frame_index"], kind="stable")
     if max_videos is not None:
         vids = df.drop_duplicates("video_id")
@@ -107,9 +116,23 @@ def select_frames(manifest: pd.DataFrame, frames_per_video: int | None = None, *
         keep = balanced(vids, int(max_videos) * n_labels, seed=seed, what="max_videos")
         keep = keep.groupby("label").head(int(max_videos))["video_id"]
         df = df[df["video_id"].isin(set(keep))]
-    if frames_per_video is not None:
+    if frames_per_video is not None and frame_stride is None:
         df = pd.concat([g.iloc[even_indices(len(g), int(frames_per_video))]
                         for _, g in df.groupby("video_id", sort=True)])
+    elif frames_per_video is not None:
+        parts = []
+        for vid, g in df.groupby("video_id", sort=True):
+            idx = g["frame_index"].to_numpy(np.int64)
+            want = idx.min() + int(frame_stride) * np.arange(int(frames_per_video))
+            pos = {int(f): i for i, f in enumerate(idx)}
+            missing = [int(f) for f in want if int(f) not in pos]
+            if missing:
+                raise ValueError(
+                    f"video_id={vid!r}: frames_per_video={frames_per_video} at frame_stride={frame_stride} needs "
+                    f"source frames {want.tolist()}; the manifest holds {idx.tolist()[:12]}"
+                    f"{' ...' if len(idx) > 12 else ''} (prepare more frames per video, or lower frames_per_video)")
+            parts.append(g.iloc[[pos[int(f)] for f in want]])
+        df = pd.concat(parts)
     out = df.reset_index(drop=True)
     out.attrs = dict(manifest.attrs)
     return out

@@ -14,7 +14,7 @@ Everything is generated from a seed, without downloads:
   A per-sample ``strength`` in [0, 1] scales every artefact, so detection is learnable but not
   trivial; the range is a parameter (``strength``);
 * every fake records the real frame it was made from (``pair_id``);
-* **videos** are 2-s clips (``fps`` 25 by default) with smooth head motion, blinks and mouth
+* **videos** are short clips (length and ``fps`` per profile in study.yml) with smooth head motion, blinks and mouth
   movement; fake clips are swapped frame by frame with temporally jittered masks and colour
   (flicker); they are written as H.264 mp4 (CRF 23, like FF++ c23) in the FaceForensics++
   folder layout, so the *same* preparation code (:mod:`dfrobust.data.prepare`) reads them;

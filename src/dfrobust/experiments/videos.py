@@ -26,6 +26,16 @@ records with the same variables, so :mod:`dfrobust.metrics` (RA, RR, bootstrap) 
 unchanged. Frame-level CIs resample *videos* (``metrics.bootstrap(..., by="video_id")``);
 video-level records have one sample per video, so resampling samples resamples videos.
 
+Frames. A progressive attack needs frames close in time for a carried δ to matter, so the
+chapter keeps a window of consecutive frames (``frame_stride`` 1, :func:`load_video_frames`);
+the synthetic clips are as long as the frames prepared from them.
+
+Images on equal terms. The image-vs-video comparison uses image records with this chapter's ε
+grid, attack settings and seed, and as many images as videos (:func:`image_records` refuses or
+recomputes records made otherwise, :func:`match_units` balances the subset). :func:`check_params`
+checks every chapter parameter before any data or model is touched; :func:`quality_gate` is the
+stand-in gate that keeps near-chance detectors out.
+
 The linearity of RR in the tolerance is measured by :mod:`dfrobust.metrics.linearity`; the
 carried-over starts of the progressive mode live in :mod:`dfrobust.attacks.progressive`. Written
 here: the video reduction of records (a groupby) and the chapter's record builder.
@@ -95,16 +105,20 @@ class VideoFrames:
 
 
 def load_video_frames(manifest: pd.DataFrame, size: int, frames_per_video: int | None = None, *,
-                      splits: Sequence[str] | None = None, max_videos: int | None = None) -> VideoFrames:
+                      splits: Sequence[str] | None = None, max_videos: int | None = None,
+                      frame_stride: int | None = None, seed: int = 0) -> VideoFrames:
     """Load the frames of a ``video_frames`` manifest, one video at a time.
 
-    A video with any unreadable frame file is skipped *as a whole* (a partial clip would change
+    ``frame_stride``: None spreads ``frames_per_video`` frames evenly over the prepared frames; an
+    integer s keeps a window of consecutive (s = 1) or every s-th source frame
+    (:func:`dfrobust.data.sampling.select_frames`). A video with any unreadable frame file is skipped *as a whole* (a partial clip would change
     what progressive attacks and video scores mean); it is listed in ``skipped`` with the reason,
     together with the media the preparation step already skipped (``manifest.attrs['meta']``).
     """
     from ..data.manifest import load_images
 
-    df = select_frames(manifest, frames_per_video, splits=splits, max_videos=max_videos)
+    df = select_frames(manifest, frames_per_video, splits=splits, max_videos=max_videos,
+                       frame_stride=frame_stride, seed=seed)
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 8:
         raise ValueError(f"size={size!r}: expected an int >= 8 (pixels)")
     meta_in = (manifest.attrs.get("meta") or {})
@@ -129,6 +143,25 @@ def load_video_frames(manifest: pd.DataFrame, size: int, frames_per_video: int |
     meta.attrs = dict(manifest.attrs)
     return VideoFrames(images=torch.cat(parts), labels=torch.as_tensor(meta["label"].to_numpy(np.int64).copy()),
                        meta=meta, skipped=skipped)
+
+
+def frame_steps(frames: VideoFrames) -> pd.DataFrame:
+    """Per pair of successive kept frames of a video: source-frame gap, mean and max |x_t − x_{t−1}|.
+
+    Shows how far a perturbation carried from frame t−1 lands from where it was found: when the
+    frames barely move (mean step far below ε) the carried δ meets nearly the same image.
+    """
+    from ..data.sampling import video_order
+
+    rows = []
+    fi = frames.meta["frame_index"].to_numpy()
+    vids = frames.meta["video_id"].astype(str).to_numpy()
+    for idx in video_order(frames.meta):
+        for a, b in zip(idx[:-1], idx[1:]):
+            d = (frames.images[b] - frames.images[a]).abs()
+            rows.append({"video_id": vids[a], "gap": int(fi[b] - fi[a]), "mean_abs": float(d.mean()),
+                         "max_abs": float(d.max())})
+    return pd.DataFrame(rows, columns=["video_id", "gap", "mean_abs", "max_abs"])
 
 
 def skipped_table(frames: VideoFrames) -> pd.DataFrame:
@@ -306,33 +339,242 @@ def ra_rr_summary(frame_records: xr.Dataset, b_grid: Sequence[float], *, aggrega
     return res
 
 
-def image_records(profile: str, *, models: Sequence[str] | None = None, attacks: Sequence[str] | None = None,
-                  name: str = "robustness_records", compute=None) -> tuple[xr.Dataset | None, str]:
-    """The image records saved by the robustness chapter, or ``compute()``'s result, or None.
+def _attack_kw_of(records: xr.Dataset) -> dict:
+    import ast
 
-    Returns (records or None, where they came from). ``compute``: a zero-argument callable that
-    runs ``robustness.attack_records`` on the images manifest (called only when no file exists).
-    The models/attacks asked for are selected when the saved file has them all.
+    raw = records.attrs.get("attack_kw", "{}")
+    try:
+        kw = ast.literal_eval(raw) if isinstance(raw, str) else dict(raw)
+    except (ValueError, SyntaxError):
+        raise ValueError(f"image records: attack_kw attribute {raw!r} is not readable; expected a dict literal") from None
+    return {str(k): dict(v) for k, v in kw.items()}
+
+
+def image_mismatch(records: xr.Dataset, *, eps_grid: Sequence[float], attack_kw: Mapping[str, Mapping],
+                   seed: int, models: Sequence[str], attacks: Sequence[str], n_units: int) -> str:
+    """Why image records cannot be compared with this chapter's videos on equal terms ("" when they can).
+
+    Equal terms: the same ε grid, the same attack settings for every attack used, the same seed,
+    every model and attack present, and at least ``n_units`` images (one per video).
+    """
+    have_m = list(map(str, records["model"].values))
+    have_a = list(map(str, records["attack"].values))
+    if [m for m in models if m not in have_m]:
+        return f"models {[m for m in models if m not in have_m]} missing (records have {have_m})"
+    if [a for a in attacks if a not in have_a]:
+        return f"attacks {[a for a in attacks if a not in have_a]} missing (records have {have_a})"
+    e = np.asarray(records["eps"].values, float)
+    want = np.asarray(list(eps_grid), float)
+    if len(e) != len(want) or not np.allclose(e, want, rtol=0, atol=1e-9):
+        return f"eps grid {e.round(6).tolist()} differs from this chapter's {want.round(6).tolist()}"
+    rs = int(records.attrs.get("seed", -1))
+    if rs != int(seed):
+        return f"seed {rs} differs from this chapter's seed {int(seed)}"
+    have_kw = _attack_kw_of(records)
+    for a in attacks:
+        mine, theirs = dict(attack_kw.get(a, {})), have_kw.get(a, {})
+        if mine != theirs:
+            return f"attack {a!r} settings {theirs} differ from this chapter's {mine}"
+    n = int(records.sizes["sample"])
+    if n < int(n_units):
+        return f"{n} images, fewer than the {int(n_units)} units (videos) to match"
+    return ""
+
+
+def match_units(records: xr.Dataset, n: int, *, seed: int = 0) -> xr.Dataset:
+    """``n`` samples of ``records`` balanced over label × group (the sampler's rule), in sample order."""
+    from ..data.sampling import balanced
+
+    n_have = int(records.sizes["sample"])
+    if int(n) > n_have:
+        raise ValueError(f"n={n!r}: only {n_have} samples in the records; expected n <= {n_have}")
+    units = pd.DataFrame({"pos": np.arange(n_have), "label": np.asarray(records["y"].values).astype(int)})
+    if "group" in records.coords and records["group"].dims == ("sample",):
+        units["group"] = np.asarray(records["group"].values).astype(str)
+    pick = np.sort(balanced(units, int(n), seed=seed, what="n_units")["pos"].to_numpy())
+    return records.isel(sample=pick)
+
+
+def image_records(profile: str, *, eps_grid: Sequence[float], attack_kw: Mapping[str, Mapping], seed: int,
+                  models: Sequence[str], attacks: Sequence[str], n_units: int,
+                  name: str = "rr_records", compute=None) -> tuple[xr.Dataset, str]:
+    """Image records for the image-vs-video comparison, on this chapter's terms, with ``n_units`` images.
+
+    The robustness chapter's saved records are used when :func:`image_mismatch` finds nothing;
+    otherwise ``compute()`` (a zero-argument callable running ``robustness.attack_records`` on
+    ``n_units`` balanced test images with this chapter's grid, settings and seed) recomputes them,
+    and without ``compute`` a one-line ValueError names the difference. Returns (records with
+    exactly ``n_units`` images, where they came from).
     """
     from ..core import paths
     from ..core.results import load
 
     path = paths.results_dir(profile) / f"{name}.nc"
-    rec, source = None, ""
+    why = f"no saved image records ({path.name})"
     if path.is_file():
         rec = load(path)
-        source = f"saved by the robustness chapter ({path.name})"
-        have_m = set(map(str, rec["model"].values))
-        have_a = set(map(str, rec["attack"].values))
-        want_m = list(models) if models else sorted(have_m)
-        want_a = list(attacks) if attacks else sorted(have_a)
-        if set(want_m) <= have_m and set(want_a) <= have_a:
-            rec = rec.sel(model=want_m, attack=want_a)
-        else:
-            rec, source = None, ""
-    if rec is None and compute is not None:
-        rec, source = compute(), "computed here with robustness.attack_records"
-    return rec, source
+        why = image_mismatch(rec, eps_grid=eps_grid, attack_kw=attack_kw, seed=seed, models=models,
+                             attacks=attacks, n_units=n_units)
+        if not why:
+            rec = match_units(rec.sel(model=list(models), attack=list(attacks)), n_units, seed=seed)
+            return rec, f"saved by the robustness chapter ({path.name}), {n_units} of its images"
+    if compute is None:
+        raise ValueError(f"image records {path.name}: {why}; expected records on this chapter's terms "
+                         "(or pass compute= to recompute them)")
+    rec = compute()
+    why_new = image_mismatch(rec, eps_grid=eps_grid, attack_kw=attack_kw, seed=seed, models=models,
+                             attacks=attacks, n_units=n_units)
+    if why_new:
+        raise RuntimeError(f"recomputed image records are not on this chapter's terms: {why_new}")
+    return match_units(rec, n_units, seed=seed), f"computed here ({why})"
+
+
+# ------------------------------------------------------------------------------------ parameters
+
+def _log_grid(eps_min: float, eps_max: float, n: int) -> list[float]:
+    """0 plus ``n`` log-spaced radii: ``metrics.grids.log_grid`` where the package has it (the
+    robustness chapter's grid), else the same rule (6 significant digits)."""
+    from ..metrics import grids
+
+    if hasattr(grids, "log_grid"):
+        return list(grids.log_grid(eps_min, eps_max, n))
+    from ..core.params import check_eps
+
+    lo, hi = check_eps(eps_min, what="eps_min"), check_eps(eps_max, what="eps_max")
+    if isinstance(n, bool) or int(n) != n or int(n) < 1:
+        raise ValueError(f"n_eps={n!r}: expected an integer >= 1 (radii after 0)")
+    if lo <= 0:
+        raise ValueError(f"eps_min={eps_min!r}: expected a radius > 0 (0 is always on the grid)")
+    if int(n) == 1:
+        return [0.0, float(f"{hi:.6g}")]
+    if hi <= lo:
+        raise ValueError(f"eps_max={eps_max!r}: expected a radius above eps_min={eps_min!r}")
+    return [0.0] + [float(f"{v:.6g}") for v in np.geomspace(lo, hi, int(n))]
+
+
+def _int(name: str, v, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
+        raise ValueError(f"{name}={v!r}: expected an integer >= {minimum}")
+    return int(v)
+
+
+def _num(name: str, v, lo: float, hi: float, *, open_lo: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) \
+            or v > hi or (v <= lo if open_lo else v < lo):
+        raise ValueError(f"{name}={v!r}: expected a number in {'(' if open_lo else '['}{lo:g}, {hi:g}]")
+    return float(v)
+
+
+def check_params(*, profile: str, seed: int, models: str, attacks: str, modes: str, aggregate: str,
+                 eps_min: float, eps_max: float, n_eps: int, b_max: float, n_b: int, eps_ref: float, b_ref: float,
+                 frames_per_video: int, frame_stride: int, max_videos: int, pgd_steps: int, cw_c: float,
+                 cw_steps: int, cw_lr: float, n_boot: int, level: str, ramp: bool, lin_margin: float,
+                 alpha: float, target_videos: int, min_val_auc: float, real_frames: int, device: str) -> dict:
+    """Every parameter of the images-vs-videos chapter checked before any data or model is touched.
+
+    One-line ValueError naming the parameter and what is expected. Returns the canonical values:
+    model, attack and mode lists, the ε grid (0 plus ``n_eps`` log-spaced radii, the robustness
+    chapter's grid), the b grid (``n_b`` bounds from 0 to ``b_max``, at least 21 so that the b
+    reading of linearity has a fine grid), the grid values nearest ``eps_ref``/``b_ref`` and the
+    attack settings.
+    """
+    from ..core import params as core_params
+    from ..models import MODELS
+
+    if not isinstance(profile, str) or not profile:
+        raise ValueError(f"profile={profile!r}: expected a profile name such as 'quick' or 'default'")
+    seed = _int("seed", seed, 0)
+    model_list = core_params.split_list(models, "models", allowed=MODELS)
+    attack_list = core_params.split_list(attacks, "attacks", allowed=PROGRESSIVE_ATTACKS)
+    mode_list = check_modes(modes)
+    agg = check_aggregate(aggregate)
+    n_eps = _int("n_eps", n_eps, 2)
+    eps_grid = _log_grid(eps_min, eps_max, n_eps)
+    n_b = _int("n_b", n_b, 21)
+    b_max = _num("b_max", b_max, 0, 1, open_lo=True)
+    b_grid = metrics.linspace_grid(b_max, n_b, what="b")
+    attack_list, eps_grid = robustness.check_sweep(attack_list, eps_grid, b_grid=b_grid)
+    _num("eps_ref", eps_ref, 0, 1)
+    _num("b_ref", b_ref, 0, 1)
+    if level not in ("video", "frame"):
+        raise ValueError(f"level={level!r}: expected 'video' or 'frame'")
+    if not isinstance(ramp, (bool, np.bool_)):
+        raise ValueError(f"ramp={ramp!r}: expected True or False")
+    frames_per_video = _int("frames_per_video", frames_per_video, 2)
+    frame_stride = _int("frame_stride", frame_stride, 0)
+    max_videos = _int("max_videos", max_videos, 0)
+    pgd_steps = _int("pgd_steps", pgd_steps, 1)
+    cw_steps = _int("cw_steps", cw_steps, 1)
+    _num("cw_c", cw_c, 0, 1e6, open_lo=True)
+    _num("cw_lr", cw_lr, 0, 10, open_lo=True)
+    n_boot = _int("n_boot", n_boot, 100)
+    lin_margin = _num("lin_margin", lin_margin, 0, 1, open_lo=True)
+    alpha = _num("alpha", alpha, 0, 0.5, open_lo=True)
+    if alpha >= 0.5:
+        raise ValueError(f"alpha={alpha!r}: expected a level in (0, 0.5)")
+    target_videos = _int("target_videos", target_videos, 1)
+    min_val_auc = _num("min_val_auc", min_val_auc, 0, 1)
+    real_frames = _int("real_frames", real_frames, 1)
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
+    return dict(profile=profile, seed=seed, models=model_list, attacks=attack_list, modes=mode_list,
+                aggregate=agg, eps_grid=list(eps_grid), b_grid=list(b_grid),
+                eps_ref=min(eps_grid, key=lambda e: abs(e - eps_ref)), b_ref=min(b_grid, key=lambda b: abs(b - b_ref)),
+                frames_per_video=frames_per_video, frame_stride=frame_stride or None, max_videos=max_videos,
+                attack_kw={"pgd": {"steps": pgd_steps}, "cw": {"c": float(cw_c), "steps": cw_steps, "lr": float(cw_lr)}},
+                n_boot=n_boot, level=level, ramp=bool(ramp), lin_margin=lin_margin, alpha=alpha,
+                target_videos=target_videos, min_val_auc=min_val_auc, real_frames=real_frames, device=str(device))
+
+
+def quality_gate(val_auc: Mapping[str, float], min_val_auc: float = 0.7) -> pd.DataFrame:
+    """Stand-in for the study's quality gate (wired at merge): one row per detector with its
+    validation AUC and whether it is analysed; below ``min_val_auc`` the status reads
+    "not analysed: near chance (val AUC x.xx < 0.70)"."""
+    _num("min_val_auc", min_val_auc, 0, 1)
+    rows = []
+    for m, auc in val_auc.items():
+        ok = bool(np.isfinite(auc) and auc >= min_val_auc)
+        rows.append({"model": m, "val_auc": float(auc), "analysed": ok,
+                     "status": "analysed" if ok else f"not analysed: near chance (val AUC {auc:.2f} < {min_val_auc:.2f})"})
+    return pd.DataFrame(rows, columns=["model", "val_auc", "analysed", "status"])
+
+
+def best_val_auc(record: xr.Dataset) -> float:
+    """Validation AUC of the weights a training record kept (its ``best_epoch``)."""
+    v = np.asarray(record["val_auc"].values, float)
+    if "best_epoch" in record and v.size:
+        return float(v[int(record["best_epoch"]) - 1])
+    return float(np.nanmax(v)) if v.size else float("nan")
+
+
+# ------------------------------------------------------------------------------------ what this build decides
+
+def half_width(summary: xr.Dataset, *, eps: float, b: float, level: str = "video") -> pd.DataFrame:
+    """Half-widths of the RA and RR intervals at the reference cell (ε, b), per mode × model × attack."""
+    s = summary.sel(level=level, eps=eps, b=b)
+    df = ((s[["RA_hi", "RR_hi"]] - s[["RA_lo", "RR_lo"]].rename(RA_lo="RA_hi", RR_lo="RR_hi")) / 2) \
+        .rename(RA_hi="RA half-width", RR_hi="RR half-width").to_dataframe()
+    keep = [c for c in ("RA half-width", "RR half-width")]
+    return df[keep].round(3)
+
+
+def decide_table(rows: Sequence[Mapping]) -> pd.DataFrame:
+    """The chapter's "what this build can decide" table from verdict-like rows
+    (claim, n, interval, width, margin, verdict, n_needed)."""
+    cols = ["claim", "n", "interval", "width", "margin", "verdict", "n needed", "note"]
+    out = []
+    for r in rows:
+        lo, hi = float(r.get("lo", np.nan)), float(r.get("hi", np.nan))
+        out.append({"claim": r["claim"], "n": r.get("n", ""),
+                    "interval": f"[{lo:.3f}, {hi:.3f}]" if np.isfinite([lo, hi]).all() else
+                    (f"[{lo:.3g}, {hi:.3g}]" if not (np.isnan(lo) or np.isnan(hi)) else "—"),
+                    "width": round(hi - lo, 3) if np.isfinite([lo, hi]).all() else "unbounded" if not np.isnan(hi - lo) else "—",
+                    "margin": r.get("margin", ""), "verdict": r["verdict"],
+                    "n needed": (int(r["n_needed"]) if r.get("n_needed") not in (None, "") and not pd.isna(r["n_needed"])
+                                 else "unknown (interval unbounded)" if r["verdict"] == "inconclusive"
+                                 and not np.isfinite(hi - lo) else ""),
+                    "note": r.get("note", "")})
+    return pd.DataFrame(out, columns=cols)
 
 
 # ------------------------------------------------------------------------------------ linearity

@@ -1,6 +1,6 @@
 """Figures of the "Images vs videos" chapter: the video panels of Figure 1 (through the robustness
 chapter's :func:`dfrobust.figures.robustness.figure1`), RR-vs-tolerance lines per data type, and
-R² with bootstrap CIs. Every function returns a matplotlib Figure and never shows it."""
+the max deviation of RR from its chord with bootstrap intervals. Every function returns a matplotlib Figure and never shows it."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def video_figure1(summary: xr.Dataset, *, level: str = "video", mode: str = "per
 
 
 def linearity_figure(lin: xr.Dataset, model: str | None = None, *, data_types=None) -> plt.Figure:
-    """RR against tolerance (points) and the fitted line (dashed) per data type; rows = readings,
-    columns = attacks; the legend gives R² per data type."""
+    """RR against tolerance (points) and its chord over the non-saturated part (dashed) per data
+    type; rows = readings, columns = attacks; the legend gives the max deviation from the chord."""
     models = list(map(str, lin["model"].values))
     model = model or models[0]
     if model not in models:
@@ -55,28 +55,32 @@ def linearity_figure(lin: xr.Dataset, model: str | None = None, *, data_types=No
                     continue
                 x, y = x[ok], y[ok]
                 c = COLORS.get(str(dt), None)
-                r2 = float(s["r2"])
-                ax.plot(x, y, "o", ms=3, color=c, label=f"{LABELS.get(str(dt), dt)} (R²={r2:.2f})")
-                xx = np.linspace(x.min(), x.max(), 20)
-                ax.plot(xx, float(s["intercept"]) + float(s["slope"]) * xx, "--", lw=1, color=c)
+                d = float(s["dev"])
+                lab = f"{LABELS.get(str(dt), dt)} (dev {d:.3f})" if np.isfinite(d) else f"{LABELS.get(str(dt), dt)} (undefined)"
+                ax.plot(x, y, "o-", ms=3, lw=0.6, color=c, label=lab)
+                lo, hi = int(s["sat_lo"]), int(s["sat_hi"])
+                if np.isfinite(d) and 0 <= lo < hi < len(x):
+                    ax.plot([x[lo], x[hi]], [y[lo], y[hi]], "--", lw=1, color=c)
             ax.set_ylim(-0.03, 1.03)
             fixed = float(lin.sel(reading=r)["fixed"].isel(data_type=0))
             ax.set_title(f"{a.upper()} · " + (f"ε = {fixed:g}" if r == "b" else f"b = {fixed:g}"), fontsize=9)
             ax.set_xlabel("tolerance b" if r == "b" else "tolerance ε")
             if j == 0:
                 ax.set_ylabel("RR")
-            ax.legend(fontsize=6, loc="lower right")
-    fig.suptitle(f"{model}: RR vs tolerance and least-squares lines", fontsize=10)
+            ax.legend(fontsize=6, loc="best")
+    fig.suptitle(f"{model}: RR vs tolerance and the chord over the non-saturated part", fontsize=10)
     return finish(fig)
 
 
-def r2_figure(lin: xr.Dataset) -> plt.Figure:
-    """R² of the RR-vs-tolerance line with its bootstrap CI; rows = readings, columns = models,
-    x = attack, colour = data type."""
+def deviation_figure(lin: xr.Dataset, *, ci: float = 0.95) -> plt.Figure:
+    """Max deviation of RR from its chord with a percentile bootstrap interval of the defined
+    resamples (the count of undefined ones in the tick label); rows = readings, columns = models,
+    x = attack, colour = data type. Lower is straighter."""
     models = list(map(str, lin["model"].values))
     attacks = list(map(str, lin["attack"].values))
     readings = list(map(str, lin["reading"].values))
     dts = list(map(str, lin["data_type"].values))
+    q = [(1 - ci) / 2, 1 - (1 - ci) / 2]
     fig, axes = plt.subplots(len(readings), len(models), figsize=(3.2 * len(models), 2.6 * len(readings)),
                              squeeze=False, sharey=True, constrained_layout=True)
     width = 0.8 / max(len(dts), 1)
@@ -86,16 +90,29 @@ def r2_figure(lin: xr.Dataset) -> plt.Figure:
             for k, dt in enumerate(dts):
                 s = lin.sel(data_type=dt, model=m, reading=r)
                 x = np.arange(len(attacks)) + (k - (len(dts) - 1) / 2) * width
-                est = s["r2"].sel(attack=attacks).values
-                lo, hi = s["r2_lo"].sel(attack=attacks).values, s["r2_hi"].sel(attack=attacks).values
+                est = s["dev"].sel(attack=attacks).values
+                boots = s["dev_boot"].sel(attack=attacks).transpose("attack", "boot").values
+                lo = np.array([np.nanquantile(b, q[0]) if np.isfinite(b).any() else np.nan for b in boots])
+                hi = np.array([np.nanquantile(b, q[1]) if np.isfinite(b).any() else np.nan for b in boots])
                 err = np.vstack([np.clip(est - lo, 0, None), np.clip(hi - est, 0, None)])
                 ax.errorbar(x, est, yerr=np.nan_to_num(err), fmt="o", ms=4, capsize=2,
                             color=COLORS.get(dt), label=LABELS.get(dt, dt))
-            ax.set_xticks(range(len(attacks)), [a.upper() for a in attacks])
-            ax.set_ylim(-0.05, 1.05)
+            und = lin["n_undefined"].sel(model=m, reading=r).sum("data_type").sel(attack=attacks).values
+            ax.set_xticks(range(len(attacks)), [f"{a.upper()}\n{int(u)} undef." for a, u in zip(attacks, und)],
+                          fontsize=7)
+            ax.set_ylim(bottom=0)
             ax.set_title(f"{m} · tolerance {'b' if r == 'b' else 'ε'}", fontsize=9)
             if j == 0:
-                ax.set_ylabel("R² of the line")
-    axes[0, -1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("How linear is RR in the tolerance? R² with 95% bootstrap CI", fontsize=10)
+                ax.set_ylabel("max |RR − chord|")
+    axes[0, -1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"How far is RR from a straight line? Max deviation from the chord, {ci:.0%} bootstrap interval",
+                 fontsize=10)
+    return finish(fig)
+
+
+def not_analysed(text: str) -> plt.Figure:
+    """A small figure that says why a panel is empty (e.g. every detector is near chance)."""
+    fig, ax = plt.subplots(figsize=(5, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
     return finish(fig)
