@@ -380,7 +380,7 @@ def test_match_units_is_balanced_and_seeded():
 
 GOOD = dict(profile="quick", seed=0, models="meso4", attacks="fgsm,pgd", modes="per_frame,progressive",
             aggregate="mean", eps_min=0.00196, eps_max=0.2, n_eps=4, b_max=0.2, n_b=21, eps_ref=0.02, b_ref=0.1,
-            frames_per_video=8, frame_stride=1, max_videos=0, pgd_steps=3, cw_c=1.0, cw_steps=10, cw_lr=0.01,
+            frames_per_video=8, frame_stride=1, max_videos=0, pgd_steps=3,
             n_boot=200, level="video", ramp=False, lin_margin=0.05, alpha=0.05, target_videos=30,
             min_val_auc=0.7, real_frames=8, device="auto")
 
@@ -394,7 +394,7 @@ def test_check_params_returns_the_canonical_grid_and_refuses_bad_values():
     for key, bad, msg in (("n_b", 11, "n_b=11: expected an integer >= 21"),
                           ("frames_per_video", 1, "frames_per_video=1"),
                           ("models", "meso5", "'meso5' is unknown"),
-                          ("attacks", "pgdl2", "'pgdl2' is unknown"),
+                          ("attacks", "cw", "'cw' is unknown"),
                           ("lin_margin", 0.0, "lin_margin=0.0"),
                           ("min_val_auc", 1.5, "min_val_auc=1.5"),
                           ("level", "clip", "level='clip'"),

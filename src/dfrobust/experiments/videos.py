@@ -467,8 +467,8 @@ def _num(name: str, v, lo: float, hi: float, *, open_lo: bool = False) -> float:
 
 def check_params(*, profile: str, seed: int, models: str, attacks: str, modes: str, aggregate: str,
                  eps_min: float, eps_max: float, n_eps: int, b_max: float, n_b: int, eps_ref: float, b_ref: float,
-                 frames_per_video: int, frame_stride: int, max_videos: int, pgd_steps: int, cw_c: float,
-                 cw_steps: int, cw_lr: float, n_boot: int, level: str, ramp: bool, lin_margin: float,
+                 frames_per_video: int, frame_stride: int, max_videos: int, pgd_steps: int,
+                 n_boot: int, level: str, ramp: bool, lin_margin: float,
                  alpha: float, target_videos: int, min_val_auc: float, real_frames: int, device: str) -> dict:
     """Every parameter of the images-vs-videos chapter checked before any data or model is touched.
 
@@ -504,9 +504,6 @@ def check_params(*, profile: str, seed: int, models: str, attacks: str, modes: s
     frame_stride = _int("frame_stride", frame_stride, 0)
     max_videos = _int("max_videos", max_videos, 0)
     pgd_steps = _int("pgd_steps", pgd_steps, 1)
-    cw_steps = _int("cw_steps", cw_steps, 1)
-    _num("cw_c", cw_c, 0, 1e6, open_lo=True)
-    _num("cw_lr", cw_lr, 0, 10, open_lo=True)
     n_boot = _int("n_boot", n_boot, 100)
     lin_margin = _num("lin_margin", lin_margin, 0, 1, open_lo=True)
     alpha = _num("alpha", alpha, 0, 0.5, open_lo=True)
@@ -521,7 +518,7 @@ def check_params(*, profile: str, seed: int, models: str, attacks: str, modes: s
                 aggregate=agg, eps_grid=list(eps_grid), b_grid=list(b_grid),
                 eps_ref=min(eps_grid, key=lambda e: abs(e - eps_ref)), b_ref=min(b_grid, key=lambda b: abs(b - b_ref)),
                 frames_per_video=frames_per_video, frame_stride=frame_stride or None, max_videos=max_videos,
-                attack_kw={"pgd": {"steps": pgd_steps}, "cw": {"c": float(cw_c), "steps": cw_steps, "lr": float(cw_lr)}},
+                attack_kw=robustness.attack_options(attack_list, steps=pgd_steps),
                 n_boot=n_boot, level=level, ramp=bool(ramp), lin_margin=lin_margin, alpha=alpha,
                 target_videos=target_videos, min_val_auc=min_val_auc, real_frames=real_frames, device=str(device))
 
