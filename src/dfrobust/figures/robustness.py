@@ -179,8 +179,9 @@ def tightening(table: pd.DataFrame, *, b: float) -> plt.Figure:
     models = list(dict.fromkeys(t["model"]))
     fig, axes = plt.subplots(1, max(len(models), 1), figsize=(3.4 * max(len(models), 1), 2.8), squeeze=False,
                              sharey=True, constrained_layout=True)
-    loose = str(t["loose"].iloc[0]).upper() if len(t) else "?"
-    tight = str(t["tight"].iloc[0]).upper() if len(t) else "?"
+    names = {"rr": "RR attack", "pgd": "PGD-CE", "worst": "worst case"}
+    loose = names.get(str(t["loose"].iloc[0]), str(t["loose"].iloc[0]).upper()) if len(t) else "?"
+    tight = names.get(str(t["tight"].iloc[0]), str(t["tight"].iloc[0]).upper()) if len(t) else "?"
     for ax, m in zip(axes[0], models):
         s = t[t["model"] == m].sort_values("eps")
         ax.axhline(0, color="k", lw=0.8)
@@ -191,7 +192,9 @@ def tightening(table: pd.DataFrame, *, b: float) -> plt.Figure:
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("ε (L∞ radius, log scale)")
     axes[0, 0].set_ylabel(f"RR({loose}) − RR({tight})")
-    fig.suptitle(f"How much {tight} lowers {loose}'s RR upper bound at b = {b:.3g} (95 % paired band)", fontsize=9)
+    fig.suptitle(f"How much the {tight} lowers {loose}'s RR upper bound at b = {b:.3g} (95 % paired band)"
+                 if tight == "RR attack" else f"How much {tight} lowers {loose}'s RR upper bound at b = {b:.3g} "
+                 "(95 % paired band)", fontsize=9)
     return finish(fig)
 
 
