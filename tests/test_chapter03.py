@@ -182,3 +182,18 @@ def test_minimal_and_tightening_figures():
     assert len(rfig.minimal_curves(cur).axes) == 2
     t = robustness.tightening_table(_two_attack_records(), [0.1], n_boot=50)
     assert len(rfig.tightening(t, b=0.1).axes) == 1
+
+
+def test_validation_cell_is_one_call_and_the_sweep_has_the_new_attacks():
+    import nbformat
+
+    nb = nbformat.read(TEMPLATE, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "check_params(" in c.source)
+    lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    assert len(lines) <= 8 and cell.source.count("check_params(") == 1
+    d = _defaults()
+    assert d["attacks"] == "fgsm,pgd,cwinf,rr"
+    assert {"cw_c_init", "cw_search_steps", "cw_steps", "cw_lr"} <= set(d) and "cw_c" not in d
+    src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "minimal_records(" in src and '"rr_minimal.nc"' in src.replace("'", '"')
+    assert "tightening_table(" in src
