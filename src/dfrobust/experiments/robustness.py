@@ -32,6 +32,15 @@ An attack-based RR is an **upper bound** of the formal RR (Eqs. 2-3 quantify ove
 δ in the ball; an attack finds some of them), and attack-based RA is an upper bound of the
 true robust accuracy. At ε = 0 no attack runs: the only admissible δ is 0, so RR = 1 exactly.
 ``changed`` means ``||δ||∞ > 1e-6`` (dtype round trips are not changes).
+
+Chapter 03's tables are built here too: :func:`claim_table` (the verdicts), :func:`bound_table`
+(each attack against the worst case), :func:`tightening_table` (how much the RR attack lowers PGD's
+RR bound, paired), and the readings of the minimal records against an L2 radius
+(:func:`minimal_per_sample`, :func:`minimal_curves`, :func:`minimal_summary`, :func:`radius_grid`).
+The bootstrap median of the minimal ||δ||₂ is a weighted quantile on the study's shared multinomial
+resamples (``metrics.bootstrap_weights``), written by hand because ``scipy.stats.bootstrap`` neither
+shares resamples across metrics nor takes the cluster weights, and it must keep ``inf`` (never flipped)
+as a value.
 """
 
 from __future__ import annotations
