@@ -31,6 +31,25 @@ def test_check_params_defaults_give_a_log_grid_and_reference_cell():
     assert p["b_ref"] in p["b_grid"]
 
 
+def test_check_params_sets_up_the_run_and_returns_provenance():
+    import json
+
+    import torch
+
+    d = {**_defaults(), "seed": 5, "device": "cpu"}
+    p = robustness.check_params(**d)
+    assert p["attacks"] == ["fgsm", "pgd", "cwinf", "rr"]  # the chapter's default sweep
+    assert p["device"] == torch.device("cpu")
+    assert p["attack_kw"] == {a: {"steps": d["pgd_steps"]} for a in ("pgd", "cwinf", "rr")}
+    assert p["cw_kw"]["search_steps"] == d["cw_search_steps"] and p["cw_kw"]["c_init"] == d["cw_c_init"]
+    prov = json.loads(json.dumps(p["params"]))  # serialisable provenance
+    assert prov["seed"] == 5 and prov["eps_ref"] == p["eps_ref"] and prov["cw_kw"]["steps"] == d["cw_steps"]
+    first = torch.rand(3)
+    robustness.check_params(**d)
+    assert torch.equal(first, torch.rand(3))  # seeded by the call
+    assert torch.get_num_threads() <= 2
+
+
 @pytest.mark.parametrize("key,value,match", [
     ("models", "meso4,vgg", "models: 'vgg' is unknown"),
     ("models", "meso4,meso4", "duplicate meso4"),
@@ -50,6 +69,13 @@ def test_check_params_defaults_give_a_log_grid_and_reference_cell():
     ("target_half_width", 0, "target_half_width=0"),
     ("profile", "huge", "profile='huge'"),
     ("device", "tpu", "device='tpu'"),
+    ("attacks", "pgd,cw", "cw has no budget"),
+    ("cw_c_init", 0.0, "cw_c_init=0.0"),
+    ("cw_c_init", 5e3, "cw_c_init=5000.0"),
+    ("cw_search_steps", 0, "cw_search_steps=0"),
+    ("cw_steps", 0, "cw_steps=0"),
+    ("cw_lr", 0.0, "cw_lr=0.0"),
+    ("pgd_steps", 0, "pgd_steps=0"),
 ])
 def test_check_params_names_the_bad_parameter(key, value, match):
     with pytest.raises(ValueError, match=match.replace("(", r"\(")):
@@ -65,9 +91,11 @@ def test_quality_gate_stand_in_excludes_near_chance():
 
 
 def test_attack_options_give_steps_to_iterative_attacks_only():
-    kw = robustness.attack_options(["fgsm", "pgd", "cw"], steps=4, cw={"c": 2.0})
-    assert kw == {"pgd": {"steps": 4}, "cw": {"c": 2.0}}
+    kw = robustness.attack_options(["fgsm", "pgd", "cwinf", "rr"], steps=4)
+    assert kw == {"pgd": {"steps": 4}, "cwinf": {"steps": 4}, "rr": {"steps": 4}}
     assert robustness.budgeted_linf(["fgsm", "pgd", "pgdl2", "cw"]) == ["fgsm", "pgd"]
+    cw = robustness.cw_options(c_init=2.0, search_steps=4, steps=7, lr=0.05)
+    assert (cw["c_init"], cw["search_steps"], cw["steps"], cw["lr"]) == (2.0, 4, 7, 0.05)
 
 
 def test_bound_table_is_zero_for_the_attack_that_is_the_worst_case():
@@ -80,3 +108,92 @@ def test_bound_table_is_zero_for_the_attack_that_is_the_worst_case():
     # fgsm: changes .05 .25 .30 0 (RR .5); pgd .35 .05 .05 0 (RR .75); worst .35 .25 .30 0 (RR .25)
     assert t.set_index("attack")["tightening"].to_dict() == pytest.approx({"fgsm": 0.25, "pgd": 0.5})
     assert (t["lo"] <= t["tightening"]).all() and (t["tightening"] <= t["hi"]).all()
+
+
+def _two_attack_records():
+    from test_metrics import _records
+
+    # p_clean_fake .9 .2 .6 .3 (ŷ = 1 0 1 0); pgd changes .05 .05 .30 0; rr changes .35 .25 .30 .15
+    return _records([0.9, 0.2, 0.6, 0.3], [[0.85, 0.25, 0.3, 0.3], [0.55, 0.45, 0.3, 0.45]], [1, 0, 1, 1],
+                    attacks=("pgd", "rr"))
+
+
+def test_tightening_table_is_the_paired_rr_difference():
+    t = robustness.tightening_table(_two_attack_records(), [0.0, 0.1, 0.2], loose="pgd", tight="rr", n_boot=200)
+    assert sorted(t["b"].unique()) == [0.1, 0.2]  # b = 0 excluded
+    row = t.set_index("b").loc[0.1]
+    # b = .1: pgd within b on 3 of 4 (RR .75), rr on 0 of 4 (RR 0): tightening .75
+    assert (row["RR_loose"], row["RR_tight"], row["tightening"]) == pytest.approx((0.75, 0.0, 0.75))
+    assert row["lo"] <= 0.75 <= row["hi"] and row["lo"] > 0
+    assert t.set_index("b").loc[0.2, "tightening"] == pytest.approx(0.5)  # pgd .75, rr .25
+    with pytest.raises(ValueError, match="tight='cw'"):
+        robustness.tightening_table(_two_attack_records(), [0.1], tight="cw")
+
+
+def _minimal(l2, p_clean, p_adv, y, pred):
+    n = len(l2)
+    return xr.Dataset({"l2_min": (("model", "sample"), [l2]), "p_clean": (("model", "sample"), [p_clean]),
+                       "p_adv": (("model", "sample"), [p_adv]), "y": ("sample", y),
+                       "pred_clean": (("model", "sample"), [pred]),
+                       "linf_at_min": (("model", "sample"), [[v / 10 for v in l2]])},
+                      coords={"model": ["m"], "sample": np.arange(n)})
+
+
+def test_minimal_readings_count_flips_within_the_radius():
+    inf = np.inf
+    mn = _minimal([0.5, 1.0, inf, 2.0], [0.9, 0.6, 0.8, 0.7], [0.3, 0.45, 0.8, 0.4], [1, 1, 0, 0], [1, 1, 1, 0])
+    ps = robustness.minimal_per_sample(mn, [0.0, 0.5, 1.5, 3.0], [0.1, 0.2])
+    # clean correct: samples 0, 1, 3; flipped within r when l2_min <= r
+    np.testing.assert_array_equal(ps["correct"].mean("sample").values[0], [0.75, 0.5, 0.25, 0.0])
+    # changes at the flip: .6 .15 (none) .3; at b = .2 sample 1 stays within b even once flipped
+    np.testing.assert_array_equal(ps["robust"].sel(b=0.2).mean("sample").values[0], [1.0, 0.75, 0.75, 0.5])
+    np.testing.assert_array_equal(ps["robust"].sel(b=0.1).mean("sample").values[0], [1.0, 0.75, 0.5, 0.25])
+    cur = robustness.minimal_curves(mn, [0.0, 1.5], 0.2, n_boot=200)
+    ra = cur[cur["metric"] == "RA"].set_index("r")["value"]
+    assert ra.to_dict() == pytest.approx({0.0: 0.75, 1.5: 0.25})
+    assert ((cur["lo"] <= cur["value"]) & (cur["value"] <= cur["hi"])).all()
+    with pytest.raises(ValueError, match="radii="):
+        robustness.minimal_per_sample(mn, [-1.0], [0.1])
+
+
+def test_minimal_summary_counts_unflipped_samples_as_infinite():
+    inf = np.inf
+    half = _minimal([0.5, 1.0, inf], [0.9] * 3, [0.4] * 3, [1, 1, 1], [1, 1, 1])
+    s = robustness.minimal_summary(half, n_boot=300).iloc[0]
+    assert s["median_l2"] == 1.0 and s["found"] == pytest.approx(2 / 3)
+    assert s["median_lo"] <= 1.0 <= s["median_hi"] and np.isfinite(s["median_lo"])
+    most = _minimal([0.5, inf, inf], [0.9] * 3, [0.4] * 3, [1, 1, 1], [1, 1, 1])
+    s = robustness.minimal_summary(most, n_boot=300).iloc[0]
+    assert np.isinf(s["median_l2"])  # fewer than half flipped: the median is not reached (not 0.5)
+    assert s["median_linf"] == pytest.approx(0.05)
+    g = robustness.radius_grid(half, n=5)
+    assert g[0] == 0 and g[-1] == pytest.approx(1.05) and len(g) == 5
+
+
+def test_minimal_and_tightening_figures():
+    from dfrobust.figures import robustness as rfig
+
+    inf = np.inf
+    mn = _minimal([0.5, 1.0, inf, 2.0], [0.9, 0.6, 0.8, 0.7], [0.3, 0.45, 0.8, 0.4], [1, 1, 0, 0], [1, 1, 1, 0])
+    fig = rfig.minimal_distribution(mn)
+    step = fig.axes[0].lines[0]
+    np.testing.assert_allclose(step.get_ydata(), [0, 0.25, 0.5, 0.75])  # ends at 3/4: one never flipped
+    cur = robustness.minimal_curves(mn, robustness.radius_grid(mn, 9), 0.1, n_boot=50)
+    assert len(rfig.minimal_curves(cur).axes) == 2
+    t = robustness.tightening_table(_two_attack_records(), [0.1], n_boot=50)
+    assert len(rfig.tightening(t, b=0.1).axes) == 1
+
+
+def test_validation_cell_is_one_call_and_the_sweep_has_the_new_attacks():
+    import nbformat
+
+    nb = nbformat.read(TEMPLATE, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "check_params(" in c.source)
+    lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    assert len(lines) <= 8 and cell.source.count("check_params(") == 1
+    d = _defaults()
+    assert d["attacks"] == "fgsm,pgd,cwinf,rr"
+    assert {"cw_c_init", "cw_search_steps", "cw_steps", "cw_lr"} <= set(d) and "cw_c" not in d
+    src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "minimal_records(" in src and '"rr_minimal.nc"' in src.replace("'", '"')
+    assert "tightening_table(" in src

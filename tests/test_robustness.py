@@ -198,3 +198,21 @@ def test_attack_factory_hook_builds_every_attack(data):
                                       attack_kw={"pgd": {"steps": 1}}, ssim=False)
     assert sorted(built) == [("fgsm", 0.05), ("pgd", 0.05)]  # ε = 0 never attacks
     np.testing.assert_array_equal(via["p_adv"].values, plain["p_adv"].values)
+
+
+def test_minimal_records_read_as_ra_against_the_radius(data):
+    """RA(r) from CW-L2's minimal records: clean accuracy at r = 0, non-increasing in r, and at a
+    radius past every minimal ||δ||₂ only the clean-correct samples CW never flipped remain."""
+    x, y, meta = data
+    mn = robustness.minimal_records({"a": Tiny(16, 0)}, x, y, meta, device="cpu",
+                                    cw_kw={"search_steps": 2, "steps": 5, "lr": 0.05})
+    grid = robustness.radius_grid(mn, 11)
+    ps = robustness.minimal_per_sample(mn, grid, [0.1])
+    ra = ps["correct"].mean("sample").values[0]
+    clean_ok = mn["pred_clean"].values[0] == y.numpy()
+    assert ra[0] == pytest.approx(clean_ok.mean())
+    assert (np.diff(ra) <= 0).all()
+    assert ra[-1] == pytest.approx((clean_ok & ~mn["found"].values[0]).mean())
+    assert mn["found"].values.any()  # the toy detector is flippable: the readings are not vacuous
+    rr = ps["robust"].mean("sample").values[0, :, 0]
+    assert rr[0] == 1.0 and (np.diff(rr) <= 0).all()

@@ -32,6 +32,15 @@ An attack-based RR is an **upper bound** of the formal RR (Eqs. 2-3 quantify ove
 δ in the ball; an attack finds some of them), and attack-based RA is an upper bound of the
 true robust accuracy. At ε = 0 no attack runs: the only admissible δ is 0, so RR = 1 exactly.
 ``changed`` means ``||δ||∞ > 1e-6`` (dtype round trips are not changes).
+
+Chapter 03's tables are built here too: :func:`claim_table` (the verdicts), :func:`bound_table`
+(each attack against the worst case), :func:`tightening_table` (how much the RR attack lowers PGD's
+RR bound, paired), and the readings of the minimal records against an L2 radius
+(:func:`minimal_per_sample`, :func:`minimal_curves`, :func:`minimal_summary`, :func:`radius_grid`).
+The bootstrap median of the minimal ||δ||₂ is a weighted quantile on the study's shared multinomial
+resamples (``metrics.bootstrap_weights``), written by hand because ``scipy.stats.bootstrap`` neither
+shares resamples across metrics nor takes the cluster weights, and it must keep ``inf`` (never flipped)
+as a value.
 """
 
 from __future__ import annotations
@@ -510,17 +519,17 @@ def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, ra_margin: floa
     return out
 
 
-def attack_options(attack_names: Sequence[str], *, steps: int, cw: Mapping | None = None) -> dict[str, dict]:
+def attack_options(attack_names: Sequence[str], *, steps: int) -> dict[str, dict]:
     """``attack_kw`` for :func:`attack_records`: ``steps`` for every iterative attack of the sweep
-    (those whose registry defaults have ``steps``; CW takes its own ``cw`` options)."""
-    out = {}
-    for a in attack_names:
-        if a == "cw":
-            if cw:
-                out[a] = dict(cw)
-        elif "steps" in _attacks.DEFAULTS.get(a, {}):
-            out[a] = {"steps": int(steps)}
-    return out
+    (those whose registry defaults have ``steps``: PGD, PGD-L2, CW-L∞, RR); FGSM takes none."""
+    return {a: {"steps": int(steps)} for a in attack_names if "steps" in _attacks.DEFAULTS.get(a, {})}
+
+
+def cw_options(*, c_init: float, search_steps: int, steps: int, lr: float) -> dict:
+    """``cw_kw`` for :func:`minimal_records` (the registry's ``cw`` options; c range and κ keep their
+    defaults), checked now."""
+    return _attacks.check_options("cw", c_init=float(c_init), search_steps=int(search_steps), steps=int(steps),
+                                  lr=float(lr))
 
 
 def budgeted_linf(attack_names: Sequence[str]) -> list[str]:
@@ -560,6 +569,121 @@ def bound_table(records: xr.Dataset, *, eps: float, b: float, worst: str = "wors
     return pd.DataFrame(rows)
 
 
+def tightening_table(records: xr.Dataset, b_grid: Sequence[float], *, loose: str = "pgd", tight: str = "rr",
+                     by: str = "sample", n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+    """How much attack ``tight`` lowers attack ``loose``'s RR upper bound: RR(loose) − RR(tight) per
+    (model, ε > 0, b > 0) with a paired bootstrap interval (one set of resamples for every cell).
+
+    A positive value means ``tight`` found a larger |ΔP(ŷ)| than ``loose`` on that share of samples,
+    so ``loose`` alone overstates RR by that much; a negative one that ``loose`` was the stronger.
+    """
+    have = [str(a) for a in records.attack.values]
+    for k, a in (("loose", loose), ("tight", tight)):
+        if a not in have:
+            raise ValueError(f"{k}={a!r}: not an attack of the records; expected one of {', '.join(have)}")
+    b_pos = [float(b) for b in check_b_grid(b_grid) if b > 0]
+    if not b_pos:
+        raise ValueError(f"b_grid={list(b_grid)!r}: expected at least one bound b > 0")
+    rec = records.isel(eps=np.flatnonzero(records.eps.values > 0))
+    if rec.sizes["eps"] == 0:
+        raise ValueError("records: no radius ε > 0; expected an ε sweep")
+    w = metrics.bootstrap_weights(rec, by=by, n_boot=n_boot, seed=seed)
+    rps = metrics.robust_per_sample(rec.sel(attack=[loose, tight]), b_pos).astype(float)
+    d = metrics.bootstrap(rps.sel(attack=loose) - rps.sel(attack=tight), weights=w, ci=ci)
+    rr = rps.mean("sample")
+    out = d[["estimate", "lo", "hi"]].to_dataframe().reset_index().rename(columns={"estimate": "tightening"})
+    out = out.merge(rr.sel(attack=loose, drop=True).to_dataframe("RR_loose").reset_index(), on=["model", "eps", "b"])
+    out = out.merge(rr.sel(attack=tight, drop=True).to_dataframe("RR_tight").reset_index(), on=["model", "eps", "b"])
+    out = out.assign(loose=loose, tight=tight, n=int(rec.sizes["sample"]))
+    return out[["model", "loose", "tight", "eps", "b", "RR_loose", "RR_tight", "tightening", "lo", "hi", "n"]]
+
+
+# ----------------------------------------------------------------------------- minimal perturbations
+
+def radius_grid(minimal: xr.Dataset, n: int = 41) -> np.ndarray:
+    """L2 radii from 0 to just past the largest minimal ||δ||₂ found by any model (``n`` points;
+    up to 1 when nothing was found): the axis on which the minimal records are read."""
+    if isinstance(n, bool) or int(n) < 2:
+        raise ValueError(f"n={n!r}: expected an integer >= 2 radii")
+    v = np.asarray(minimal["l2_min"].values, float)
+    top = float(v[np.isfinite(v)].max()) * 1.05 if np.isfinite(v).any() else 1.0
+    return np.linspace(0.0, top if top > 0 else 1.0, int(n))
+
+
+def minimal_per_sample(minimal: xr.Dataset, radii: Sequence[float], b_grid: Sequence[float]) -> xr.Dataset:
+    """Per-sample readings of minimal records at L2 radius r (a reduction, no attack):
+
+    * ``correct`` [model, r, sample]: clean correct and no flip within r (``l2_min > r``) → mean is RA(r);
+    * ``robust`` [model, r, b, sample]: no perturbation of ||δ||₂ <= r found that moves P(ŷ) by more
+      than b (``not (l2_min <= r and |ΔP(ŷ)| at it > b)``) → mean is RR(r, b).
+
+    Both are **upper bounds** (CW finds one perturbation per sample, the smallest flip it can); RR(r, b)
+    for b below P(ŷ|x) − 0.5 is bounded only by that one flip.
+    """
+    r = np.asarray(radii, float)
+    if r.ndim != 1 or r.size == 0 or (r < 0).any() or not np.isfinite(r).all():
+        raise ValueError(f"radii={list(np.atleast_1d(r))!r}: expected finite L2 radii >= 0")
+    b = check_b_grid(b_grid)
+    r_da = xr.DataArray(r, dims="r", coords={"r": r})
+    b_da = xr.DataArray(b, dims="b", coords={"b": b})
+    within = minimal["l2_min"] <= r_da                                     # flip found inside radius r
+    change = abs(minimal["p_adv"] - minimal["p_clean"])
+    correct = (minimal["pred_clean"] == minimal["y"]) & ~within
+    robust = ~(within & (change > b_da + 1e-12))
+    out = xr.Dataset({"correct": correct.transpose("model", "r", "sample"),
+                      "robust": robust.transpose("model", "r", "b", "sample")})
+    out["r"].attrs.update(long_name="L2 radius r of the minimal perturbation", units="pixel [0,1]")
+    return out
+
+
+def minimal_curves(minimal: xr.Dataset, radii: Sequence[float], b: float, *, by: str = "sample",
+                   n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+    """RA(r) and RR(r, b) of the minimal records with bootstrap intervals, long table
+    (model, metric, r, value, lo, hi, n); both metrics share one set of resamples."""
+    ps = minimal_per_sample(minimal, radii, [b])
+    w = metrics.bootstrap_weights(minimal, by=by, n_boot=n_boot, seed=seed)
+    rows = []
+    for name, v in (("RA", ps["correct"]), ("RR", ps["robust"].isel(b=0, drop=True))):
+        d = metrics.bootstrap(v, weights=w, ci=ci).to_dataframe()[["estimate", "lo", "hi"]].reset_index()
+        rows.append(d.assign(metric=name))
+    out = pd.concat(rows, ignore_index=True).rename(columns={"estimate": "value"})
+    return out.assign(b=float(b), n=int(minimal.sizes["sample"]))[["model", "metric", "r", "b", "value", "lo",
+                                                                   "hi", "n"]]
+
+
+def _weighted_quantile(values: np.ndarray, w: np.ndarray, q: float) -> np.ndarray:
+    """Per resample (rows of integer weights ``w``) the ``q`` quantile of ``values`` (inverted CDF,
+    so an infinite value is a value, not a nan)."""
+    order = np.argsort(values, kind="stable")
+    v, cw = values[order], np.cumsum(w[:, order], axis=1)
+    k = np.argmax(cw >= q * cw[:, -1:] - 1e-9, axis=1)
+    return v[k]
+
+
+def minimal_summary(minimal: xr.Dataset, *, by: str = "sample", n_boot: int = 1000, seed: int = 0,
+                    ci: float = 0.95) -> pd.DataFrame:
+    """Per model: median minimal ||δ||₂ (inf when fewer than half the samples were flipped) and
+    the share of samples flipped, each with a bootstrap interval; the resamples are shared."""
+    w = metrics.bootstrap_weights(minimal, by=by, n_boot=n_boot, seed=seed)
+    one = np.ones((1, minimal.sizes["sample"]))
+    qs = [(1 - ci) / 2, 1 - (1 - ci) / 2]
+    rows = []
+    for m in minimal.model.values:
+        v = np.asarray(minimal["l2_min"].sel(model=m).values, float)
+        f = np.isfinite(v).astype(float)
+        med = _weighted_quantile(v, w, 0.5)
+        share = (w @ f) / w.sum(1)
+        rows.append({"model": str(m), "median_l2": float(_weighted_quantile(v, one, 0.5)[0]),
+                     "median_lo": float(np.quantile(med, qs[0], method="inverted_cdf")),
+                     "median_hi": float(np.quantile(med, qs[1], method="inverted_cdf")),
+                     "found": float(f.mean()), "found_lo": float(np.quantile(share, qs[0])),
+                     "found_hi": float(np.quantile(share, qs[1])),
+                     "median_linf": float(np.median(np.asarray(minimal["linf_at_min"].sel(model=m).values)[f > 0]))
+                     if f.any() else float("nan"),
+                     "n": int(v.size)})
+    return pd.DataFrame(rows)
+
+
 def validation_auc(record: xr.Dataset) -> float:
     """Validation ROC AUC of the checkpoint kept by training (from a trained detector's record)."""
     if "val_auc" not in record:
@@ -586,16 +710,20 @@ def quality_gate(val_auc: Mapping[str, float], min_val_auc: float = 0.7) -> pd.D
 
 
 def check_params(*, profile: str, seed: int, models: str, attacks: str, eps_min: float, eps_max: float,
-                 n_eps: int, b_max: float, n_b: int, n_samples: int, pgd_steps: int, cw_c: float, cw_steps: int,
-                 cw_lr: float, n_boot: int, rr_level: float, eps_ref: float, b_ref: float, ra_margin: float,
-                 rr_margin: float, alpha: float, ra_lo: float, ra_hi: float, radii: str,
-                 target_half_width: float, min_val_auc: float, device: str) -> dict:
-    """Every parameter of the RA-vs-RR chapter checked before any data or model is touched.
+                 n_eps: int, b_max: float, n_b: int, n_samples: int, pgd_steps: int, cw_c_init: float,
+                 cw_search_steps: int, cw_steps: int, cw_lr: float, n_boot: int, rr_level: float, eps_ref: float,
+                 b_ref: float, ra_margin: float, rr_margin: float, alpha: float, ra_lo: float, ra_hi: float,
+                 radii: str, target_half_width: float, min_val_auc: float, device: str) -> dict:
+    """Every parameter of the RA-vs-RR chapter checked before any data or model is touched, then
+    the run set up (device chosen, seeds set, CPU threads capped at 2).
 
     One-line ValueError naming the parameter and what is expected. Returns the canonical values:
-    model and attack lists, the ε grid (0 plus ``n_eps`` log-spaced radii), the b grid, and the
-    grid values nearest to ``eps_ref`` and ``b_ref``.
+    ``models`` and ``attacks`` lists, ``eps_grid`` (0 plus ``n_eps`` log-spaced radii), ``b_grid``,
+    the grid values ``eps_ref``/``b_ref`` nearest the requested ones, ``attack_kw`` (for
+    :func:`attack_records`), ``cw_kw`` (for :func:`minimal_records`), ``device`` (a torch.device)
+    and ``params``, the provenance dict of the run (JSON-serialisable).
     """
+    from ..core.device import seed_everything
     from ..core.params import split_list
     from ..core.profiles import check_profile
     from ..models import MODELS
@@ -615,6 +743,10 @@ def check_params(*, profile: str, seed: int, models: str, attacks: str, eps_min:
     integer("seed", seed, 0)
     model_list = split_list(models, "models", allowed=MODELS)
     attack_list = split_list(attacks, "attacks", allowed=_attacks.ATTACKS)
+    for a in attack_list:
+        if a in _attacks.UNBUDGETED:
+            raise ValueError(f"attacks={attacks!r}: {a} has no budget and is not part of the ε sweep; it runs in "
+                             "the minimal-perturbation section (cw_* parameters); use cwinf in the sweep")
     number("eps_min", eps_min, 0, 1, open_lo=True)
     number("eps_max", eps_max, 0, 1, open_lo=True)
     if eps_max <= eps_min:
@@ -624,9 +756,11 @@ def check_params(*, profile: str, seed: int, models: str, attacks: str, eps_min:
     number("b_max", b_max, 0, 1, open_lo=True)
     n_b = integer("n_b", n_b, 2)
     b_grid = metrics.linspace_grid(b_max, n_b, what="b")
-    for name, v in {"n_samples": n_samples, "pgd_steps": pgd_steps, "cw_steps": cw_steps, "n_boot": n_boot}.items():
+    for name, v in {"n_samples": n_samples, "pgd_steps": pgd_steps, "cw_search_steps": cw_search_steps,
+                    "cw_steps": cw_steps, "n_boot": n_boot}.items():
         integer(name, v, 2 if name == "n_boot" else 1)
-    number("cw_c", cw_c, 0, 1e6, open_lo=True)
+    c_lo, c_hi = _attacks.DEFAULTS["cw"]["c_min"], _attacks.DEFAULTS["cw"]["c_max"]
+    number("cw_c_init", cw_c_init, c_lo, c_hi)
     number("cw_lr", cw_lr, 0, 10, open_lo=True)
     number("rr_level", rr_level, 0, 1)
     number("eps_ref", eps_ref, 0, 1, open_lo=True)
@@ -645,10 +779,28 @@ def check_params(*, profile: str, seed: int, models: str, attacks: str, eps_min:
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
     names, eps = check_sweep(attack_list, eps_grid, b_grid=b_grid, models=model_list, known_models=MODELS)
+    attack_kw = attack_options(names, steps=pgd_steps)
+    for a in names:
+        _attacks.check_options(a, **attack_kw.get(a, {}))
+    cw_kw = cw_options(c_init=cw_c_init, search_steps=cw_search_steps, steps=cw_steps, lr=cw_lr)
+    dev = pick_device(device)  # one-line error when e.g. CUDA is asked for and absent
+    # ---- set-up (every check passed): seeds, threads
+    if dev.type == "cpu":
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    seed_everything(int(seed))
     positive = [e for e in eps if e > 0]
+    eps_ref_used = min(positive, key=lambda e: abs(e - eps_ref))
+    b_ref_used = min(b_grid, key=lambda b: abs(b - b_ref))
+    params = dict(profile=profile, seed=int(seed), models=model_list, attacks=names, eps_grid=eps,
+                  b_grid=[float(b) for b in b_grid], n_samples=int(n_samples), pgd_steps=int(pgd_steps),
+                  attack_kw=attack_kw, cw_kw={k: (float(v) if isinstance(v, float) else v) for k, v in cw_kw.items()},
+                  n_boot=int(n_boot), rr_level=float(rr_level), eps_ref=float(eps_ref_used),
+                  b_ref=float(b_ref_used), ra_margin=float(ra_margin), rr_margin=float(rr_margin),
+                  alpha=float(alpha), ra_window=[float(ra_lo), float(ra_hi)], radii=radii,
+                  target_half_width=float(target_half_width), min_val_auc=float(min_val_auc), device=str(dev))
     return {"models": model_list, "attacks": names, "eps_grid": eps, "b_grid": b_grid,
-            "eps_ref": min(positive, key=lambda e: abs(e - eps_ref)),
-            "b_ref": min(b_grid, key=lambda b: abs(b - b_ref))}
+            "eps_ref": eps_ref_used, "b_ref": b_ref_used, "attack_kw": attack_kw, "cw_kw": cw_kw,
+            "device": dev, "params": params}
 
 
 # ----------------------------------------------------------------------------- evaluation set

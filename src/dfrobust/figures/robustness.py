@@ -1,5 +1,6 @@
 """Figures of the "RA vs RR" chapter: the paper's Figure 1 (both readings), operating-region maps,
-per-group bars, the claim intervals against their margins, and a placeholder for detectors that
+per-group bars, the claim intervals against their margins, the tightening of one attack's RR bound
+by another, the minimal-perturbation (CW-L2) distribution and curves, and a placeholder for detectors that
 were not analysed. Inputs are reductions from :mod:`dfrobust.metrics` (DataArrays/Datasets with
 model, attack, eps, b dims); every function returns a matplotlib Figure and never shows it."""
 
@@ -166,6 +167,84 @@ def claim_intervals(table: pd.DataFrame, *, margin: float, value: str = "RR_diff
     for k, c in VERDICT_COLORS.items():
         ax.plot([], [], color=c, lw=2.5, label=k)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return finish(fig)
+
+
+def tightening(table: pd.DataFrame, *, b: float) -> plt.Figure:
+    """RR(loose) − RR(tight) against ε at bound ``b``, one panel per model, with the paired band.
+
+    ``table``: :func:`dfrobust.experiments.robustness.tightening_table` rows (model, loose, tight,
+    eps, b, tightening, lo, hi). Above 0: the tight attack lowered the loose one's RR upper bound."""
+    t = table[np.isclose(table["b"], b)]
+    models = list(dict.fromkeys(t["model"]))
+    fig, axes = plt.subplots(1, max(len(models), 1), figsize=(3.4 * max(len(models), 1), 2.8), squeeze=False,
+                             sharey=True, constrained_layout=True)
+    names = {"rr": "RR attack", "pgd": "PGD-CE", "worst": "worst case"}
+    loose = names.get(str(t["loose"].iloc[0]), str(t["loose"].iloc[0]).upper()) if len(t) else "?"
+    tight = names.get(str(t["tight"].iloc[0]), str(t["tight"].iloc[0]).upper()) if len(t) else "?"
+    for ax, m in zip(axes[0], models):
+        s = t[t["model"] == m].sort_values("eps")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.fill_between(s["eps"], s["lo"], s["hi"], color=RR_COLOR, alpha=0.2, lw=0)
+        ax.plot(s["eps"], s["tightening"], "-o", ms=3, color=RR_COLOR)
+        if len(s) >= 2 and s["eps"].max() / s["eps"].min() > 20:
+            ax.set_xscale("log")
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("ε (L∞ radius, log scale)")
+    axes[0, 0].set_ylabel(f"RR({loose}) − RR({tight})")
+    fig.suptitle(f"How much the {tight} lowers {loose}'s RR upper bound at b = {b:.3g} (95 % paired band)"
+                 if tight == "RR attack" else f"How much {tight} lowers {loose}'s RR upper bound at b = {b:.3g} "
+                 "(95 % paired band)", fontsize=9)
+    return finish(fig)
+
+
+def minimal_distribution(minimal: xr.Dataset) -> plt.Figure:
+    """Cumulative share of samples whose prediction CW-L2 flipped within ||δ||₂ <= r, per detector
+    (an ECDF over all samples: it ends below 1 when some were never flipped), with ticks at each
+    sample's minimal ||δ||₂."""
+    models = [str(m) for m in minimal.model.values]
+    fig, ax = plt.subplots(figsize=(6.0, 3.2), constrained_layout=True)
+    top = 0.0
+    for i, m in enumerate(models):
+        v = np.asarray(minimal["l2_min"].sel(model=m).values, float)
+        f = np.sort(v[np.isfinite(v)])
+        n = v.size
+        col = f"C{i}"
+        if f.size:
+            top = max(top, float(f.max()))
+            ax.step(np.r_[0.0, f], np.r_[0.0, np.arange(1, f.size + 1) / n], where="post", color=col,
+                    label=f"{m} ({f.size}/{n} flipped)")
+            ax.plot(f, np.full(f.size, -0.04 - 0.03 * i), "|", color=col, ms=6)
+        else:
+            ax.plot([], [], color=col, label=f"{m} (0/{n} flipped)")
+    ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+    ax.set_xlim(0, top * 1.05 if top > 0 else 1.0)
+    ax.set_ylim(-0.05 - 0.03 * len(models), 1.02)
+    ax.set_xlabel("minimal ||δ||₂ found by CW-L2 (pixel scale [0, 1])")
+    ax.set_ylabel("share of samples flipped within r")
+    ax.legend(fontsize=7, loc="lower right")
+    return finish(fig)
+
+
+def minimal_curves(curves: pd.DataFrame) -> plt.Figure:
+    """RA(r) and RR(r, b) against the L2 radius r, from the minimal records, one panel per metric,
+    one line (with its 95 % band) per detector. ``curves``: rows of
+    :func:`dfrobust.experiments.robustness.minimal_curves`."""
+    mets = [m for m in ("RA", "RR") if m in set(curves["metric"])]
+    fig, axes = plt.subplots(1, len(mets), figsize=(4.2 * len(mets), 3.0), squeeze=False, sharey=True,
+                             constrained_layout=True)
+    for ax, met in zip(axes[0], mets):
+        sub = curves[curves["metric"] == met]
+        for i, (m, s) in enumerate(sub.groupby("model", sort=False)):
+            s = s.sort_values("r")
+            ax.fill_between(s["r"], s["lo"], s["hi"], color=f"C{i}", alpha=0.15, lw=0, step="post")
+            ax.step(s["r"], s["value"], where="post", color=f"C{i}", label=m)
+        b = float(sub["b"].iloc[0]) if len(sub) else float("nan")
+        ax.set_title("RA(r)" if met == "RA" else f"RR(r, b = {b:.3g})", fontsize=9)
+        ax.set_xlabel("L2 radius r (pixel scale [0, 1])")
+        ax.set_ylim(-0.03, 1.03)
+    axes[0, 0].set_ylabel("share of samples (upper bound)")
+    axes[0, -1].legend(fontsize=7, loc="upper right")
     return finish(fig)
 
 
