@@ -80,6 +80,17 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, segments: np.ndar
 
 
 # ----------------------------------------------------------------------------- experiment
+#: images per forward on a CPU: measured with ``bench/bench_lime.py`` (forward alone, Meso4, one thread),
+#: a 100-image batch costs about twice as much per image as a 10-image one at 128-256 px (activations
+#: fall out of cache), so the chapter's many small forwards (LIME, RISE, SOBOL, NES) use small chunks.
+CPU_CHUNK = 8
+
+
+def chunk_size(device: torch.device, size: int) -> int:
+    """Images per forward for the XAI chapter: :data:`CPU_CHUNK` on a CPU, the device's automatic size on a GPU."""
+    return CPU_CHUNK if torch.device(device).type == "cpu" else auto_batch_size(torch.device(device), size)
+
+
 @dataclass
 class XAIRun:
     """Records of one experiment plus a small gallery per model (first ``keep`` analysed pairs)."""
@@ -188,7 +199,8 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
         model = models[name].to(dev).eval()
         size = int(getattr(model, "input_size", None) or 256)
         sizes.append(size)
-        bs = int(batch_size or auto_batch_size(dev, size))
+        bs = int(batch_size or chunk_size(dev, size))
+        nes_run = {"batch_size": bs, **nes_kw}
         if size not in images:                                   # one load per size, shared by its models
             images[size] = (load(real_df, size), load(fake_df, size))
         real_all, fake_all = images[size]
@@ -229,7 +241,7 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
                                      for s, r, sa in zip(seg, ranks, s_act)])
                 else:
                     mask = by_count
-                atk = MaskedNES(model, seed=seed, **nes_kw)
+                atk = MaskedNES(model, seed=seed, **nes_run)
                 t0 = time.perf_counter()
                 adv = atk(fake, labels, torch.from_numpy(mask))
                 rec["attack_time_s"][mi, ti, ki, idx] = (time.perf_counter() - t0) / m_
