@@ -106,15 +106,18 @@ def _interval(est: float, lo: float, hi: float, values: np.ndarray) -> tuple[flo
     """
     v = values[np.isfinite(values)]
     if len(v) and np.all(v == v[0]):
-        return min(lo, est - 3 / len(v)), max(hi, est + 3 / len(v))
-    return lo, hi
+        lo, hi = min(lo, est - 3 / len(v)), max(hi, est + 3 / len(v))
+    return max(lo, -1.0), min(hi, 1.0)                  # a difference of accuracies lies in [-1, 1]
 
 
-def _n_needed(n: int, lo: float, hi: float, margin: float) -> int:
-    """Pairs at which the CI would be as wide as the margin (width ∝ 1/√n)."""
+def _n_needed(n: int, lo: float, hi: float, margin: float, degenerate: bool = False) -> int:
+    """Pairs at which the CI would be as wide as the margin: width ∝ 1/√n, or 6/n (rule of three, both
+    sides) when every paired value is the same."""
     width = hi - lo
     if not np.isfinite(width) or n < 1:
         return 0
+    if degenerate:
+        return int(max(n, math.ceil(6 / margin)))
     return int(max(n, math.ceil(n * (width / margin) ** 2)))
 
 
@@ -154,10 +157,15 @@ def accuracy_table(ds: xr.Dataset, *, by: str | None = None, n_boot: int = 1000,
 
 # ----------------------------------------------------------------------------- verdicts
 def _verdict_row(claim: str, rule_key: str, margin: float, est: float, lo: float, hi: float, n: int,
-                 verdict: str) -> dict:
+                 verdict: str, degenerate: bool = False) -> dict:
     return {"claim": claim, "verdict": verdict, "rule": RULES[rule_key], "margin": float(margin),
             "estimate": float(est), "lo": float(lo), "hi": float(hi), "n": int(n),
-            "n_needed": _n_needed(n, lo, hi, margin)}
+            "n_needed": _n_needed(n, lo, hi, margin, degenerate)}
+
+
+def _degenerate(values: np.ndarray) -> bool:
+    v = values[np.isfinite(values)]
+    return bool(len(v) and np.all(v == v[0]))
 
 
 def _check_margin(margin: float) -> float:
@@ -177,7 +185,7 @@ def _paired_diffs(ds: xr.Dataset, model, tools: Sequence[str], base: str, w: np.
         vals = d.values[ana.values]
         est = float(b["estimate"])
         lo, hi = _interval(est, float(b["lo"]), float(b["hi"]), vals)
-        out[t] = (est, lo, hi, int(ana.values.sum()))
+        out[t] = (est, lo, hi, int(ana.values.sum()), _degenerate(vals))
     return out
 
 
@@ -191,7 +199,7 @@ def tool_verdicts(ds: xr.Dataset, *, margin: float = 0.1, baseline: str = "rando
     w = _weights(ds, n_boot, seed)
     rows = []
     for m in ds["model"].values:
-        for t, (est, lo, hi, n) in _paired_diffs(ds, m, tools, baseline, w, seed).items():
+        for t, (est, lo, hi, n, dg) in _paired_diffs(ds, m, tools, baseline, w, seed).items():
             if n == 0 or not np.isfinite(est):
                 v = "inconclusive"
             elif hi < 0:
@@ -201,7 +209,7 @@ def tool_verdicts(ds: xr.Dataset, *, margin: float = 0.1, baseline: str = "rando
             else:
                 v = "inconclusive"
             rows.append({"model": str(m), "tool": t,
-                         **_verdict_row(f"{t} beats {baseline} on {m}", "beats_random", margin, est, lo, hi, n, v)})
+                         **_verdict_row(f"{t} beats {baseline} on {m}", "beats_random", margin, est, lo, hi, n, v, dg)})
     return pd.DataFrame(rows, columns=["model", "tool", *VERDICT_COLUMNS])
 
 
@@ -232,7 +240,7 @@ def best_tool(ds: xr.Dataset, *, margin: float = 0.1, baseline: str = "random", 
         lead = min(winners, key=lambda t: (float(a.sel(tool=t)), tools.index(t)))
         others = [t for t in tools if t != lead]
         diffs = _paired_diffs(ds, m, others, lead, w, seed)          # other − lead: > 0 when lead is better
-        tied = [t for t, (_e, lo, _h, _n) in diffs.items() if not lo > 0]
+        tied = [t for t, (_e, lo, _h, _n, _d) in diffs.items() if not lo > 0]
         if others:
             close = min(diffs, key=lambda t: diffs[t][1])
             est, lo, hi = (-diffs[close][0], -diffs[close][2], -diffs[close][1])   # lead − closest rival
@@ -281,7 +289,7 @@ def size_verdicts(ds: xr.Dataset, model_a: str, model_b: str, *, margin: float =
                      f"hi {model_a}": float(ba["hi"]), f"acc {model_b}": float(bb["estimate"]),
                      f"lo {model_b}": float(bb["lo"]), f"hi {model_b}": float(bb["hi"]),
                      **_verdict_row(f"{t}: accuracy differs between {model_a} and {model_b}", "size", margin,
-                                    est, lo, hi, n, v)})
+                                    est, lo, hi, n, v, _degenerate(d.values[both.values]) if n else False)})
     return pd.DataFrame(rows)
 
 
