@@ -286,3 +286,23 @@ def test_bad_parameters_raise():
         xai.run_xai({"a": Toy(16)}, pairs, top_k="1,x", load=_load)
     with pytest.raises(ValueError, match="nes options"):
         xai.run_xai({"a": Toy(16)}, pairs, nes={"iters": 3}, load=_load)
+
+
+def test_chapter_template_checks_every_parameter_first_and_gates_once():
+    import ast
+    from pathlib import Path
+
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "05_xai.ipynb", as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    pi = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    params = [n.target.id for n in ast.parse(nb.cells[pi].source).body]
+    after = [c.source for c in nb.cells[pi + 1:] if c.cell_type == "code"]
+    assert "xai.check_params(" in after[0] and "get_manifest" not in after[0]
+    assert all(f"{p}={p}" in after[0] for p in params if p != "profile"), "every parameter goes through check_params"
+    joined = "\n".join(code)
+    assert joined.count("xai.near_chance(") == 1 and "min_val_auc: float = 0.7" in nb.cells[pi].source
+    md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "{glue:} xai_decide" in md and "synthetic" in joined
+    assert "idxmin()" not in joined, "no bare argmin for the best tool"
