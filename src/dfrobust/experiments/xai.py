@@ -2,19 +2,26 @@
 
 Protocol, per detector and image pair (a fake and the real frame it was made from):
 
+0. the pair is analysed only when the detector calls the fake fake (P(fake) ≥ 0.5: otherwise there
+   is nothing to attack) and the real real (otherwise "explain real" explains a wrong decision);
+   the first ``n_pairs`` such pairs in the candidates' balanced order, per detector; the
+   records keep every candidate's clean predictions, so the drops per rule are counted;
 1. one SLIC segmentation of the **real** image (:mod:`dfrobust.explainers.segments`), shared by all tools;
 2. each tool explains the real image for its own class (``target = 0``, real) and ranks the segments
-   by mean attribution (:mod:`dfrobust.explainers`);
-3. the **paired fake** is attacked with the black-box masked NES attack (:mod:`dfrobust.attacks.nes`) on the
-   top-k segments only; the lower the detector's accuracy on these adversarial fakes, the more
-   faithful the tool's ranking (a random ranking is the baseline);
+   by mean attribution (:mod:`dfrobust.explainers`); one explanation serves every k;
+3. the **paired fake** is attacked with the black-box masked NES attack (:mod:`dfrobust.attacks.nes`)
+   inside the tool's top segments: by default until they cover the same pixel budget for every
+   tool (``masks="area"``: k mean-sized segments' worth, so no tool wins by attacking more pixels),
+   or the paper's k segments (``masks="count"``); the lower the detector's accuracy on these
+   adversarial fakes, the more faithful the tool's ranking (a random ranking is the baseline);
 4. contrast: deletion/insertion AUCs (Petsiuk et al., 2018) of P(real) on the real image when the
    same ranked segments are removed (set to 0) or inserted (into a blurred copy), and the Kendall
    tau (``scipy.stats.kendalltau``) between the two rankings of tools.
 
 Records have dims ``(model, tool, k, pair)`` with pair coords from the manifest (group,
-manipulation, dataset, ...); the faithfulness metrics are reductions in
-:mod:`dfrobust.metrics.faithfulness`.
+manipulation, dataset, ...), per-stage wall times per pair (where the chapter's time goes), and
+``analysed``; the faithfulness metrics and verdicts are reductions in :mod:`dfrobust.metrics.faithfulness`.
+Forwards without gradients run under ``torch.inference_mode`` in small CPU chunks (:data:`CPU_CHUNK`).
 """
 
 from __future__ import annotations
