@@ -306,3 +306,35 @@ def test_chapter_template_checks_every_parameter_first_and_gates_once():
     md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "{glue:} xai_decide" in md and "synthetic" in joined
     assert "idxmin()" not in joined, "no bare argmin for the best tool"
+
+
+def test_chapter_analysis_cells_run_on_toy_records():
+    """The chapter's cells after the experiment, on toy records: a gated detector, one whose every pair the
+    protocol drops, and two sizes of one architecture (so every section, the size verdicts included, runs)."""
+    import json
+    from pathlib import Path
+
+    import matplotlib
+    matplotlib.use("Agg")
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "05_xai.ipynb").read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    ns: dict = {}
+    for src in code[:2]:                                       # imports, parameters
+        exec(src, ns)
+    import ast
+    declared = [n.target.id for n in ast.parse(code[1]).body]
+    cfg = xai.check_params(**{**{k: ns[k] for k in declared}, "tools": "gradcam,random", "top_k": "1,4",
+                              "gallery_k": 4, "n_segments": 12, "n_boot": 100})
+    models = {"xception@24": Toy(24), "xception@28": Toy(28, 30.0), "meso4@20": Toy(20, -5.0)}
+    run = xai.run_xai(models, xai.candidate_pairs(_manifest()), tools=cfg.tools, top_k=cfg.top_k, n_segments=12,
+                      device="cpu", keep=1, load=_load, nes={"steps": 1, "n_pairs": 1})
+    ns.update(cfg=cfg, run=run, ds=run.records, near_chance=["resnet34@96"], data_label="synthetic",
+              device_name="cpu", gallery_k=4, n_boot=100)
+    start = next(i for i, c in enumerate(code) if "protocol_counts" in c)
+    for src in code[start:]:
+        exec(src, ns)
+    decide = ns["decide"]
+    assert {"not analysed: near chance", "not analysed: no pair passes the protocol"} <= set(decide["verdict"])
+    assert decide["claim"].str.contains("differs between xception@24 and xception@28").any()
+    assert set(decide["verdict"]) <= {"holds", "refuted", "inconclusive", "not analysed: near chance",
+                                      "not analysed: no pair passes the protocol"}
