@@ -5,15 +5,17 @@ The study's shared SLIC segmentation is LIME's superpixels; explicit seeds for t
 target class become a pixel map. ``hide_color=None`` (lime's default) replaces a switched-off
 segment by its mean colour, which hides texture but not colour; ``hide_color=0`` blacks it out.
 
-Why a subclass: lime 0.2 builds every perturbed image in a Python loop (a deep copy of the image
-and one full-image comparison per switched-off segment, per sample) and hands the classifier a
-float64 array of ``batch_size`` images. Measured in ``bench/bench_lime.py``, that loop — not the
-model — is most of LIME's time on a CPU, and raising ``batch_size`` made it *slower* (the
-bench prints the ratio): float64 stacks of 100 images and a 100-image forward fall out of cache while
-the loop's cost stays the same. :class:`_TensorLime` overrides only ``data_labels``: the same
-random draws from lime's ``random_state`` (so the same samples, distances and ridge fit by lime),
-the perturbed images built by indexing ``data[:, segments]`` in torch, chunk by chunk on the
-model's device, and scored under ``torch.inference_mode``. Everything else is lime's.
+Why the study's batched LIME was slower than lime's own loop (``bench/bench_lime.py`` measures each
+part side by side): on a one-thread CPU most of LIME's time is the detector's forward passes, and a
+100-image forward costs more *per image* than a 10-image one (activations fall out of cache), so
+handing lime's loop a 100-image classifier batch made LIME slower; lime's per-sample mask building
+(a deep copy of the image and one full-image comparison per switched-off segment) is the smaller
+part. Hence: small forward chunks on a CPU (the caller's ``batch_size``), and :class:`_TensorLime`,
+which overrides only ``data_labels`` — the same random draws from lime's ``random_state`` (so the
+same samples, distances and ridge fit by lime), the perturbed images built by indexing
+``data[:, segments]`` in torch chunk by chunk on the model's device (no Python loop per sample, no
+float64 copies; large chunks where the device gains from them, a GPU) and scored under
+``torch.inference_mode``. ``loop="lime"`` keeps lime's own loop (the bench's reference).
 """
 
 from __future__ import annotations
