@@ -32,7 +32,8 @@ VERDICT_COLUMNS = ["claim", "verdict", "rule", "margin", "estimate", "lo", "hi",
 RULES = {
     "beats_random": ("Δ = acc(tool) − acc(random) over the same pairs (mean over k; lower = more faithful), "
                      "paired bootstrap CI [lo, hi]: holds if hi < 0; refuted if lo > −margin "
-                     "(any gain is smaller than the margin); else inconclusive"),
+                     "(any gain is smaller than the margin); else inconclusive — and inconclusive whenever the "
+                     "attack fooled the detector on no pair for either the tool or random (nothing to compare)"),
     "best_tool": ("the tool with the lowest accuracy is 'best' only if it beats random and the paired CI of "
                   "its difference to every other tool lies below 0; else 'tie' (tools not separated) or "
                   "'no tool beats random'"),
@@ -197,10 +198,14 @@ def tool_verdicts(ds: xr.Dataset, *, margin: float = 0.1, baseline: str = "rando
     if baseline not in ds["tool"].values:
         raise ValueError(f"baseline={baseline!r}: not among the tools {list(map(str, ds['tool'].values))}")
     w = _weights(ds, n_boot, seed)
+    score = pair_score(ds)
+    ana = _analysed(ds)
     rows = []
     for m in ds["model"].values:
+        keep = ana.sel(model=m).values
+        never = lambda t: bool(np.all(score.sel(model=m, tool=t).values[keep] == 1.0))  # noqa: E731
         for t, (est, lo, hi, n, dg) in _paired_diffs(ds, m, tools, baseline, w, seed).items():
-            if n == 0 or not np.isfinite(est):
+            if n == 0 or not np.isfinite(est) or (never(t) and never(baseline)):
                 v = "inconclusive"
             elif hi < 0:
                 v = "holds"
