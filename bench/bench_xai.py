@@ -5,7 +5,8 @@ whose decision is forced by brightness (so the protocol keeps every pair and NES
 no early stop, the **worst case** of the attack's cost), at the notebook parameters of a profile
 from ``notebooks/study.yml``, and prints per model × tool the seconds per pair of the explanation,
 the deletion/insertion contrast and the NES attack over all k, then the chapter's projected total
-for the profile's pair counts. Takes ~1-3 min on 2 CPU cores at the default profile's settings.
+for the profile's pair counts. Slow by nature (XceptionNet dominates): about 11 min for 2 pairs at the default
+profile's settings on a loaded 2-core CPU; `--pairs 1` halves it.
 
     python bench/bench_xai.py [--profile default] [--pairs 2] [--device cpu]
 """
