@@ -100,3 +100,15 @@ def test_bad_inputs_raise_before_work():
         explain("gradcam", model, _images(), 2)
     with pytest.raises(ValueError, match="not understood"):
         explain("rise", model, _images(), 1, num_samples=5)
+
+
+def test_lime_tensor_neighbourhood_gives_lime_own_maps():
+    model, x = RedPatch(), _images(1)
+    seg = slic_segments(x, 12)
+    for hide in (None, 0):
+        kw = dict(seed=5, segments=seg, device="cpu", num_samples=60, hide_color=hide)
+        own = explain("lime", model, x, 1, batch_size=10, loop="lime", **kw)
+        fast = explain("lime", model, x, 1, batch_size=7, loop="tensor", **kw)   # chunking must not matter
+        np.testing.assert_allclose(fast, own, atol=1e-5)
+    with pytest.raises(ValueError, match="loop"):
+        explain("lime", model, x, 1, loop="fast")

@@ -52,3 +52,33 @@ def test_bad_input():
         rank_segments(np.zeros((4, 4)), np.zeros((4, 5), int))
     with pytest.raises(ValueError, match="n_segments"):
         slic_segments(np.zeros((8, 8, 3)), 0)
+
+
+def test_equal_area_masks_cover_the_same_fraction_within_one_segment():
+    from dfrobust.explainers.segments import area_budget, area_mask
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 3, 48, 48, generator=g)
+    x[:, :, :, :16] *= 0.3                        # segments of unequal sizes
+    seg = slic_segments(x, 30)[0]
+    sizes = np.bincount(seg.ravel())
+    assert sizes.max() > 1.5 * sizes.min()
+    rng = np.random.default_rng(0)
+    rankings = [np.argsort(-sizes), np.argsort(sizes)] + [rng.permutation(len(sizes)) for _ in range(4)]
+    for k in (1, 3, 5):
+        f = area_budget(k, len(sizes))
+        fracs = [area_mask(seg, r, f).mean() for r in rankings]
+        assert min(fracs) >= f - 1e-9                               # the budget is met ...
+        assert max(fracs) - min(fracs) <= sizes.max() / seg.size    # ... and areas agree within one segment
+        # the count rule (k segments) does not: largest-first vs smallest-first
+        cnt = [topk_mask(seg, r, k).mean() for r in rankings[:2]]
+        assert cnt[0] - cnt[1] > 0
+    # nested in k for one ranking, empty at 0, everything at 1
+    r = rankings[2]
+    assert np.all(area_mask(seg, r, area_budget(5, len(sizes)))[area_mask(seg, r, area_budget(3, len(sizes)))])
+    assert area_mask(seg, r, 0.0).sum() == 0 and area_mask(seg, r, 1.0).all()
+    assert area_budget(3, 30, per_k=0.05) == pytest.approx(0.15)
+    with pytest.raises(ValueError, match="fraction"):
+        area_mask(seg, r, 1.5)
+    with pytest.raises(ValueError, match="area_per_k"):
+        area_budget(1, 30, per_k=-0.1)

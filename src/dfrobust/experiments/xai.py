@@ -2,19 +2,26 @@
 
 Protocol, per detector and image pair (a fake and the real frame it was made from):
 
+0. the pair is analysed only when the detector calls the fake fake (P(fake) ≥ 0.5: otherwise there
+   is nothing to attack) and the real real (otherwise "explain real" explains a wrong decision);
+   the first ``n_pairs`` such pairs in the candidates' balanced order, per detector; the
+   records keep every candidate's clean predictions, so the drops per rule are counted;
 1. one SLIC segmentation of the **real** image (:mod:`dfrobust.explainers.segments`), shared by all tools;
 2. each tool explains the real image for its own class (``target = 0``, real) and ranks the segments
-   by mean attribution (:mod:`dfrobust.explainers`);
-3. the **paired fake** is attacked with the black-box masked NES attack (:mod:`dfrobust.attacks.nes`) on the
-   top-k segments only; the lower the detector's accuracy on these adversarial fakes, the more
-   faithful the tool's ranking (a random ranking is the baseline);
+   by mean attribution (:mod:`dfrobust.explainers`); one explanation serves every k;
+3. the **paired fake** is attacked with the black-box masked NES attack (:mod:`dfrobust.attacks.nes`)
+   inside the tool's top segments: by default until they cover the same pixel budget for every
+   tool (``masks="area"``: k mean-sized segments' worth, so no tool wins by attacking more pixels),
+   or the paper's k segments (``masks="count"``); the lower the detector's accuracy on these
+   adversarial fakes, the more faithful the tool's ranking (a random ranking is the baseline);
 4. contrast: deletion/insertion AUCs (Petsiuk et al., 2018) of P(real) on the real image when the
    same ranked segments are removed (set to 0) or inserted (into a blurred copy), and the Kendall
    tau (``scipy.stats.kendalltau``) between the two rankings of tools.
 
 Records have dims ``(model, tool, k, pair)`` with pair coords from the manifest (group,
-manipulation, dataset, ...); the faithfulness metrics are reductions in
-:mod:`dfrobust.metrics.faithfulness`.
+manipulation, dataset, ...), per-stage wall times per pair (where the chapter's time goes), and
+``analysed``; the faithfulness metrics and verdicts are reductions in :mod:`dfrobust.metrics.faithfulness`.
+Forwards without gradients run under ``torch.inference_mode`` in small CPU chunks (:data:`CPU_CHUNK`).
 """
 
 from __future__ import annotations
@@ -32,9 +39,10 @@ from torch import nn
 from .. import explainers as _explain
 from ..attacks import MaskedNES
 from ..core.device import auto_batch_size, describe, pick_device
-from ..core.params import int_list
-from ..data.sampling import select_pairs
-from ..explainers.segments import rank_segments, slic_segments, topk_mask
+from ..core.params import int_list, split_list
+from ..data.sampling import balanced, select_pairs
+from ..explainers.segments import area_budget, area_mask, rank_segments, slic_segments, topk_mask
+from ..metrics.faithfulness import THRESHOLD
 
 #: NES defaults — our choice; the paper's exact values are not public.
 NES_DEFAULTS = {"sigma": 0.001, "n_pairs": 40, "steps": 50, "alpha": 1 / 255, "eps": 16 / 255}
@@ -50,7 +58,7 @@ def _blur(images: torch.Tensor) -> torch.Tensor:
     return gaussian_blur(images, kernel_size=[k, k], sigma=[k / 3, k / 3])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def deletion_insertion(model: nn.Module, images: torch.Tensor, segments: np.ndarray,
                        rankings: Sequence[np.ndarray], target: int = 0, *, n_steps: int = 10,
                        batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -79,25 +87,67 @@ def deletion_insertion(model: nn.Module, images: torch.Tensor, segments: np.ndar
 
 
 # ----------------------------------------------------------------------------- experiment
+#: images per forward on a CPU: measured with ``bench/bench_lime.py`` (forward alone, Meso4, one thread),
+#: a 100-image batch costs about twice as much per image as a 10-image one at 128-256 px (activations
+#: fall out of cache), so the chapter's many small forwards (LIME, RISE, SOBOL, NES) use small chunks.
+CPU_CHUNK = 8
+
+
+def chunk_size(device: torch.device, size: int) -> int:
+    """Images per forward for the XAI chapter: :data:`CPU_CHUNK` on a CPU, the device's automatic size on a GPU."""
+    return CPU_CHUNK if torch.device(device).type == "cpu" else auto_batch_size(torch.device(device), size)
+
+
 @dataclass
 class XAIRun:
-    """Records of one experiment plus a small gallery per model (first ``keep`` pairs)."""
+    """Records of one experiment plus a small gallery per model (first ``keep`` analysed pairs)."""
     records: xr.Dataset
     gallery: dict[str, xr.Dataset] = field(default_factory=dict)
+
+
+def candidate_pairs(manifest: pd.DataFrame, n: int | None = None, *, seed: int = 0) -> pd.DataFrame:
+    """All (fake, real) test pairs in a balanced order (group × manipulation, :func:`balanced`), first ``n``.
+
+    Any prefix is balanced, so taking the first pairs the detector gets right keeps the balance
+    as far as the detector's errors allow.
+    """
+    allp = select_pairs(manifest, max(len(manifest), 1), seed=seed)
+    return balanced(allp, int(n or len(allp)), by=("group", "manipulation"), seed=seed, what="n_pairs")
+
+
+def _per_model(value, names: Sequence[str], what: str) -> dict[str, int | None]:
+    if value is None or isinstance(value, (int, np.integer)):
+        out = {n: value for n in names}
+    else:
+        out = {n: value.get(n, value.get(n.split("@")[0])) for n in names}
+    for n, v in out.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ValueError(f"{what}[{n!r}]={v!r}: expected an integer >= 1 or None (all eligible pairs)")
+    return out
 
 
 def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequence[str] = _explain.TOOLS,
             top_k: str | Sequence[int] = TOP_K, n_segments: int = 100, seed: int = 0, device: str = "auto",
             nes: Mapping[str, Any] | None = None, explain_options: Mapping[str, Mapping[str, Any]] | None = None,
             batch_size: int | None = None, deletion_steps: int = 10, keep: int = 2,
+            n_pairs: int | Mapping[str, int] | None = None, masks: str = "area", area_per_k: float = 0.0,
             load: Callable[[pd.DataFrame, int], torch.Tensor] | None = None,
             progress: Callable[[str], None] | None = None) -> XAIRun:
     """Explain the real image, attack the paired fake on the top-k segments, for every model × tool × k.
 
     ``models``: name → detector (``.input_size`` gives the image size; the name may carry the size,
-    e.g. ``"xception@299"``).  ``pairs``: :func:`select_pairs` output.  ``load(df, size)`` returns
-    [N,3,size,size] in [0,1] (default :func:`dfrobust.data.manifest.load_images`; the real images
-    are loaded from the ``real_path`` column).
+    e.g. ``"xception@299"``).  ``pairs``: candidate pairs (:func:`candidate_pairs` / :func:`select_pairs`
+    output) in the order they are taken.  ``load(df, size)`` returns [N,3,size,size] in [0,1]
+    (default :func:`dfrobust.data.manifest.load_images`; the real images from ``real_path``).
+
+    Protocol: a pair is analysed by a model only when the detector calls its fake fake (else there
+    is nothing to attack) and its real real (else "explain real" explains a wrong decision); the
+    first ``n_pairs`` such pairs per model are analysed (None: all; an int or name → int), the rest
+    keep their clean predictions and ``analysed = 0``.  ``masks="area"``: each tool attacks its top
+    segments until they cover :func:`~dfrobust.explainers.segments.area_budget` (k, segments,
+    ``area_per_k``) of the pixels, so every tool attacks the same area within one segment;
+    ``masks="count"``: the paper's k segments whatever their size.  Either way ``mask_fraction``
+    records the area attacked and ``count_mask_fraction`` the area of the top-k segments.
     """
     tools = list(tools)
     bad = [t for t in tools if t not in _explain.TOOLS]
@@ -106,6 +156,9 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
     ks = int_list(top_k, "top_k", minimum=1)
     if not models:
         raise ValueError("models is empty: expected at least one detector")
+    if masks not in ("area", "count"):
+        raise ValueError(f"masks={masks!r}: expected 'area' (equal pixel budget) or 'count' (k segments)")
+    area_budget(1, 1, area_per_k)  # checks area_per_k
     if "real_path" not in pairs.columns or "path" not in pairs.columns:
         raise ValueError("pairs: expected the output of select_pairs (columns path and real_path)")
     nes_kw = {**NES_DEFAULTS, **dict(nes or {})}
@@ -114,68 +167,97 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
         raise ValueError(f"nes options {sorted(unknown)}: expected some of {sorted(NES_DEFAULTS)}")
     explain_options = {t: dict((explain_options or {}).get(t, {})) for t in tools}
     for t, o in explain_options.items():
-        unknown = set(o) - set(_explain.DEFAULTS[t])
-        if unknown:
-            raise ValueError(f"explain_options[{t!r}] {sorted(unknown)}: expected some of {sorted(_explain.DEFAULTS[t])}")
+        _explain.make_explainer(t, **o)          # unknown options raise here, before any model runs
+    names = list(models)
+    quota = _per_model(n_pairs, names, "n_pairs")
     if load is None:
-        from .data.manifest import load_images as load
+        from ..data.manifest import load_images as load
     dev = pick_device(device)
     _explain.warmup(tools)
     say = progress or (lambda _m: None)
 
     real_df = pairs[[c for c in pairs.columns if c.startswith("real_")]].rename(columns=lambda c: c[5:])
     fake_df = pairs[[c for c in pairs.columns if not c.startswith("real_")]]
-    n, names = len(pairs), list(models)
+    n = len(pairs)
     shape_t = (len(names), len(tools), len(ks), n)
     shape_p = (len(names), n)
+    shape_e = (len(names), len(tools), n)
     rec = {
         "p_fake_clean": np.full(shape_p, np.nan, np.float32),
         "p_fake_real": np.full(shape_p, np.nan, np.float32),
+        "analysed": np.zeros(shape_p, np.int8),
         "n_segments_actual": np.zeros(shape_p, np.int32),
         "p_fake_adv": np.full(shape_t, np.nan, np.float32),
         "success": np.zeros(shape_t, np.int8),
         "queries": np.zeros(shape_t, np.int64),
         "steps": np.zeros(shape_t, np.int32),
-        "mask_fraction": np.zeros(shape_t, np.float32),
+        "mask_fraction": np.full(shape_t, np.nan, np.float32),
+        "count_mask_fraction": np.full(shape_t, np.nan, np.float32),
         "attack_time_s": np.zeros(shape_t, np.float32),
-        "explain_time_s": np.zeros(shape_t[:2] + (n,), np.float32),
-        "deletion_auc": np.zeros(shape_t[:2] + (n,), np.float32),
-        "insertion_auc": np.zeros(shape_t[:2] + (n,), np.float32),
+        "explain_time_s": np.zeros(shape_e, np.float32),
+        "deletion_time_s": np.zeros(shape_e, np.float32),
+        "deletion_auc": np.full(shape_e, np.nan, np.float32),
+        "insertion_auc": np.full(shape_e, np.nan, np.float32),
     }
-    sizes, gallery = [], {}
+    setup_s = np.zeros(len(names), np.float32)
+    sizes, gallery, images = [], {}, {}
     for mi, name in enumerate(names):
+        t_setup = time.perf_counter()
         model = models[name].to(dev).eval()
         size = int(getattr(model, "input_size", None) or 256)
         sizes.append(size)
-        bs = int(batch_size or auto_batch_size(dev, size))
-        real = load(real_df, size).to(dev)
-        fake = load(fake_df, size).to(dev)
+        bs = int(batch_size or chunk_size(dev, size))
+        nes_run = {"batch_size": bs, **nes_kw}
+        if size not in images:                                   # one load per size, shared by its models
+            images[size] = (load(real_df, size), load(fake_df, size))
+        real_all, fake_all = images[size]
+        p_fake = _explain.batched_proba(model, fake_all.to(dev), bs)[:, 1].cpu().numpy()
+        p_real = _explain.batched_proba(model, real_all.to(dev), bs)[:, 1].cpu().numpy()
+        rec["p_fake_clean"][mi], rec["p_fake_real"][mi] = p_fake, p_real
+        eligible = np.flatnonzero((p_fake >= THRESHOLD) & (p_real < THRESHOLD))
+        idx = eligible[: quota[name]] if quota[name] is not None else eligible
+        rec["analysed"][mi, idx] = 1
+        m_ = len(idx)
+        say(f"{name}: {m_} of {n} pairs analysed ({n - len(eligible)} dropped by the protocol)")
+        if m_ == 0:
+            setup_s[mi] = time.perf_counter() - t_setup
+            continue
+        real, fake = real_all[idx].to(dev), fake_all[idx].to(dev)
         seg = slic_segments(real.cpu(), n_segments)
-        rec["n_segments_actual"][mi] = seg.reshape(n, -1).max(1) + 1
-        rec["p_fake_clean"][mi] = _explain.batched_proba(model, fake, bs)[:, 1].cpu().numpy()
-        rec["p_fake_real"][mi] = _explain.batched_proba(model, real, bs)[:, 1].cpu().numpy()
+        s_act = seg.reshape(m_, -1).max(1) + 1
+        rec["n_segments_actual"][mi, idx] = s_act
+        setup_s[mi] = time.perf_counter() - t_setup
         g_att, g_mask, g_adv = [], [], []
+        labels = torch.ones(m_, dtype=torch.long)
         for ti, tool in enumerate(tools):
             say(f"{name}: {tool}")
             t0 = time.perf_counter()
             att = _explain.explain(tool, model, real, 0, seed=seed, batch_size=bs, device=str(dev),
                                    segments=seg, **explain_options[tool])
-            rec["explain_time_s"][mi, ti] = (time.perf_counter() - t0) / n
-            ranks = [rank_segments(a, s) for a, s in zip(att, seg)]
+            rec["explain_time_s"][mi, ti, idx] = (time.perf_counter() - t0) / m_
+            ranks = [rank_segments(a, s) for a, s in zip(att, seg)]       # one explanation serves every k
+            t0 = time.perf_counter()
             d, ins = deletion_insertion(model, real, seg, ranks, 0, n_steps=deletion_steps, batch_size=bs)
-            rec["deletion_auc"][mi, ti], rec["insertion_auc"][mi, ti] = d, ins
+            rec["deletion_time_s"][mi, ti, idx] = (time.perf_counter() - t0) / m_
+            rec["deletion_auc"][mi, ti, idx], rec["insertion_auc"][mi, ti, idx] = d, ins
             masks_k, adv_k = [], []
             for ki, k in enumerate(ks):
-                mask = np.stack([topk_mask(s, r, k) for s, r in zip(seg, ranks)])
-                atk = MaskedNES(model, seed=seed, **nes_kw)
+                by_count = np.stack([topk_mask(s, r, k) for s, r in zip(seg, ranks)])
+                if masks == "area":
+                    mask = np.stack([area_mask(s, r, area_budget(k, sa, area_per_k))
+                                     for s, r, sa in zip(seg, ranks, s_act)])
+                else:
+                    mask = by_count
+                atk = MaskedNES(model, seed=seed, **nes_run)
                 t0 = time.perf_counter()
-                adv = atk(fake, torch.ones(n, dtype=torch.long), torch.from_numpy(mask))
-                rec["attack_time_s"][mi, ti, ki] = (time.perf_counter() - t0) / n
-                rec["p_fake_adv"][mi, ti, ki] = _explain.batched_proba(model, adv, bs)[:, 1].cpu().numpy()
-                rec["success"][mi, ti, ki] = atk.last_success
-                rec["queries"][mi, ti, ki] = atk.last_queries
-                rec["steps"][mi, ti, ki] = atk.last_steps
-                rec["mask_fraction"][mi, ti, ki] = mask.reshape(n, -1).mean(1)
+                adv = atk(fake, labels, torch.from_numpy(mask))
+                rec["attack_time_s"][mi, ti, ki, idx] = (time.perf_counter() - t0) / m_
+                rec["p_fake_adv"][mi, ti, ki, idx] = _explain.batched_proba(model, adv, bs)[:, 1].cpu().numpy()
+                rec["success"][mi, ti, ki, idx] = atk.last_success
+                rec["queries"][mi, ti, ki, idx] = atk.last_queries
+                rec["steps"][mi, ti, ki, idx] = atk.last_steps
+                rec["mask_fraction"][mi, ti, ki, idx] = mask.reshape(m_, -1).mean(1)
+                rec["count_mask_fraction"][mi, ti, ki, idx] = by_count.reshape(m_, -1).mean(1)
                 masks_k.append(mask[:keep])
                 adv_k.append(adv[:keep].cpu().numpy())
             g_att.append(att[:keep])
@@ -188,22 +270,26 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
              "attribution": (("tool", "pair", "y", "x"), np.stack(g_att)),
              "mask": (("tool", "k", "pair", "y", "x"), np.stack(g_mask).astype(np.int8)),
              "adv": (("tool", "k", "pair", "channel", "y", "x"), np.stack(g_adv))},
-            coords={"tool": tools, "k": ks, "pair": pairs["pair_id"].astype(str).to_numpy()[:keep]},
+            coords={"tool": tools, "k": ks, "pair": pairs["pair_id"].astype(str).to_numpy()[idx[:keep]]},
             attrs={"model": name, "input_size": size})
 
     dims_t, dims_p, dims_e = ("model", "tool", "k", "pair"), ("model", "pair"), ("model", "tool", "pair")
     units = {"p_fake_clean": ("1", "P(fake) of the clean fake"), "p_fake_real": ("1", "P(fake) of the real image"),
+             "analysed": ("1", "pair analysed (fake called fake and real called real, within n_pairs)"),
              "n_segments_actual": ("1", "SLIC segments of the real image"),
              "p_fake_adv": ("1", "P(fake) of the adversarial fake"), "success": ("1", "fake classified real after NES"),
              "queries": ("1", "model queries of NES"), "steps": ("1", "NES update steps"),
-             "mask_fraction": ("1", "fraction of pixels in the top-k segments"),
+             "mask_fraction": ("1", "fraction of pixels attacked"),
+             "count_mask_fraction": ("1", "fraction of pixels in the top-k segments (count rule)"),
              "attack_time_s": ("s", "NES wall time per image"), "explain_time_s": ("s", "explanation wall time per image"),
+             "deletion_time_s": ("s", "deletion/insertion wall time per image"),
              "deletion_auc": ("1", "deletion AUC of P(real) (lower = more faithful)"),
              "insertion_auc": ("1", "insertion AUC of P(real) (higher = more faithful)")}
     data_vars = {}
     for k_, v in rec.items():
         dims = dims_p if v.shape == shape_p else dims_e if v.ndim == 3 else dims_t
         data_vars[k_] = (dims, v, {"units": units[k_][0], "long_name": units[k_][1]})
+    data_vars["setup_time_s"] = ("model", setup_s, {"units": "s", "long_name": "load, clean predictions, SLIC"})
     coords: dict[str, Any] = {"model": names, "tool": tools, "k": ks, "pair": np.arange(n),
                               "input_size": ("model", np.asarray(sizes, np.int32)),
                               "arch": ("model", [nm.split("@")[0] for nm in names])}
@@ -214,17 +300,117 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update({"device": describe(dev), "n_segments": int(n_segments), "seed": int(seed),
                      "nes": {k_: float(v) for k_, v in nes_kw.items() if v is not None},
-                     "explain_options": explain_options, "explain_target": 0, "attack_label": 1})
+                     "explain_options": explain_options, "explain_target": 0, "attack_label": 1,
+                     "masks": masks, "area_per_k": float(area_per_k), "threshold": THRESHOLD})
     return XAIRun(records=ds, gallery=gallery)
 
 
 def time_table(ds: xr.Dataset) -> pd.DataFrame:
-    """Mean explanation and attack (mean over k) wall time per image, per model × tool, with the device."""
-    ex = ds["explain_time_s"].mean("pair")
-    at = ds["attack_time_s"].mean(("k", "pair"))
-    df = xr.Dataset({"explain_s": ex, "attack_s": at}).to_dataframe().reset_index()
+    """Where the time goes, per model × tool: seconds per analysed pair of the explanation, the
+    deletion/insertion contrast and the NES attack (mean over k and summed over k), the total over the
+    pairs, and its share of the experiment (setup: loading, clean predictions and SLIC, per model)."""
+    ana = ds["analysed"].astype(bool) if "analysed" in ds else xr.ones_like(ds["p_fake_clean"], dtype=bool)
+    n = ana.sum("pair")
+    per_pair = lambda v: v.where(ana).mean("pair")
+    ex = per_pair(ds["explain_time_s"])
+    de = per_pair(ds["deletion_time_s"]) if "deletion_time_s" in ds else xr.zeros_like(ex)
+    at = per_pair(ds["attack_time_s"])
+    df = xr.Dataset({"explain_s": ex, "deletion_s": de, "attack_s": at.mean("k"),
+                     "attack_all_k_s": at.sum("k")}).to_dataframe().reset_index()
+    df["n_pairs"] = [int(n.sel(model=m)) for m in df["model"]]
+    df["total_s"] = (df["explain_s"] + df["deletion_s"] + df["attack_all_k_s"]).fillna(0) * df["n_pairs"]
+    setup = ds["setup_time_s"].to_series() if "setup_time_s" in ds else pd.Series(0.0, index=ds["model"].values)
+    grand = float(df["total_s"].sum() + setup.sum())
+    df["share"] = df["total_s"] / grand if grand > 0 else np.nan
     df["input_size"] = [int(ds["input_size"].sel(model=m)) for m in df["model"]]
     df["device"] = ds.attrs.get("device", "")
-    return df[["model", "input_size", "tool", "explain_s", "attack_s", "device"]]
+    return df[["model", "input_size", "tool", "n_pairs", "explain_s", "deletion_s", "attack_s", "attack_all_k_s",
+               "total_s", "share", "device"]]
 
 
+# ----------------------------------------------------------------------------- the chapter's parameters
+@dataclass(frozen=True)
+class XAISettings:
+    """The chapter's parameters, checked and parsed (:func:`check_params`)."""
+    models: list[str]
+    xception_sizes: list[int]
+    tools: list[str]
+    top_k: list[int]
+    nes: dict[str, float]
+    explain_options: dict[str, dict[str, Any]]
+    n_pairs: dict[str, int]
+
+
+def _int(name: str, value, lo: int = 1, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name}={value!r}: expected an integer {rng}")
+    return int(value)
+
+
+def _float(name: str, value, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    if ok:
+        v = float(value)
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        raise ValueError(f"{name}={value!r}: expected a number in {'(' if lo_open else '['}{lo:g}, "
+                         f"{hi:g}{')' if hi_open else ']'}")
+    return float(value)
+
+
+def check_params(*, models: str, xception_sizes: str, tools: str, top_k: str, n_pairs: int, xception_pairs: int,
+                 n_segments: int, nes_iters: int, nes_pairs: int, nes_sigma: float, eps: float, alpha: float,
+                 lime_samples: int, rise_masks: int, sobol_grid: int, sobol_design: int, xrai_steps: int,
+                 xrai_algorithm: str, deletion_steps: int, n_boot: int, gallery_k: int, margin: float,
+                 masks: str, area_per_k: float, min_val_auc: float, device: str, seed: int = 0,
+                 **_ignored: Any) -> XAISettings:
+    """Every parameter of the XAI chapter checked before any data or model: one-line errors naming it."""
+    from ..models import MODELS
+
+    model_names = split_list(models, "models", allowed=MODELS)
+    sizes = int_list(xception_sizes, "xception_sizes", minimum=8) if str(xception_sizes).strip() else []
+    tool_names = split_list(tools, "tools", allowed=_explain.TOOLS)
+    if "random" not in tool_names:
+        raise ValueError(f"tools={tools!r}: expected the 'random' baseline among them (every verdict is against it)")
+    n_segments = _int("n_segments", n_segments)
+    ks = int_list(top_k, "top_k", minimum=1)
+    if max(ks) > n_segments:
+        raise ValueError(f"top_k={top_k!r}: {max(ks)} exceeds n_segments={n_segments}; expected k <= n_segments")
+    n_pairs = _int("n_pairs", n_pairs)
+    xception_pairs = _int("xception_pairs", xception_pairs, lo=0)
+    _int("seed", seed, lo=0)
+    nes = dict(steps=_int("nes_iters", nes_iters), n_pairs=_int("nes_pairs", nes_pairs),
+               sigma=_float("nes_sigma", nes_sigma, 0, 1, lo_open=True),
+               eps=_float("eps", eps, 0, 1, lo_open=True), alpha=_float("alpha", alpha, 0, 1, lo_open=True))
+    if xrai_algorithm not in ("full", "fast"):
+        raise ValueError(f"xrai_algorithm={xrai_algorithm!r}: expected 'full' or 'fast'")
+    explain_options = {"lime": dict(num_samples=_int("lime_samples", lime_samples, lo=2)),
+                       "rise": dict(n_masks=_int("rise_masks", rise_masks)),
+                       "sobol": dict(grid=_int("sobol_grid", sobol_grid), nb_design=_int("sobol_design", sobol_design)),
+                       "xrai": dict(steps=_int("xrai_steps", xrai_steps), algorithm=xrai_algorithm)}
+    _int("deletion_steps", deletion_steps)
+    _int("n_boot", n_boot, lo=100)
+    if gallery_k not in ks:
+        raise ValueError(f"gallery_k={gallery_k!r}: expected one of top_k={ks}")
+    _float("margin", margin, 0, 1, lo_open=True, hi_open=True)
+    if masks not in ("area", "count"):
+        raise ValueError(f"masks={masks!r}: expected 'area' (equal pixel budget per k) or 'count' (k segments)")
+    per_k = _float("area_per_k", area_per_k, 0, 1, hi_open=True)
+    if per_k * max(ks) > 1:
+        raise ValueError(f"area_per_k={area_per_k!r}: {max(ks)} x {per_k:g} exceeds the image; expected area_per_k <= {1 / max(ks):.3g}")
+    _float("min_val_auc", min_val_auc, 0, 1)
+    if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
+    quota = {m: n_pairs for m in model_names}
+    quota["xception"] = xception_pairs or n_pairs
+    return XAISettings(models=model_names, xception_sizes=sizes, tools=tool_names, top_k=ks, nes=nes,
+                       explain_options=explain_options, n_pairs=quota)
+
+
+def near_chance(val_auc: Mapping[str, float], min_val_auc: float) -> list[str]:
+    """Detectors whose validation AUC is under ``min_val_auc`` (or unknown): not analysed, "near chance".
+
+    A stand-in for the models layer's quality gate; the chapter calls it at one marked site.
+    """
+    return [m for m, a in val_auc.items() if not (a is not None and np.isfinite(a) and a >= min_val_auc)]

@@ -60,11 +60,16 @@ def _check_images(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
-@torch.no_grad()
 def batched_proba(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """softmax(model(x)) on ``x`` (already on the model's device) in chunks of ``batch_size`` → [n, 2]."""
-    outs = [torch.softmax(model(x[i:i + batch_size]), dim=1) for i in range(0, len(x), batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0, 2, device=x.device)
+    """softmax(model(x)) on ``x`` (already on the model's device) in chunks of ``batch_size`` → [n, 2].
+
+    Runs under ``torch.inference_mode`` (no autograd bookkeeping); the result is cloned out of
+    inference mode so that callers may use it anywhere.
+    """
+    with torch.inference_mode():
+        outs = [torch.softmax(model(x[i:i + batch_size]), dim=1) for i in range(0, len(x), batch_size)]
+        out = torch.cat(outs) if outs else torch.empty(0, 2, device=x.device)
+    return out.clone()
 
 
 def _model_device(model: nn.Module) -> torch.device:

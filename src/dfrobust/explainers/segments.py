@@ -1,10 +1,10 @@
-"""Image segments shared by all XAI tools: SLIC segmentation, ranking by attribution, top-k masks.
+"""Image segments shared by all XAI tools: SLIC segmentation, ranking by attribution, top-k and equal-area masks.
 
 One SLIC segmentation (``skimage.segmentation.slic``) of each *real* image is computed once and
 shared by every tool, so tools differ only in how they rank the same segments.  A segment's score
 is the mean attribution over its pixels; ranking is by decreasing score, ties broken by the
 smaller segment id (deterministic).  The written code here is only the bookkeeping around
-scikit-image (ranking with ``np.bincount``), which no package provides.
+scikit-image (ranking with ``np.bincount``, greedy equal-area masks), which no package provides.
 """
 
 from __future__ import annotations
@@ -86,3 +86,33 @@ def topk_masks(attributions: np.ndarray, segments: np.ndarray, k: int) -> np.nda
     if attributions.shape != segments.shape or attributions.ndim != 3:
         raise ValueError(f"attributions {attributions.shape} and segments {segments.shape}: expected equal [N, H, W]")
     return np.stack([topk_mask(s, rank_segments(a, s), k) for a, s in zip(attributions, segments)])
+
+
+def area_mask(segments: np.ndarray, ranking: np.ndarray, fraction: float) -> np.ndarray:
+    """Boolean [H, W] mask of the first ranked segments until they cover ``fraction`` of the pixels.
+
+    Segments are added in rank order while the covered fraction is below ``fraction``; the last
+    one may overshoot, so two rankings of the same segments give masks whose areas differ by less
+    than one segment (the equal-area protocol: tools compete on *where*, not on *how much*).
+    ``fraction`` 0 gives an empty mask, 1 the whole image.
+    """
+    f = float(fraction)
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"fraction={fraction!r}: expected a pixel fraction in [0, 1]")
+    segments = np.asarray(segments)
+    ranking = np.asarray(ranking)
+    counts = np.bincount(segments.ravel(), minlength=int(segments.max()) + 1)
+    cum = np.cumsum(counts[ranking])
+    need = f * segments.size
+    n = 0 if need <= 0 else min(int(np.searchsorted(cum, need - 1e-9)) + 1, len(ranking))
+    return np.isin(segments, ranking[:n])
+
+
+def area_budget(k: int, n_segments: int, per_k: float = 0.0) -> float:
+    """Pixel fraction attacked at ``k``: ``k * per_k``, or ``k / n_segments`` (k mean-sized segments) when ``per_k`` is 0."""
+    if int(k) < 0:
+        raise ValueError(f"k={k!r}: expected a non-negative int")
+    if not 0.0 <= float(per_k) < 1.0:
+        raise ValueError(f"area_per_k={per_k!r}: expected a pixel fraction in [0, 1) (0: k / segments)")
+    f = k * float(per_k) if per_k > 0 else k / max(int(n_segments), 1)
+    return float(min(f, 1.0))
