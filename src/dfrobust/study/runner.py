@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .. import __version__
 from ..core.paths import data_home, generated_book_dir, project_root, real_data_root, results_dir
-from ..core.results import STAGE_ENV
+from ..core.results import PRODUCERS, STAGE_ENV
 from ..core.profiles import load_spec
 from .spec import Study, StudyError, declared_parameters, load_study, params_json, resolve_params
 
@@ -95,6 +95,7 @@ def run_notebook(study: Study, name: str, profile: str, overrides: Mapping[str, 
     """Execute one notebook of the study with the profile's parameters (plus overrides)."""
     nb = study.notebook(name)
     params = resolve_params(study, nb, profile, overrides)
+    check_data_context(params, where=f" (notebook {nb.name})")
     return _execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log)
 
 
@@ -150,8 +151,12 @@ def _why_rerun(stamp: Path, output: Path, key: str, context: Mapping[str, str]) 
     return ""
 
 
-def _commit_stage(stage: Path) -> list[dict[str, str]]:
-    """Move every result the notebook staged into place; returns them with their hashes."""
+def _commit_stage(stage: Path, name: str = "", profile: str = "") -> list[dict[str, str]]:
+    """Move every result the notebook staged into place; returns them with their hashes.
+
+    Each file's producer (notebook, profile) is recorded in ``results/.producers.json`` so that an
+    unreadable result names the command that rebuilds it (:func:`dfrobust.core.results.rebuild_command`).
+    """
     root = results_dir()
     outputs = []
     for p in sorted(stage.rglob("*")):
@@ -161,7 +166,69 @@ def _commit_stage(stage: Path) -> list[dict[str, str]]:
             os.replace(p, dest)
             outputs.append({"path": str(dest), "sha256": _sha256(dest)})
     shutil.rmtree(stage, ignore_errors=True)
+    if outputs and name:
+        index = root / PRODUCERS
+        try:
+            known = json.loads(index.read_text())
+        except (OSError, ValueError):
+            known = {}
+        for o in outputs:
+            known[Path(o["path"]).relative_to(root).as_posix()] = {"notebook": name, "profile": profile}
+        fd, tmp = tempfile.mkstemp(prefix=f"{PRODUCERS}.", suffix=".tmp", dir=root)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(known, indent=1, sort_keys=True))
+            os.replace(tmp, index)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return outputs
+
+
+_STAGE = ".stage-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale_stages(root: Path | None = None, log: Callable[[str], None] = print) -> list[Path]:
+    """Remove the staging folders of runs whose process is gone (killed mid-run); returns them.
+
+    A staging folder is ``.stage-<notebook>-<pid>-<random>``; a folder without a readable pid is
+    left alone (it is never read: each run reads only its own stage).
+    """
+    root = root or results_dir()
+    removed = []
+    for p in sorted(root.glob(_STAGE + "*")):
+        parts = p.name[len(_STAGE):].rsplit("-", 2)
+        if not p.is_dir() or len(parts) != 3 or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+            log(f"[clean] removed the staging folder {p.name} of a run that did not finish (pid {pid} is gone)")
+    return removed
+
+
+def check_data_context(params: Mapping[str, Any], *, where: str = "") -> None:
+    """One-line errors, before anything runs, for a data home that is a file and a data root that is not a folder."""
+    data_home()  # NotADirectoryError naming $DFROBUST_DATA_HOME when it is a file
+    explicit = params.get("data_root") or None
+    env = os.environ.get("DFROBUST_DATA_ROOT") if params.get("profile") == "paper" else None
+    if explicit or env:
+        root = real_data_root(explicit or env)
+        if not root.is_dir():
+            what = f"data_root={explicit!r}" if explicit else f"$DFROBUST_DATA_ROOT={env!r}"
+            state = "is a file" if root.exists() else "does not exist"
+            raise StudyError(f"{what}{where}: {root} {state}; expected the folder of a real dataset")
 
 
 def notices(notebook: Path) -> list[str]:
@@ -200,7 +267,8 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
         return RunResult(name, output, False, 0.0, params)
     log(f"[run ] {name} ({why}) with {params_json(params)}")
     partial = out_dir / f"{name}.partial.ipynb"
-    stage = Path(tempfile.mkdtemp(prefix=f".stage-{name}-", dir=results_dir()))
+    clean_stale_stages(log=log)
+    stage = Path(tempfile.mkdtemp(prefix=f"{_STAGE}{name}-{os.getpid()}-", dir=results_dir()))
     t0 = time.perf_counter()
     saved = {k: os.environ.get(k) for k in ("DFROBUST_HOME", STAGE_ENV)}
     os.environ["DFROBUST_HOME"] = str(project_root())  # the kernel inherits it: notebooks find the project
@@ -221,7 +289,7 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
             else:
                 os.environ[k] = v
     stamp.unlink(missing_ok=True)
-    outputs = _commit_stage(stage)
+    outputs = _commit_stage(stage, name, str(params.get("profile", "")))
     present_chapter(partial, name, template, params, results=[Path(o["path"]) for o in outputs])
     os.replace(partial, output)
     for line in notices(output):
@@ -280,7 +348,9 @@ def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping
         # one notebook: every override is its own (unknown names are reported by resolve_params);
         # several: each takes the overrides it declares
         mine = overrides if len(names) == 1 else {k: v for k, v in overrides.items() if k in declared}
-        plan.append((nb, resolve_params(study, nb, profile, mine)))
+        params = resolve_params(study, nb, profile, mine)
+        check_data_context(params, where=f" (notebook {nb.name})")
+        plan.append((nb, params))
     unknown = [k for k in overrides if k not in accepted]
     if unknown:
         raise StudyError(f"parameter {unknown[0]!r}: no notebook of this run declares it; "
