@@ -63,13 +63,13 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
             df[c] = df[c].astype(np.int64)
         else:
             df[c] = df[c].fillna("").astype(str)
-    bad = sorted(set(df["label"].unique()) - {0, 1})
+    bad = sorted(int(v) for v in set(df["label"].unique()) - {0, 1})  # plain ints: the message shows [2]
     if bad:
         raise ValueError(f"manifest label values {bad}: expected 0 (real) or 1 (fake)")
-    bad = sorted(set(df["split"].unique()) - set(SPLITS))
+    bad = sorted(str(v) for v in set(df["split"].unique()) - set(SPLITS))
     if bad:
         raise ValueError(f"manifest split values {bad}: expected one of {SPLITS}")
-    bad = sorted(set(df["group"].unique()) - set(GROUPS) - {""})
+    bad = sorted(str(v) for v in set(df["group"].unique()) - set(GROUPS) - {""})
     if bad:
         raise ValueError(f"manifest group values {bad}: expected one of {GROUPS} or ''")
     extra = [c for c in df.columns if c not in COLUMNS]

@@ -77,11 +77,16 @@ class Detector(nn.Module):
         return self.net.act4
 
     def validate(self, x: torch.Tensor) -> None:
-        """Raise a one-line ValueError unless ``x`` is a float [N, 3, S, S] batch in [0, 1], S = input_size."""
+        """Raise a one-line ValueError unless ``x`` is a float [N, 3, S, S] batch in [0, 1], S = input_size,
+        of the model's dtype (float64 into a float32 model is refused, naming the conversion)."""
         s = self.input_size
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise ValueError(f"{self.name}: input must be a float tensor [N, 3, {s}, {s}] in [0, 1], "
                              f"got {type(x).__name__} {getattr(x, 'dtype', '')}")
+        want = next((p.dtype for p in self.net.parameters()), x.dtype)
+        if x.dtype != want and not torch.is_autocast_enabled():  # float64 would reach a raw torch dtype error
+            raise ValueError(f"{self.name}: input dtype {x.dtype} differs from the model's {want}; "
+                             f"convert it first (x.to({want})), expected a {want} tensor [N, 3, {s}, {s}] in [0, 1]")
         if x.dim() != 4:
             raise ValueError(f"{self.name}: input must be NCHW [N, 3, {s}, {s}], got shape {tuple(x.shape)}")
         if x.shape[1] != 3:

@@ -3,7 +3,10 @@
 A notebook is skipped when its *run key* — a hash of the template, its parameters and the
 helper package (version and source) — matches the stamp of the last successful run, so a
 second ``make book`` re-executes nothing. Every notebook's parameters are validated before
-the first one runs. A failing cell stops the run with that cell's error in one line; the
+the first one runs: names and types (the spec), the data home and data root, and the chapter's
+own ``check_params`` (:func:`preflight`). Results are staged per run (``.stage-<notebook>-<pid>-*``
+under the results folder) and committed only on success; the stage of a run whose process is
+gone (killed) is removed by the next run (:func:`clean_stale_stages`). A failing cell stops the run with that cell's error in one line; the
 partly executed notebook is kept beside the output for inspection.
 """
 
@@ -96,6 +99,7 @@ def run_notebook(study: Study, name: str, profile: str, overrides: Mapping[str, 
     nb = study.notebook(name)
     params = resolve_params(study, nb, profile, overrides)
     check_data_context(params, where=f" (notebook {nb.name})")
+    preflight(nb, params)
     return _execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log)
 
 
@@ -216,6 +220,51 @@ def clean_stale_stages(root: Path | None = None, log: Callable[[str], None] = pr
             removed.append(p)
             log(f"[clean] removed the staging folder {p.name} of a run that did not finish (pid {pid} is gone)")
     return removed
+
+
+def chapter_check(name: str):
+    """The chapter's ``check_params`` (``experiments.<stem>`` of notebook ``NN_<stem>``), or None."""
+    import importlib
+
+    stem = name.split("_", 1)[1] if "_" in name and name.split("_", 1)[0].isdigit() else None
+    if not stem or not stem.isidentifier():
+        return None
+    try:
+        mod = importlib.import_module(f"dfrobust.experiments.{stem}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"dfrobust.experiments.{stem}":
+            raise  # the module exists but a dependency is missing: say so
+        return None
+    return getattr(mod, "check_params", None)
+
+
+def preflight(nb, params: Mapping[str, Any]) -> None:
+    """Run the chapter's own validation call before anything runs, so a bad value in chapter 05 stops
+    ``dfrobust book`` before chapter 01 starts. Values the run does not set come from the template's
+    defaults; a check whose arguments the template does not declare is left to the notebook."""
+    import ast
+    import inspect
+
+    check = chapter_check(nb.name)
+    if check is None:
+        return
+    declared = declared_parameters(nb.template)
+    kwargs = {}
+    for pname, p in inspect.signature(check).parameters.items():
+        if pname in params:
+            kwargs[pname] = params[pname]
+        elif pname in declared:
+            try:
+                kwargs[pname] = ast.literal_eval(str(declared[pname].get("default")))
+            except (ValueError, SyntaxError):
+                return
+        elif p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            return  # needs something only the notebook computes
+    try:
+        check(**kwargs)
+    except (ValueError, OSError) as exc:
+        raise StudyError(f"{str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__} "
+                         f"(notebook {nb.name}, profile {params.get('profile', '')})") from None
 
 
 def check_data_context(params: Mapping[str, Any], *, where: str = "") -> None:
@@ -350,6 +399,7 @@ def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping
         mine = overrides if len(names) == 1 else {k: v for k, v in overrides.items() if k in declared}
         params = resolve_params(study, nb, profile, mine)
         check_data_context(params, where=f" (notebook {nb.name})")
+        preflight(nb, params)
         plan.append((nb, params))
     unknown = [k for k in overrides if k not in accepted]
     if unknown:
