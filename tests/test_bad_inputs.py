@@ -231,8 +231,8 @@ CASES = [
     ("params-eps-negative", call(core_params.check_eps, -0.1), r"eps=-0\.1"),
     ("params-eps-text", call(core_params.check_eps, "big"), r"eps='big'"),
     ("params-eps-inf", call(core_params.check_eps, float("inf")), r"eps=inf"),
-    ("params-seed-negative", call(core_params.check_seed, -1), r"seed=-1"),
-    ("params-seed-float", call(core_params.check_seed, 1.5), r"seed=1\.5"),
+    ("params-seed-negative", call(_lazy("dfrobust.core.params", "check_seed"), -1), r"seed=-1"),
+    ("params-seed-float", call(_lazy("dfrobust.core.params", "check_seed"), 1.5), r"seed=1\.5"),
     ("spec-override-no-equals", call(_lazy("dfrobust.study.spec", "parse_override"), "eps_max"), r"'eps_max'"),
     # data
     ("data-manifest-missing", call(_lazy("dfrobust.data", "load_manifest"), "/no/such/manifest.csv"),

@@ -36,10 +36,12 @@ def _overrides(params: Optional[List[str]]) -> dict:
 
 
 def _run_with_progress(profile: str, **kw):
-    """run_study with a rich progress bar over the notebooks."""
+    """run_study with a rich progress bar over the notebooks (validated first: a bad value is one line)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .runner import run_study
+    from .runner import plan_study, run_study
+
+    plan_study(profile, **{k: v for k, v in kw.items() if k in ("only", "overrides", "study")})
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as bar:

@@ -377,13 +377,12 @@ def study_lock(profile: str, log: Callable[[str], None] = print):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping[str, Any] | None = None,
-              force: bool = False, study: Study | None = None, out_dir: Path | None = None,
-              log: Callable[[str], None] = print,
-              progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
-    """Validate every notebook's parameters, then execute them in book order.
+def plan_study(profile: str, *, only: list[str] | None = None, overrides: Mapping[str, Any] | None = None,
+               study: Study | None = None) -> list[tuple[Any, dict[str, Any]]]:
+    """Validate everything a run needs, touching nothing: ``[(notebook spec, parameters)]`` in book order.
 
-    ``progress(name, i, n)`` is called before notebook ``i`` of ``n`` (and with ``i == n`` at the end).
+    Names, types, ``-p profile``, the data home and data root, and each chapter's ``check_params``;
+    the first problem is a one-line :class:`StudyError` (or ``NotADirectoryError`` for the data home).
     """
     study = study or load_study()
     study.check_profile(profile)
@@ -399,12 +398,25 @@ def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping
         mine = overrides if len(names) == 1 else {k: v for k, v in overrides.items() if k in declared}
         params = resolve_params(study, nb, profile, mine)
         check_data_context(params, where=f" (notebook {nb.name})")
-        preflight(nb, params)
         plan.append((nb, params))
     unknown = [k for k in overrides if k not in accepted]
     if unknown:
         raise StudyError(f"parameter {unknown[0]!r}: no notebook of this run declares it; "
                          f"expected one of {', '.join(accepted)}")
+    for nb, params in plan:
+        preflight(nb, params)
+    return plan
+
+
+def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping[str, Any] | None = None,
+              force: bool = False, study: Study | None = None, out_dir: Path | None = None,
+              log: Callable[[str], None] = print,
+              progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+    """Validate every notebook's parameters (:func:`plan_study`), then execute them in book order.
+
+    ``progress(name, i, n)`` is called before notebook ``i`` of ``n`` (and with ``i == n`` at the end).
+    """
+    plan = plan_study(profile, only=only, overrides=overrides, study=study)
     results = []
     with study_lock(profile, log):
         for i, (nb, params) in enumerate(plan):
@@ -595,5 +607,5 @@ def present_chapter(path: Path, name: str, template: Path, params: Mapping[str, 
     return path
 
 
-__all__ = ["NotebookFailed", "RunResult", "StudyError", "build_book", "package_fingerprint", "present_chapter",
-           "rerun_command", "run_notebook", "run_study"]
+__all__ = ["NotebookFailed", "RunResult", "StudyError", "build_book", "clean_stale_stages", "package_fingerprint",
+           "plan_study", "present_chapter", "rerun_command", "run_notebook", "run_study"]
