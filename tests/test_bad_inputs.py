@@ -9,8 +9,8 @@ execution (papermill) raise if reached, and every case must leave no file under 
 from __future__ import annotations
 
 import ast
-import inspect
 import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -149,7 +149,7 @@ def _truncated_jpeg(tmp):
     from dfrobust.data.manifest import read_rgb
 
     img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".jpg", img)
+    _, buf = cv2.imencode(".jpg", img)
     p = tmp / "cut.jpg"
     p.write_bytes(buf.tobytes()[: len(buf) // 2])
     read_rgb(p)

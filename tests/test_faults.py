@@ -98,7 +98,7 @@ def _enospc_after(n_ok: int):
 def test_disk_full_during_synth_is_one_line_and_leaves_nothing_half_written(data_home, monkeypatch):
     from dfrobust.data import synth
 
-    kw = dict(n_per_group=3, n_identities=3, size=32, n_jobs=1)
+    kw = {"n_per_group": 3, "n_identities": 3, "size": 32, "n_jobs": 1}
     monkeypatch.setattr(pathlib.Path, "write_bytes", _enospc_after(5))
     with pytest.raises(OSError) as info:
         synth.generate_images("quick", 0, **kw)
@@ -148,7 +148,7 @@ def test_a_truncated_jpeg_is_rejected_not_decoded_half_grey(tmp_path):
 
     rng = np.random.default_rng(0)
     img = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    _, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
     full, cut = tmp_path / "full.jpg", tmp_path / "cut.jpg"
     full.write_bytes(buf.tobytes())
     cut.write_bytes(buf.tobytes()[: int(len(buf) * 0.6)])
@@ -164,10 +164,15 @@ def test_a_truncated_jpeg_is_rejected_not_decoded_half_grey(tmp_path):
 
 
 def test_published_weights_are_verified_by_sha256(tmp_path, realdata):
-    from dfrobust.models.keras_h5 import PUBLISHED, UnverifiedWeightsWarning, load_pretrained, verify_weights
+    from dfrobust.models.keras_h5 import (
+        PUBLISHED,
+        UnverifiedWeightsWarning,
+        load_pretrained,
+        verify_weights,
+    )
 
     src = realdata / "mesonet" / "weights"
-    for name, digest in PUBLISHED.items():  # the table matches the published files
+    for name in PUBLISHED:  # the table matches the published files
         assert verify_weights(src / name) == "verified"
     flipped = bytearray((src / "Meso4_DF.h5").read_bytes())
     flipped[-8192:-4096] = bytes(b ^ 0xFF for b in flipped[-8192:-4096])  # 4 KB bit-flipped, same size
@@ -247,7 +252,7 @@ RUN = ("import pathlib, sys\nfrom dfrobust import study\nfrom dfrobust.study imp
 
 
 def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout.split()
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False).stdout.split()
     kids = [int(k) for k in out]
     return kids + [g for k in kids for g in _descendants(k)]
 
