@@ -48,6 +48,14 @@ SPECS: dict[str, dict] = {
 _HEAD_PREFIX = {"resnet34": "fc.", "xception": "fc."}
 
 
+def _autocast_on() -> bool:
+    """Whether mixed precision (CUDA or CPU autocast) is active: then input and weight dtypes may differ."""
+    try:
+        return torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
+    except TypeError:  # older torch: no device argument
+        return torch.is_autocast_enabled()
+
+
 class Detector(nn.Module):
     """A detector: validates its input, normalises, runs ``net`` and returns (real, fake) logits.
 
@@ -84,7 +92,7 @@ class Detector(nn.Module):
             raise ValueError(f"{self.name}: input must be a float tensor [N, 3, {s}, {s}] in [0, 1], "
                              f"got {type(x).__name__} {getattr(x, 'dtype', '')}")
         want = next((p.dtype for p in self.net.parameters()), x.dtype)
-        if x.dtype != want and not torch.is_autocast_enabled():  # float64 would reach a raw torch dtype error
+        if x.dtype != want and not _autocast_on():  # float64 would reach a raw torch dtype error
             raise ValueError(f"{self.name}: input dtype {x.dtype} differs from the model's {want}; "
                              f"convert it first (x.to({want})), expected a {want} tensor [N, 3, {s}, {s}] in [0, 1]")
         if x.dim() != 4:
