@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Iterable, Sequence
 
+import numpy as np
+
 
 def split_list(value: str | Sequence, what: str, *, allowed: Iterable[str] | None = None,
                unique: bool = True) -> list[str]:
@@ -64,3 +66,12 @@ def check_eps(eps: float, *, what: str = "eps") -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{what}={eps!r}: expected a finite number >= 0")
     return value
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """``seed`` as an int >= 0 (numpy's SeedSequence refuses negative seeds), else a one-line ValueError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"{what}={seed!r}: expected an integer >= 0")
+    if int(seed) < 0:
+        raise ValueError(f"{what}={seed!r}: expected an integer >= 0")
+    return int(seed)

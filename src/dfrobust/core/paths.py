@@ -33,9 +33,27 @@ def project_root() -> Path:
 
 
 def data_home() -> Path:
-    """Root of generated content (synthetic data, checkpoints, results, caches)."""
+    """Root of generated content (synthetic data, checkpoints, results, caches).
+
+    ``$DFROBUST_DATA_HOME`` may name a folder that does not exist yet (it is created on first
+    use); one that is a file, or lies under a file, is a one-line ``NotADirectoryError``.
+    """
     env = os.environ.get("DFROBUST_DATA_HOME")
-    return Path(env).resolve() if env else project_root() / "data"
+    home = Path(env).expanduser().resolve() if env else project_root() / "data"
+    check_folder(home, "DFROBUST_DATA_HOME" if env else "data home")
+    return home
+
+
+def check_folder(path: Path, what: str) -> Path:
+    """``path`` unless it, or a folder above it, is a file (then a one-line NotADirectoryError)."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"lies under the file {p}"
+                raise NotADirectoryError(f"{what}={str(path)!r} {where}; expected a folder "
+                                         "(set DFROBUST_DATA_HOME to a folder, or unset it to use data/ in the project)")
+            break
+    return path
 
 
 def _sub(name: str) -> Path:

@@ -8,7 +8,11 @@ Conventions every experiment follows:
 * dataset attrs carry provenance (see :func:`provenance`); nested values are JSON strings
   because netCDF attributes must be scalars, strings or 1-D arrays;
 * files are written to a temporary name in the same folder and renamed into place, so a
-  crash never leaves a half-written result that a later run would trust.
+  crash never leaves a half-written result that a later run would trust;
+* the bytes are reproducible: the same data and attributes give the same file (HDF5 object
+  times are not recorded by h5netcdf); only the provenance attributes in :data:`VOLATILE`
+  (when and how long) differ between two runs of the same computation
+  (tests/test_faults.py checks both).
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ from .. import __version__
 from .paths import project_root, results_dir
 
 ENGINE = "h5netcdf"
+
+#: provenance attributes that differ between two runs of the same computation (everything else,
+#: data and attributes, is byte-for-byte reproducible)
+VOLATILE = ("created_utc", "wall_time_s")
+
+#: beside the results, the runner records which notebook wrote each file (``{relative path:
+#: {"notebook", "profile"}}``), so that an unreadable file names the command that rebuilds it
+PRODUCERS = ".producers.json"
 
 
 def git_commit() -> str:
@@ -121,16 +133,50 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
         ds[name].attrs = _clean_attrs(ds[name].attrs)
         if ds[name].dtype == object:  # strings: h5netcdf wants str, not mixed objects
             ds[name] = ds[name].astype(str)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         ds.to_netcdf(tmp, engine=ENGINE)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary readable files
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, permissions, HDF5 write errors: one line naming the file
+        reason = exc.strerror or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise OSError(exc.errno, f"{final}: cannot write the result ({reason}); nothing was written there") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return final
+
+
+def rebuild_command(path: str | os.PathLike) -> str:
+    """The command that writes ``path`` again: the notebook recorded by the runner (:data:`PRODUCERS`),
+    ``dfrobust train`` for a training record, else the generic notebook command."""
+    from .paths import checkpoints_dir
+
+    path = Path(path).resolve()
+    try:
+        root = results_dir().resolve()
+        rel = path.relative_to(root)
+    except (OSError, ValueError):
+        rel = None
+    if rel is not None:
+        try:
+            who = json.loads((root / PRODUCERS).read_text()).get(rel.as_posix())
+        except (OSError, ValueError):
+            who = None
+        if who:
+            return f"dfrobust run {who['notebook']} --profile {who['profile']} --force"
+        profile = rel.parts[0] if len(rel.parts) > 1 else "PROFILE"
+        return f"dfrobust run NOTEBOOK --profile {profile} --force (the notebook that writes {rel.name})"
+    try:
+        in_ckpt = path.parent == checkpoints_dir().resolve()
+    except OSError:
+        in_ckpt = False
+    if in_ckpt and path.stem.count("-") >= 2:  # <model>-<profile>-<key>: delete it, training rebuilds it
+        model, profile = path.stem.split("-")[:2]
+        return f"rm {path} {path.with_suffix('.pt')} && dfrobust train {model} --profile {profile}"
+    return "the command that wrote it"
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:
@@ -143,9 +189,9 @@ def load(path: str | os.PathLike) -> xr.Dataset:
     try:
         with xr.open_dataset(path, engine=ENGINE) as ds:
             return ds.load()
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError) as exc:  # h5py/netCDF errors
         raise OSError(f"{path}: unreadable result file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                      "re-run the notebook that writes it (dfrobust run NOTEBOOK --force)") from None
+                      f"rebuild it with: {rebuild_command(path)}") from None
 
 
 def parameters(ds: xr.Dataset) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from ..core import paths
+from ..core.params import check_seed
 from ..core.profiles import PROFILES, check_profile, settings
 from .manifest import GROUPS, load_images, load_manifest, save_manifest
 from .report import detection_report, leaks, manipulation_counts, split_table
@@ -42,6 +43,7 @@ def get_manifest(profile: str, kind: str = "images", *, seed: int = 0, data_root
     record per video, :func:`report.detection_report`), ``split_table`` and ``manipulation_counts``.
     """
     check_profile(profile)
+    check_seed(seed)
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
     root = paths.real_data_root(data_root or None) if (data_root or profile == "paper") else None

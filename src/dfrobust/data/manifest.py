@@ -3,12 +3,17 @@
 One ``pandas.DataFrame`` with one row per image or sampled video frame. On disk it is a
 ``manifest.csv`` (paths relative to the manifest's folder, so a data home can be moved) and a
 ``manifest.meta.json`` (provenance: generator parameters, counts, skipped files with reasons).
-Reading images uses OpenCV; resizing uses ``torch.nn.functional.interpolate`` (bilinear,
-antialiased), so nothing here is hand-written beyond the schema checks.
+Reading images uses OpenCV after a full decode by Pillow with truncation treated as an error
+(``ImageFile.LOAD_TRUNCATED_IMAGES`` off, ``img.load()``): OpenCV fills a truncated JPEG with grey
+and returns it without an error, Pillow raises. Resizing uses ``torch.nn.functional.interpolate``
+(bilinear, antialiased), so nothing here is hand-written beyond the schema checks. Every write
+goes to a temporary file that is removed when the write fails (disk full), and the error is one
+line naming the file.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -58,25 +63,48 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
             df[c] = df[c].astype(np.int64)
         else:
             df[c] = df[c].fillna("").astype(str)
-    bad = sorted(set(df["label"].unique()) - {0, 1})
+    bad = sorted(int(v) for v in set(df["label"].unique()) - {0, 1})  # plain ints: the message shows [2]
     if bad:
         raise ValueError(f"manifest label values {bad}: expected 0 (real) or 1 (fake)")
-    bad = sorted(set(df["split"].unique()) - set(SPLITS))
+    bad = sorted(str(v) for v in set(df["split"].unique()) - set(SPLITS))
     if bad:
         raise ValueError(f"manifest split values {bad}: expected one of {SPLITS}")
-    bad = sorted(set(df["group"].unique()) - set(GROUPS) - {""})
+    bad = sorted(str(v) for v in set(df["group"].unique()) - set(GROUPS) - {""})
     if bad:
         raise ValueError(f"manifest group values {bad}: expected one of {GROUPS} or ''")
     extra = [c for c in df.columns if c not in COLUMNS]
     return df[list(COLUMNS) + extra]
 
 
+def atomic_write(path: Path, write) -> Path:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it into place.
+
+    On any OSError (disk full, permissions) the temporary file is removed and the error is one
+    line naming ``path``.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise OSError(exc.errno, f"{path}: cannot write ({reason}); nothing was written there") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w") as fh:
+            fh.write(text)
+
+    atomic_write(path, write)
 
 
 def save_manifest(df: pd.DataFrame, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:
@@ -108,11 +136,7 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike, meta: Mapping[str, 
     meta["n_skipped"] = len(meta["skipped"])
     _atomic_write_text(path.with_name(META_NAME),
                        json.dumps(meta, indent=1, sort_keys=True, default=_json_default))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    out.to_csv(tmp, index=False)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: out.to_csv(tmp, index=False))
     return path
 
 
@@ -123,12 +147,21 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
         path = path / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}; generate or prepare the data first")
-    df = pd.read_csv(path, dtype={c: str for c, t in COLUMNS.items() if t == "str"}, keep_default_na=False)
-    df = validate(df)
+    try:
+        df = pd.read_csv(path, dtype={c: str for c, t in COLUMNS.items() if t == "str"}, keep_default_na=False)
+        df = validate(df)
+    except (ValueError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: not a valid manifest ({first}); delete its folder and generate or "
+                         "prepare the data again (dfrobust data synth / dfrobust data prepare)") from None
     base = path.parent.resolve()
     df["path"] = [str((base / p).resolve()) if not os.path.isabs(p) else p for p in df["path"]]
     meta_path = path.with_name(META_NAME)
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{meta_path}: unreadable manifest provenance ({type(exc).__name__}); delete its folder "
+                         "and generate or prepare the data again") from None
     meta["manifest_path"] = str(path.resolve())
     df.attrs["meta"] = meta
     return df
@@ -137,11 +170,23 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """One image file as an RGB uint8 array [H, W, 3]; FileNotFoundError/ValueError when unreadable."""
     import cv2
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = path.read_bytes()
+    lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False  # truncation is an error
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # full decode: truncation and corrupt data raise here
+    except UnidentifiedImageError:
+        pass  # a format Pillow does not know: OpenCV decides below
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"image {path} is truncated or corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"image {path} is not a readable image file")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

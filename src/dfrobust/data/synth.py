@@ -46,7 +46,7 @@ import pandas as pd
 
 from ..core import paths
 from ..core.profiles import settings
-from .manifest import GROUPS, load_manifest, read_rgb, save_manifest
+from .manifest import GROUPS, atomic_write, load_manifest, read_rgb, save_manifest
 from .render import SIZE, Conditions, Identity, _background, camera, render, sample_conditions, sample_identity
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,32 @@ def _finish(img: np.ndarray, c: Conditions, rng: np.random.Generator, size: int)
 
 
 def _write_jpg(path: Path, rgb: np.ndarray, quality: int) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]):
-        raise OSError(f"could not write {path}")
+    """Encode with OpenCV, write with Python, so a failed write (disk full) raises instead of
+    returning False; the error is one line naming the file."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise OSError(f"{path}: JPEG encoding failed")
+    try:
+        Path(path).write_bytes(buf.tobytes())
+    except OSError as exc:
+        raise OSError(exc.errno, f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def _removing_on_error(folder: Path, what: str):
+    """Context: on OSError (disk full, permissions) remove the half-written ``folder`` and re-raise one
+    line naming the file, saying nothing was kept."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            msg = str(exc.strerror or exc) if exc.filename is None else f"{exc.filename}: {exc.strerror or exc}"
+            raise OSError(exc.errno, f"{msg}; the partial {what} under {folder} was removed "
+                          "(free space and run again)") from None
+    return guard()
 
 
 # ---------------------------------------------------------------------------------------- images
@@ -273,6 +297,11 @@ def generate_images(profile: str = "quick", seed: int = 0, *, out_dir: str | os.
     img_dir = root / "images"
     if img_dir.exists():
         shutil.rmtree(img_dir)
+    with _removing_on_error(img_dir, "synthetic images"):
+        return _generate_images(profile, seed, kw, root, img_dir, mpath, t0)
+
+
+def _generate_images(profile: str, seed: int, kw: dict, root: Path, img_dir: Path, mpath: Path, t0: float) -> Path:
     (img_dir / "real").mkdir(parents=True)
     (img_dir / "fake").mkdir(parents=True)
     ids = _identities(seed, kw["n_identities"], kw["split_fractions"])
@@ -308,9 +337,10 @@ def generate_images(profile: str = "quick", seed: int = 0, *, out_dir: str | os.
             "generator_version": GENERATOR_VERSION, "identities": ids.drop(columns="obj").to_dict("records"),
             "n_images": len(df), "generation_s": elapsed, "images_per_s": len(df) / max(elapsed, 1e-9),
             "n_jobs": kw["n_jobs"], "skipped": []}
-    (root / "identities.json").write_text(json.dumps([asdict(o) for o in ids.obj], default=lambda o: o.tolist()
-                                                     if isinstance(o, np.ndarray) else str(o), indent=0))
-    return save_manifest(df, mpath, meta)
+    text = json.dumps([asdict(o) for o in ids.obj], default=lambda o: o.tolist() if isinstance(o, np.ndarray)
+                      else str(o), indent=0)
+    atomic_write(root / "identities.json", lambda tmp: Path(tmp).write_text(text))
+    return save_manifest(df, mpath, meta)  # written last: the manifest marks complete data
 
 
 # ---------------------------------------------------------------------------------------- videos
@@ -376,6 +406,11 @@ def generate_videos(profile: str = "quick", seed: int = 0, *, out_dir: str | os.
     t0 = time.perf_counter()
     if root.exists():
         shutil.rmtree(root)
+    with _removing_on_error(root, "synthetic videos"):
+        return _generate_videos(profile, seed, kw, root, done, t0)
+
+
+def _generate_videos(profile: str, seed: int, kw: dict, root: Path, done: Path, t0: float) -> Path:
     ids = _identities(seed, kw["n_identities"], kw["split_fractions"])
     real_dir = root / "original_sequences" / "youtube" / "c23" / "videos"
     fake_dir = root / "manipulated_sequences" / "faceswap" / "c23" / "videos"

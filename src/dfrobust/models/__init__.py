@@ -48,6 +48,14 @@ SPECS: dict[str, dict] = {
 _HEAD_PREFIX = {"resnet34": "fc.", "xception": "fc."}
 
 
+def _autocast_on() -> bool:
+    """Whether mixed precision (CUDA or CPU autocast) is active: then input and weight dtypes may differ."""
+    try:
+        return torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
+    except TypeError:  # older torch: no device argument
+        return torch.is_autocast_enabled()
+
+
 class Detector(nn.Module):
     """A detector: validates its input, normalises, runs ``net`` and returns (real, fake) logits.
 
@@ -77,11 +85,16 @@ class Detector(nn.Module):
         return self.net.act4
 
     def validate(self, x: torch.Tensor) -> None:
-        """Raise a one-line ValueError unless ``x`` is a float [N, 3, S, S] batch in [0, 1], S = input_size."""
+        """Raise a one-line ValueError unless ``x`` is a float [N, 3, S, S] batch in [0, 1], S = input_size,
+        of the model's dtype (float64 into a float32 model is refused, naming the conversion)."""
         s = self.input_size
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise ValueError(f"{self.name}: input must be a float tensor [N, 3, {s}, {s}] in [0, 1], "
                              f"got {type(x).__name__} {getattr(x, 'dtype', '')}")
+        want = next((p.dtype for p in self.net.parameters()), x.dtype)
+        if x.dtype != want and not _autocast_on():  # float64 would reach a raw torch dtype error
+            raise ValueError(f"{self.name}: input dtype {x.dtype} differs from the model's {want}; "
+                             f"convert it first (x.to({want})), expected a {want} tensor [N, 3, {s}, {s}] in [0, 1]")
         if x.dim() != 4:
             raise ValueError(f"{self.name}: input must be NCHW [N, 3, {s}, {s}], got shape {tuple(x.shape)}")
         if x.shape[1] != 3:

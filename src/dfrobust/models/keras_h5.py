@@ -19,6 +19,12 @@ running_var`` with Keras' ``eps = 1e-3``.
 
 The published models output **P(real)**; preprocessing is :func:`keras_preprocess` (PIL
 ``NEAREST`` resize to 256x256, ``x * (1/255)`` in float32, no mean/std).
+
+Integrity: :data:`PUBLISHED` holds the SHA-256 of the four weight files of the authors' repository
+(github.com/DariusAf/MesoNet, ``weights/``). A file bearing one of those names whose digest differs
+(bit rot, a partial download, an edit) is refused in one line before any layer is read — a
+same-size file with flipped bits otherwise loads and gives logits in the thousands. A file of any
+other name still loads, with a warning that it could not be verified.
 """
 
 from __future__ import annotations
@@ -31,6 +37,43 @@ import numpy as np
 import torch
 
 from . import Detector, build
+
+#: file name -> SHA-256 of the published MesoNet weights (facts about public files; the files are not shipped)
+PUBLISHED: dict[str, str] = {
+    "Meso4_DF.h5": "036ed30d04ffd9c7506f825b97c86aa64915f5818931da96817b169aad790af5",
+    "Meso4_F2F.h5": "bcfda015d217b9f8d6557693edbdf9f4e79cfd22672541968dd0e2954462b5d7",
+    "MesoInception_DF.h5": "234586d40058e76ef8b6f27ca4b63c06e31c2a5a69c0d8ba6f30b1468ab7bafa",
+    "MesoInception_F2F.h5": "d4533ac8a3197dc35c47405d23d99e888c1d0135e267e03540c7451feaccff3f",
+}
+
+
+class UnverifiedWeightsWarning(UserWarning):
+    """A weights file that is not one of the published MesoNet files (loaded anyway)."""
+
+
+def verify_weights(path: str | os.PathLike) -> str:
+    """Check ``path`` against :data:`PUBLISHED`; returns ``'verified'`` or ``'unverified'``.
+
+    A published name with another digest is a one-line ValueError; an unknown file (name and
+    digest) warns with :class:`UnverifiedWeightsWarning` and is accepted.
+    """
+    import hashlib
+    import warnings
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Keras weights file {path} does not exist; expected a MesoNet .h5 file")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest in PUBLISHED.values():
+        return "verified"
+    if path.name in PUBLISHED:
+        raise ValueError(f"{path}: SHA-256 {digest[:16]}... differs from the published {path.name} "
+                         f"({PUBLISHED[path.name][:16]}...); the file is damaged or modified - fetch it again "
+                         "from the MesoNet authors' repository")
+    warnings.warn(f"{path}: not one of the published MesoNet weight files ({', '.join(PUBLISHED)}); "
+                  "loading it without verification", UnverifiedWeightsWarning, stacklevel=3)
+    return "unverified"
+
 
 _KINDS = ("conv2d", "batch_normalization", "dense")
 _NAME = re.compile(r"^(conv2d|batch_normalization|dense)_(\d+)$")
@@ -113,12 +156,14 @@ def _assign(module: torch.nn.Module, kind: str, name: str, arrays: list[np.ndarr
         put(module.running_var, var, "moving_variance")
 
 
-def load_keras_weights(model: Detector, path: str | os.PathLike) -> Detector:
+def load_keras_weights(model: Detector, path: str | os.PathLike, *, verify: bool = True) -> Detector:
     """Copy the weights of a MesoNet Keras ``.h5`` file into ``model`` (a meso4/mesoinception4
     :class:`Detector` at input size 256), mapping layers by name. Returns ``model`` in eval mode."""
     if getattr(model, "name", None) not in ("meso4", "mesoinception4"):
         raise ValueError(f"model {getattr(model, 'name', type(model).__name__)!r}: Keras weights load only "
                          "into meso4 or mesoinception4")
+    if verify:
+        verify_weights(path)
     arch = detect_architecture(path)
     if arch != model.name:
         raise ValueError(f"{path}: holds {arch} weights; expected {model.name}")
@@ -137,8 +182,10 @@ def load_pretrained(path: str | os.PathLike) -> Detector:
     """Build the right MesoNet (from the file's layers) at 256x256 and load the published weights.
 
     The returned detector's logits are ``[z, 0]`` with ``sigmoid(z) = P(real)`` of the Keras model.
+    The file is checked against the published digests first (:func:`verify_weights`).
     """
-    return load_keras_weights(build(detect_architecture(path), 256), path)
+    verify_weights(path)
+    return load_keras_weights(build(detect_architecture(path), 256), path, verify=False)
 
 
 def keras_preprocess(paths, size: int = 256) -> torch.Tensor:

@@ -36,10 +36,12 @@ def _overrides(params: Optional[List[str]]) -> dict:
 
 
 def _run_with_progress(profile: str, **kw):
-    """run_study with a rich progress bar over the notebooks."""
+    """run_study with a rich progress bar over the notebooks (validated first: a bad value is one line)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .runner import run_study
+    from .runner import plan_study, run_study
+
+    plan_study(profile, **{k: v for k, v in kw.items() if k in ("only", "overrides", "study")})
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as bar:
@@ -93,7 +95,7 @@ def params(notebook: str = typer.Argument(..., help="Notebook name from notebook
     try:
         study = load_study()
         nb = study.notebook(notebook)
-    except StudyError as exc:
+    except (StudyError, OSError) as exc:
         _fail(str(exc))
     table = Table(title=f"{nb.name} — {nb.title}")
     table.add_column("parameter")
@@ -127,12 +129,17 @@ def data_synth(profile: str = PROFILE, seed: int = typer.Option(0, help="Generat
     """Generate (or reuse) the synthetic benchmark of a profile; prints the manifest paths."""
     from ..data import get_manifest
 
+    from ..core.params import check_seed
+    from ..core.paths import data_home
+
     try:
         load_study().check_profile(profile)
+        check_seed(seed)
+        data_home()
         for kind in ("images", "video_frames"):
             df = get_manifest(profile, kind, seed=seed)
             console.print(f"{kind}: {len(df)} rows, {df.attrs.get('meta', {}).get('manifest_path', '')}")
-    except (StudyError, ValueError, FileNotFoundError) as exc:
+    except (StudyError, ValueError, OSError) as exc:  # expected failures (disk full included): one line, exit 2
         _fail(str(exc))
 
 
@@ -162,7 +169,7 @@ def data_prepare(root: str = typer.Argument(..., help="Dataset root folder (rela
         path = prep.prepare(root, layout=layout, n_frames=n_frames, size=size, margin=margin, detector=detector,
                             detect_side=detect_side, min_face_rate=min_face_rate, crops=crops, out_dir=out,
                             force=force, **kw)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         _fail(str(exc))
     from ..data import detection_report, load_manifest
 
@@ -189,12 +196,19 @@ def train(model: str = typer.Argument(..., help="meso4, mesoinception4, resnet34
     from ..models import MODELS
     from ..models.train import get_trained
 
+    from ..core.device import pick_device
+    from ..core.params import check_seed
+    from ..core.paths import data_home
+
     if model not in MODELS:
         _fail(f"model={model!r}: unknown; expected one of {', '.join(MODELS)}")
-    try:
+    try:  # everything checked before the data are generated
         load_study().check_profile(profile)
+        check_seed(seed)
+        pick_device(device)
+        data_home()
         td = get_trained(model, get_manifest(profile, "images", seed=seed), profile=profile, seed=seed, device=device)
-    except (StudyError, ValueError, FileNotFoundError) as exc:
+    except (StudyError, ValueError, OSError) as exc:
         _fail(str(exc))
     console.print(f"{model}: checkpoint {td.checkpoint} (trained in {td.train_time_s:.1f} s on {td.device})")
 

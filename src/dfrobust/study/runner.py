@@ -3,7 +3,10 @@
 A notebook is skipped when its *run key* — a hash of the template, its parameters and the
 helper package (version and source) — matches the stamp of the last successful run, so a
 second ``make book`` re-executes nothing. Every notebook's parameters are validated before
-the first one runs. A failing cell stops the run with that cell's error in one line; the
+the first one runs: names and types (the spec), the data home and data root, and the chapter's
+own ``check_params`` (:func:`preflight`). Results are staged per run (``.stage-<notebook>-<pid>-*``
+under the results folder) and committed only on success; the stage of a run whose process is
+gone (killed) is removed by the next run (:func:`clean_stale_stages`). A failing cell stops the run with that cell's error in one line; the
 partly executed notebook is kept beside the output for inspection.
 """
 
@@ -24,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .. import __version__
 from ..core.paths import data_home, generated_book_dir, project_root, real_data_root, results_dir
-from ..core.results import STAGE_ENV
+from ..core.results import PRODUCERS, STAGE_ENV
 from ..core.profiles import load_spec
 from .spec import Study, StudyError, declared_parameters, load_study, params_json, resolve_params
 
@@ -95,6 +98,8 @@ def run_notebook(study: Study, name: str, profile: str, overrides: Mapping[str, 
     """Execute one notebook of the study with the profile's parameters (plus overrides)."""
     nb = study.notebook(name)
     params = resolve_params(study, nb, profile, overrides)
+    check_data_context(params, where=f" (notebook {nb.name})")
+    preflight(nb, params)
     return _execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log)
 
 
@@ -150,8 +155,12 @@ def _why_rerun(stamp: Path, output: Path, key: str, context: Mapping[str, str]) 
     return ""
 
 
-def _commit_stage(stage: Path) -> list[dict[str, str]]:
-    """Move every result the notebook staged into place; returns them with their hashes."""
+def _commit_stage(stage: Path, name: str = "", profile: str = "") -> list[dict[str, str]]:
+    """Move every result the notebook staged into place; returns them with their hashes.
+
+    Each file's producer (notebook, profile) is recorded in ``results/.producers.json`` so that an
+    unreadable result names the command that rebuilds it (:func:`dfrobust.core.results.rebuild_command`).
+    """
     root = results_dir()
     outputs = []
     for p in sorted(stage.rglob("*")):
@@ -161,7 +170,114 @@ def _commit_stage(stage: Path) -> list[dict[str, str]]:
             os.replace(p, dest)
             outputs.append({"path": str(dest), "sha256": _sha256(dest)})
     shutil.rmtree(stage, ignore_errors=True)
+    if outputs and name:
+        index = root / PRODUCERS
+        try:
+            known = json.loads(index.read_text())
+        except (OSError, ValueError):
+            known = {}
+        for o in outputs:
+            known[Path(o["path"]).relative_to(root).as_posix()] = {"notebook": name, "profile": profile}
+        fd, tmp = tempfile.mkstemp(prefix=f"{PRODUCERS}.", suffix=".tmp", dir=root)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(known, indent=1, sort_keys=True))
+            os.replace(tmp, index)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return outputs
+
+
+_STAGE = ".stage-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale_stages(root: Path | None = None, log: Callable[[str], None] = print) -> list[Path]:
+    """Remove the staging folders of runs whose process is gone (killed mid-run); returns them.
+
+    A staging folder is ``.stage-<notebook>-<pid>-<random>``; a folder without a readable pid is
+    left alone (it is never read: each run reads only its own stage).
+    """
+    root = root or results_dir()
+    removed = []
+    for p in sorted(root.glob(_STAGE + "*")):
+        parts = p.name[len(_STAGE):].rsplit("-", 2)
+        if not p.is_dir() or len(parts) != 3 or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+            log(f"[clean] removed the staging folder {p.name} of a run that did not finish (pid {pid} is gone)")
+    return removed
+
+
+def chapter_check(name: str):
+    """The chapter's ``check_params`` (``experiments.<stem>`` of notebook ``NN_<stem>``), or None."""
+    import importlib
+
+    stem = name.split("_", 1)[1] if "_" in name and name.split("_", 1)[0].isdigit() else None
+    if not stem or not stem.isidentifier():
+        return None
+    try:
+        mod = importlib.import_module(f"dfrobust.experiments.{stem}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"dfrobust.experiments.{stem}":
+            raise  # the module exists but a dependency is missing: say so
+        return None
+    return getattr(mod, "check_params", None)
+
+
+def preflight(nb, params: Mapping[str, Any]) -> None:
+    """Run the chapter's own validation call before anything runs, so a bad value in chapter 05 stops
+    ``dfrobust book`` before chapter 01 starts. Values the run does not set come from the template's
+    defaults; a check whose arguments the template does not declare is left to the notebook."""
+    import ast
+    import inspect
+
+    check = chapter_check(nb.name)
+    if check is None:
+        return
+    declared = declared_parameters(nb.template)
+    kwargs = {}
+    for pname, p in inspect.signature(check).parameters.items():
+        if pname in params:
+            kwargs[pname] = params[pname]
+        elif pname in declared:
+            try:
+                kwargs[pname] = ast.literal_eval(str(declared[pname].get("default")))
+            except (ValueError, SyntaxError):
+                return
+        elif p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            return  # needs something only the notebook computes
+    try:
+        check(**kwargs)
+    except (ValueError, OSError) as exc:
+        raise StudyError(f"{str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__} "
+                         f"(notebook {nb.name}, profile {params.get('profile', '')})") from None
+
+
+def check_data_context(params: Mapping[str, Any], *, where: str = "") -> None:
+    """One-line errors, before anything runs, for a data home that is a file and a data root that is not a folder."""
+    data_home()  # NotADirectoryError naming $DFROBUST_DATA_HOME when it is a file
+    explicit = params.get("data_root") or None
+    env = os.environ.get("DFROBUST_DATA_ROOT") if params.get("profile") == "paper" else None
+    if explicit or env:
+        root = real_data_root(explicit or env)
+        if not root.is_dir():
+            what = f"data_root={explicit!r}" if explicit else f"$DFROBUST_DATA_ROOT={env!r}"
+            state = "is a file" if root.exists() else "does not exist"
+            raise StudyError(f"{what}{where}: {root} {state}; expected the folder of a real dataset")
 
 
 def notices(notebook: Path) -> list[str]:
@@ -200,7 +316,8 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
         return RunResult(name, output, False, 0.0, params)
     log(f"[run ] {name} ({why}) with {params_json(params)}")
     partial = out_dir / f"{name}.partial.ipynb"
-    stage = Path(tempfile.mkdtemp(prefix=f".stage-{name}-", dir=results_dir()))
+    clean_stale_stages(log=log)
+    stage = Path(tempfile.mkdtemp(prefix=f"{_STAGE}{name}-{os.getpid()}-", dir=results_dir()))
     t0 = time.perf_counter()
     saved = {k: os.environ.get(k) for k in ("DFROBUST_HOME", STAGE_ENV)}
     os.environ["DFROBUST_HOME"] = str(project_root())  # the kernel inherits it: notebooks find the project
@@ -221,7 +338,7 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
             else:
                 os.environ[k] = v
     stamp.unlink(missing_ok=True)
-    outputs = _commit_stage(stage)
+    outputs = _commit_stage(stage, name, str(params.get("profile", "")))
     present_chapter(partial, name, template, params, results=[Path(o["path"]) for o in outputs])
     os.replace(partial, output)
     for line in notices(output):
@@ -260,13 +377,12 @@ def study_lock(profile: str, log: Callable[[str], None] = print):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping[str, Any] | None = None,
-              force: bool = False, study: Study | None = None, out_dir: Path | None = None,
-              log: Callable[[str], None] = print,
-              progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
-    """Validate every notebook's parameters, then execute them in book order.
+def plan_study(profile: str, *, only: list[str] | None = None, overrides: Mapping[str, Any] | None = None,
+               study: Study | None = None) -> list[tuple[Any, dict[str, Any]]]:
+    """Validate everything a run needs, touching nothing: ``[(notebook spec, parameters)]`` in book order.
 
-    ``progress(name, i, n)`` is called before notebook ``i`` of ``n`` (and with ``i == n`` at the end).
+    Names, types, ``-p profile``, the data home and data root, and each chapter's ``check_params``;
+    the first problem is a one-line :class:`StudyError` (or ``NotADirectoryError`` for the data home).
     """
     study = study or load_study()
     study.check_profile(profile)
@@ -280,11 +396,27 @@ def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping
         # one notebook: every override is its own (unknown names are reported by resolve_params);
         # several: each takes the overrides it declares
         mine = overrides if len(names) == 1 else {k: v for k, v in overrides.items() if k in declared}
-        plan.append((nb, resolve_params(study, nb, profile, mine)))
+        params = resolve_params(study, nb, profile, mine)
+        check_data_context(params, where=f" (notebook {nb.name})")
+        plan.append((nb, params))
     unknown = [k for k in overrides if k not in accepted]
     if unknown:
         raise StudyError(f"parameter {unknown[0]!r}: no notebook of this run declares it; "
                          f"expected one of {', '.join(accepted)}")
+    for nb, params in plan:
+        preflight(nb, params)
+    return plan
+
+
+def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping[str, Any] | None = None,
+              force: bool = False, study: Study | None = None, out_dir: Path | None = None,
+              log: Callable[[str], None] = print,
+              progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+    """Validate every notebook's parameters (:func:`plan_study`), then execute them in book order.
+
+    ``progress(name, i, n)`` is called before notebook ``i`` of ``n`` (and with ``i == n`` at the end).
+    """
+    plan = plan_study(profile, only=only, overrides=overrides, study=study)
     results = []
     with study_lock(profile, log):
         for i, (nb, params) in enumerate(plan):
@@ -475,5 +607,5 @@ def present_chapter(path: Path, name: str, template: Path, params: Mapping[str, 
     return path
 
 
-__all__ = ["NotebookFailed", "RunResult", "StudyError", "build_book", "package_fingerprint", "present_chapter",
-           "rerun_command", "run_notebook", "run_study"]
+__all__ = ["NotebookFailed", "RunResult", "StudyError", "build_book", "clean_stale_stages", "package_fingerprint",
+           "plan_study", "present_chapter", "rerun_command", "run_notebook", "run_study"]
