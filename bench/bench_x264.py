@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dfrobust.data import synth, video
-from dfrobust.perf import bench_parser, finish_bench
+from dfrobust.study.perf import bench_parser, finish_bench
 
 
 def _clips(size: int, seconds: float, out: Path) -> list[np.ndarray]:

@@ -200,7 +200,7 @@ CASES = [
     ("cli-book-p-profile", _cli("book", "--no-build", "-p", "profile=bogus"), r"profile='bogus'"),
     ("cli-book-unknown-key", _cli("book", "--no-build", "-p", "eps_maxx=0.1"), r"'eps_maxx'"),
     ("cli-book-unknown-profile", _cli("book", "--no-build", "--profile", "huge"), r"profile='huge'"),
-    ("cli-cw-c-negative", _cli("run", "03_robustness", "-p", "cw_c=-1"), r"cw_c=-1"),
+    ("cli-cw-c-init-negative", _cli("run", "03_robustness", "-p", "cw_c_init=-1"), r"cw_c_init=-1"),
     ("cli-cw-lr-negative", _cli("run", "03_robustness", "-p", "cw_lr=-0.01"), r"cw_lr=-0\.01"),
     ("cli-seed-negative", _cli("run", "03_robustness", "-p", "seed=-1"), r"seed=-1"),
     ("cli-b-max-above-1", _cli("run", "03_robustness", "-p", "b_max=1.5"), r"b_max=1\.5"),
@@ -302,11 +302,11 @@ def test_bad_input_fails_early_in_one_line_naming_the_value(case, expect, guard,
 def _chapter_cases():
     """(chapter module, parameter, bad value, regex) for the chapters' check_params; skipped if absent."""
     return [
-        ("robustness", "cw_c", -1.0, r"cw_c=-1"), ("robustness", "cw_lr", -0.01, r"cw_lr=-0\.01"),
+        ("robustness", "cw_c_init", -1.0, r"cw_c_init=-1"), ("robustness", "cw_lr", -0.01, r"cw_lr=-0\.01"),
         ("robustness", "seed", -1, r"seed=-1"), ("robustness", "b_max", 1.5, r"b_max=1\.5"),
         ("robustness", "n_samples", 0, r"n_samples=0"), ("robustness", "attacks", "pgd,pgd", r"duplicate pgd"),
         ("robustness", "device", "tpu", r"device='tpu'"), ("robustness", "eps_max", 1e-3, r"eps_max=0\.001"),
-        ("videos", "cw_c", -1.0, r"cw_c=-1"), ("videos", "seed", -1, r"seed=-1"),
+        ("videos", "pgd_steps", 0, r"pgd_steps=0"), ("videos", "seed", -1, r"seed=-1"),
         ("videos", "device", "tpu", r"device='tpu'"), ("videos", "attacks", "fgsm,fgsm", r"fgsm"),
         ("xai", "n_segments", 0, r"n_segments=0"), ("xai", "seed", -1, r"seed=-1"),
         ("xai", "top_k", "1,50", r"top_k.*50"), ("xai", "tools", "lime,lime", r"lime"),

@@ -13,9 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-from . import finish
+from . import colour, finish
 
-CERT_COLOR, ATTACK_COLOR = "tab:green", "tab:blue"
+CERT_COLOR, ATTACK_COLOR = colour("target"), colour("RR")  # certified lower bound, attack-based upper bound
 
 
 def _check(rr_cert: xr.DataArray, rr_attack: xr.DataArray) -> None:
@@ -79,7 +79,7 @@ def band_width_maps(rr_cert: xr.DataArray, rr_attack: xr.DataArray,
         ax.set_xlabel("b (bound on |ΔP(ŷ)|)")
         ax.set_ylabel("ε (L∞ radius)")
         if np.nanmin(z) < -1e-9:  # cannot happen for sound bounds; make it visible if it does
-            ax.text(0.5, 0.5, "certificate above attack!", transform=ax.transAxes, color="red", ha="center")
+            ax.text(0.5, 0.5, "certificate above attack!", transform=ax.transAxes, color=colour("refuted"), ha="center")
     fig.colorbar(im, ax=axes, shrink=0.85, label="RR attack − RR certified")
     fig.suptitle(f"Width of the RR band over (ε, b) ({data_label} data)", fontsize=10)
     return finish(fig)
