@@ -709,7 +709,7 @@ def quality_gate(val_auc: Mapping[str, float], min_val_auc: float = 0.7) -> pd.D
     return pd.DataFrame(rows, columns=["model", "val_auc", "analysed", "status"])
 
 
-def check_params(*, profile: str, seed: int, models: str, attacks: str, eps_min: float, eps_max: float,
+def check_params(*, data_root: str = "", profile: str, seed: int, models: str, attacks: str, eps_min: float, eps_max: float,
                  n_eps: int, b_max: float, n_b: int, n_samples: int, pgd_steps: int, cw_c_init: float,
                  cw_search_steps: int, cw_steps: int, cw_lr: float, n_boot: int, rr_level: float, eps_ref: float,
                  b_ref: float, ra_margin: float, rr_margin: float, alpha: float, ra_lo: float, ra_hi: float,
@@ -791,7 +791,7 @@ def check_params(*, profile: str, seed: int, models: str, attacks: str, eps_min:
     positive = [e for e in eps if e > 0]
     eps_ref_used = min(positive, key=lambda e: abs(e - eps_ref))
     b_ref_used = min(b_grid, key=lambda b: abs(b - b_ref))
-    params = dict(profile=profile, seed=int(seed), models=model_list, attacks=names, eps_grid=eps,
+    params = dict(profile=profile, seed=int(seed), data_root=str(data_root or ""), models=model_list, attacks=names, eps_grid=eps,
                   b_grid=[float(b) for b in b_grid], n_samples=int(n_samples), pgd_steps=int(pgd_steps),
                   attack_kw=attack_kw, cw_kw={k: (float(v) if isinstance(v, float) else v) for k, v in cw_kw.items()},
                   n_boot=int(n_boot), rr_level=float(rr_level), eps_ref=float(eps_ref_used),

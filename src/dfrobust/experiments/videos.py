@@ -465,7 +465,7 @@ def _num(name: str, v, lo: float, hi: float, *, open_lo: bool = False) -> float:
     return float(v)
 
 
-def check_params(*, profile: str, seed: int, models: str, attacks: str, modes: str, aggregate: str,
+def check_params(*, data_root: str = "", profile: str, seed: int, models: str, attacks: str, modes: str, aggregate: str,
                  eps_min: float, eps_max: float, n_eps: int, b_max: float, n_b: int, eps_ref: float, b_ref: float,
                  frames_per_video: int, frame_stride: int, max_videos: int, pgd_steps: int,
                  n_boot: int, level: str, ramp: bool, lin_margin: float,

@@ -359,7 +359,7 @@ def _float(name: str, value, lo: float, hi: float, *, lo_open: bool = False, hi_
     return float(value)
 
 
-def check_params(*, models: str, xception_sizes: str, tools: str, top_k: str, n_pairs: int, xception_pairs: int,
+def check_params(*, data_root: str = "", models: str, xception_sizes: str, tools: str, top_k: str, n_pairs: int, xception_pairs: int,
                  n_segments: int, nes_iters: int, nes_pairs: int, nes_sigma: float, eps: float, alpha: float,
                  lime_samples: int, rise_masks: int, sobol_grid: int, sobol_design: int, xrai_steps: int,
                  xrai_algorithm: str, deletion_steps: int, n_boot: int, gallery_k: int, margin: float,
