@@ -9,20 +9,24 @@ hyper-parameters, seed). A second call with the same key loads the checkpoint
 (``torch.load(weights_only=True)``) instead of training.
 
 Reproducibility: the same seed, data and hyper-parameters give identical checkpoints on the
-same CPU with the same number of torch threads (summation order changes with the thread count,
-and early stopping can then keep another epoch); the cache key does not include the thread
-count, so a cached checkpoint is reused whatever the current setting.
+same CPU. The torch thread count changes the summation order (and early stopping can then keep
+another epoch), so it is a hyper-parameter: :func:`fit` trains with ``threads`` threads whatever
+the caller's setting (and restores it), and the cache key holds the number.
 
-Training is plain PyTorch (AdamW, cross-entropy on the two logits, random horizontal flips
-drawn from a seeded generator, bf16/fp16 autocast only on CUDA); the loop is a few lines, so
-a trainer framework would add a dependency without removing code. Metrics use scikit-learn.
+Training is plain PyTorch: SGD with Nesterov momentum or AdamW, a warm-up + cosine ("one-cycle")
+learning-rate schedule stepped per batch, cross-entropy with label smoothing on the two logits,
+random horizontal flips drawn from a seeded generator, batch-norm statistics re-estimated on
+training images (``torch.optim.swa_utils.update_bn``) before every validation so that
+evaluation-mode batch-norm does not use running averages that lag the weights, bf16/fp16
+autocast only on CUDA. The loop is a few lines, so a trainer framework would add a dependency
+without removing code. Metrics use scikit-learn.
 
-Per-profile hyper-parameters live in :data:`HPARAMS` ``[profile][arch]``. ``quick`` trains
-tiny versions at 64 px for 2-4 epochs (ResNet-34/Xception on 96 images): a smoke test of the
-pipeline, not useful detectors. ``default`` trains all four on 2 CPU cores in about ten minutes
-in total: the MesoNets at 128 px for up to 12/10 epochs, ResNet-34 and Xception at 96 px on 512
-training images for 3 epochs. ``paper`` trains at the published input sizes (256 px, Xception
-299 px) on a GPU with mixed precision.
+Hyper-parameters: the study's per-profile values live in the ``training:`` block of
+``notebooks/study.yml`` (:func:`study_hparams`), the one place the book's values are written;
+:data:`DEFAULTS` fill whatever it (or a caller outside the project) leaves unset, and
+:func:`resolve_hparams` checks and resolves them. Each trained detector's record keeps the
+validation AUC of the weights kept (``val_auc_best``), which :func:`dfrobust.models.quality_gate`
+reads to exclude near-chance detectors from the later chapters.
 """
 
 from __future__ import annotations
