@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dfrobust.models import MODELS, build, count_parameters
+from dfrobust.models import MODELS, build, count_parameters, quality_gate
 from dfrobust.models.train import (clean_metrics, get_trained, load_checkpoint, predict_proba,
                                    save_checkpoint, val_auc)
 
@@ -209,6 +209,7 @@ def test_training_learns_caches_and_records(tmp_path, monkeypatch):
     assert rec.attrs["synthetic"] == 1 and rec.sizes["epoch"] >= 1 and td.train_time_s > 0
     # the validation AUC of the kept weights is stored for the quality gate
     assert float(rec["val_auc_best"]) == pytest.approx(float(rec["val_auc"].max())) and val_auc(td) > 0.9
+    assert quality_gate({"meso4": td})["analysed"].tolist() == [True]
     assert not td.model.training and td.input_size == 32
 
     again = get_trained("meso4", df, profile="quick", seed=0, device="cpu", **FAST)

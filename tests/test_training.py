@@ -194,3 +194,22 @@ def test_gate_threshold_nan_and_bad_input():
         quality_gate({"a": 1.2})
     with pytest.raises(ValueError, match="non-empty mapping"):
         quality_gate({})
+
+
+def test_training_block_of_the_study_spec_is_checked(tmp_path):
+    from dfrobust.study import StudyError, load_study
+
+    def spec(training: str):
+        p = tmp_path / "study.yml"
+        p.write_text("profiles: {quick: q, default: d, paper: p}\n"
+                     "notebooks: [{name: a, template: notebooks/a.ipynb}]\n" + training)
+        return p
+
+    study = load_study(spec("training: {quick: {common: {epochs: 4}, meso4: {lr: 0.01}}}\n"))
+    assert study_hparams("quick", "meso4", study=study) == {"epochs": 4, "lr": 0.01}
+    assert study_hparams("quick", "xception", study=study) == {"epochs": 4}
+    assert study_hparams("default", "meso4", study=study) == {}
+    with pytest.raises(ValueError, match=r"names \['vgg'\]"):
+        study_hparams("quick", "meso4", study=load_study(spec("training: {quick: {vgg: {epochs: 1}}}\n")))
+    with pytest.raises(StudyError, match="profile='huge'"):
+        load_study(spec("training: {huge: {meso4: {epochs: 1}}}\n"))
