@@ -56,7 +56,7 @@ TRAIN_CODE_VERSION = 3  # bump when the training loop changes results, to invali
 #: the detector's published size; ``threads`` None: torch's current thread count (resolved, so
 #: the cache key holds the number that was used).
 DEFAULTS: dict[str, Any] = dict(
-    input_size=None, epochs=10, batch_size=32, optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+    input_size=None, epochs=10, batch_size=32, optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=1e-4,
     schedule="onecycle", warmup=0.25, label_smoothing=0.1, patience=3, bn_recalib=512, augment=True,
     max_train=None, init_weights=None, amp=True, channels_last=False, threads=None)
 
@@ -392,7 +392,7 @@ def _autocast(device: torch.device, enabled: bool):
 
 def _make_optimizer(model: torch.nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
     # no weight decay on batch-norm/bias parameters (1-d tensors): decaying a BN scale only fights the
-    # normalisation, and with SGD at a one-cycle peak it visibly slows the MesoNets
+    # normalisation that follows it
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
