@@ -6,7 +6,7 @@ of ``notebooks/study.yml``; ``key=value`` overrides them, e.g. ``threads=1`` on 
 machine, which changes the cache key) and prints validation/test AUC, steps and training seconds. The
 fixed reference workload of ``bench/train_reference.py`` is timed before and after: on a shared
 CPU, ``measured seconds x (reference on an idle machine / reference now)`` estimates the solo
-time. Set ``DFROBUST_DATA_HOME`` to keep the data and checkpoints away from the project's.
+time; the process's CPU seconds of the call (one thread) are another estimate. Set ``DFROBUST_DATA_HOME`` to keep the data and checkpoints away from the project's.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ def main(profile: str, models: list[str], overrides: dict) -> None:
     manifest = get_manifest(profile)
     rows = {}
     for m in models:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         td = get_trained(m, manifest, profile=profile, progress=True, **overrides)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         r = td.record
         rows[m] = td
         print(f"RESULT {profile} {m}: {td.input_size}px, val AUC {val_auc(td):.3f}, "
               f"test AUC {float(r['auc'].sel(subset='all')):.3f}, test acc {float(r['accuracy'].sel(subset='all')):.3f}, "
               f"epochs {r.sizes['epoch']} (kept {int(r['best_epoch'])}), steps {r.attrs.get('n_steps')}, "
-              f"train {td.train_time_s:.1f} s, call {wall:.1f} s, cached {td.cached}, "
+              f"train {td.train_time_s:.1f} s, call {wall:.1f} s wall / {cpu:.1f} s CPU, cached {td.cached}, "
               f"load {os.getloadavg()[0]:.2f}", flush=True)
     ref1 = reference_seconds()
     print(f"reference workload: {ref0:.2f} s before, {ref1:.2f} s after")
