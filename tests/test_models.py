@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dfrobust.models import MODELS, build, count_parameters
-from dfrobust.models.train import (HPARAMS, clean_metrics, get_trained, load_checkpoint, predict_proba,
-                                   save_checkpoint)
+from dfrobust.models import MODELS, build, count_parameters, quality_gate
+from dfrobust.models.train import (clean_metrics, get_trained, load_checkpoint, predict_proba,
+                                   save_checkpoint, val_auc)
 
 torch.set_num_threads(1)
 SMALL = {"meso4": 32, "mesoinception4": 32, "resnet34": 32, "xception": 48}
@@ -192,7 +192,7 @@ def _tiny_manifest(root, n_ids=12, per_id=4, size=32, seed=0, corrupt=0):
     return load_manifest(root)
 
 
-FAST = dict(input_size=32, epochs=6, batch_size=16, lr=3e-3)
+FAST = dict(input_size=32, epochs=6, batch_size=16, lr=3e-3, threads=1)
 
 
 def test_training_learns_caches_and_records(tmp_path, monkeypatch):
@@ -207,6 +207,9 @@ def test_training_learns_caches_and_records(tmp_path, monkeypatch):
         <= set(rec["subset"].values)
     assert int(rec["n"].sel(subset="all")) == int((df["split"] == "test").sum())
     assert rec.attrs["synthetic"] == 1 and rec.sizes["epoch"] >= 1 and td.train_time_s > 0
+    # the validation AUC of the kept weights is stored for the quality gate
+    assert float(rec["val_auc_best"]) == pytest.approx(float(rec["val_auc"].max())) and val_auc(td) > 0.9
+    assert quality_gate({"meso4": td})["analysed"].tolist() == [True]
     assert not td.model.training and td.input_size == 32
 
     again = get_trained("meso4", df, profile="quick", seed=0, device="cpu", **FAST)
@@ -253,13 +256,6 @@ def test_training_rejects_bad_arguments_before_work(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="lacks column"):
         get_trained("meso4", df.drop(columns=["split"]))
     assert not any((tmp_path / "home").rglob("*.pt"))
-
-
-def test_hparams_cover_every_profile_and_model():
-    for profile in ("quick", "default", "paper"):
-        assert set(HPARAMS[profile]) == set(MODELS)
-    assert HPARAMS["paper"]["xception"]["input_size"] == 299
-    assert HPARAMS["paper"]["meso4"]["input_size"] == 256
 
 
 def test_figures_and_tables_from_records(tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .gate import DEFAULT_MIN_VAL_AUC, analysed_models, quality_gate
 from .meso import Meso4Net, MesoInception4Net
 
 MODELS = ("meso4", "mesoinception4", "resnet34", "xception")
@@ -211,4 +212,5 @@ def architecture_table(sizes: dict[str, int] | None = None):
     return pd.DataFrame(rows)
 
 
-__all__ = ["MODELS", "SPECS", "Detector", "build", "check_name", "count_parameters", "architecture_table"]
+__all__ = ["MODELS", "SPECS", "Detector", "build", "check_name", "count_parameters", "architecture_table",
+           "quality_gate", "analysed_models", "DEFAULT_MIN_VAL_AUC"]

@@ -9,20 +9,24 @@ hyper-parameters, seed). A second call with the same key loads the checkpoint
 (``torch.load(weights_only=True)``) instead of training.
 
 Reproducibility: the same seed, data and hyper-parameters give identical checkpoints on the
-same CPU with the same number of torch threads (summation order changes with the thread count,
-and early stopping can then keep another epoch); the cache key does not include the thread
-count, so a cached checkpoint is reused whatever the current setting.
+same CPU. The torch thread count changes the summation order (and early stopping can then keep
+another epoch), so it is a hyper-parameter: :func:`fit` trains with ``threads`` threads whatever
+the caller's setting (and restores it), and the cache key holds the number.
 
-Training is plain PyTorch (AdamW, cross-entropy on the two logits, random horizontal flips
-drawn from a seeded generator, bf16/fp16 autocast only on CUDA); the loop is a few lines, so
-a trainer framework would add a dependency without removing code. Metrics use scikit-learn.
+Training is plain PyTorch: SGD with Nesterov momentum or AdamW, a warm-up + cosine ("one-cycle")
+learning-rate schedule stepped per batch, cross-entropy with label smoothing on the two logits,
+random horizontal flips drawn from a seeded generator, batch-norm statistics re-estimated on
+training images (``torch.optim.swa_utils.update_bn``) before every validation so that
+evaluation-mode batch-norm does not use running averages that lag the weights, bf16/fp16
+autocast only on CUDA. The loop is a few lines, so a trainer framework would add a dependency
+without removing code. Metrics use scikit-learn.
 
-Per-profile hyper-parameters live in :data:`HPARAMS` ``[profile][arch]``. ``quick`` trains
-tiny versions at 64 px for 2-4 epochs (ResNet-34/Xception on 96 images): a smoke test of the
-pipeline, not useful detectors. ``default`` trains all four on 2 CPU cores in about ten minutes
-in total: the MesoNets at 128 px for up to 12/10 epochs, ResNet-34 and Xception at 96 px on 512
-training images for 3 epochs. ``paper`` trains at the published input sizes (256 px, Xception
-299 px) on a GPU with mixed precision.
+Hyper-parameters: the study's per-profile values live in the ``training:`` block of
+``notebooks/study.yml`` (:func:`study_hparams`), the one place the book's values are written;
+:data:`DEFAULTS` fill whatever it (or a caller outside the project) leaves unset, and
+:func:`resolve_hparams` checks and resolves them. Each trained detector's record keeps the
+validation AUC of the weights kept (``val_auc_best``), which :func:`dfrobust.models.quality_gate`
+reads to exclude near-chance detectors from the later chapters.
 """
 
 from __future__ import annotations
@@ -45,42 +49,116 @@ import xarray as xr
 from . import MODELS, Detector, build, check_name
 
 CHECKPOINT_FORMAT = "dfrobust-checkpoint-1"
-TRAIN_CODE_VERSION = 2  # bump when the training loop changes results, to invalidate caches
+TRAIN_CODE_VERSION = 3  # bump when the training loop changes results, to invalidate caches
 
-_COMMON = dict(batch_size=32, lr=1e-3, weight_decay=1e-4, patience=3, augment=True,
-               max_train=None, init_weights=None, amp=True)
+#: Library defaults for direct use: any key that neither the study spec's ``training:`` block
+#: (``notebooks/study.yml``, per profile and detector) nor the caller sets. ``input_size`` None:
+#: the detector's published size; ``threads`` None: torch's current thread count (resolved, so
+#: the cache key holds the number that was used).
+DEFAULTS: dict[str, Any] = dict(
+    input_size=None, epochs=10, batch_size=32, optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=1e-4,
+    schedule="onecycle", warmup=0.25, label_smoothing=0.1, patience=3, bn_recalib=512, augment=True,
+    max_train=None, init_weights=None, amp=True, channels_last=False, threads=None)
 
-
-def _hp(**kw: Any) -> dict[str, Any]:
-    out = dict(_COMMON)
-    out.update(kw)
-    return out
-
-
-#: HPARAMS[profile][arch]: input_size, epochs, batch_size, lr, weight_decay, patience (epochs
-#: without val-AUC gain before stopping), augment (random h-flip), max_train (cap on training
-#: images, stratified by label; None = all), init_weights (local ImageNet file for
-#: resnet34/xception; None = random init), amp (autocast on CUDA only).
-HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
-    "quick": {
-        "meso4": _hp(input_size=64, epochs=4, lr=3e-3),
-        "mesoinception4": _hp(input_size=64, epochs=4, lr=3e-3),
-        "resnet34": _hp(input_size=64, epochs=2, lr=1e-3, max_train=96),
-        "xception": _hp(input_size=64, epochs=2, lr=1e-3, max_train=96),
-    },
-    "default": {
-        "meso4": _hp(input_size=128, epochs=12, lr=1e-3, patience=4),
-        "mesoinception4": _hp(input_size=128, epochs=10, lr=1e-3, patience=4),
-        "resnet34": _hp(input_size=96, epochs=3, lr=1e-3, max_train=512),
-        "xception": _hp(input_size=96, epochs=3, lr=1e-3, max_train=512),
-    },
-    "paper": {
-        "meso4": _hp(input_size=256, epochs=40, lr=1e-3, patience=6, batch_size=64),
-        "mesoinception4": _hp(input_size=256, epochs=40, lr=1e-3, patience=6, batch_size=64),
-        "resnet34": _hp(input_size=256, epochs=25, lr=3e-4, patience=5, batch_size=64),
-        "xception": _hp(input_size=299, epochs=25, lr=3e-4, patience=5, batch_size=32),
-    },
+#: what each key means (the models chapter prints it next to the values)
+HPARAM_DOC: dict[str, str] = {
+    "input_size": "training/evaluation input size in px (None: the published size)",
+    "epochs": "maximum passes over the training images",
+    "batch_size": "images per optimisation step",
+    "optimizer": "sgd (Nesterov momentum) or adamw",
+    "lr": "peak learning rate",
+    "momentum": "SGD momentum",
+    "weight_decay": "decoupled (AdamW) or L2 (SGD) weight decay on weights (not on biases/batch-norm)",
+    "schedule": "onecycle (linear warm-up, then cosine decay to lr/1000) or constant",
+    "warmup": "fraction of the steps spent warming up (onecycle)",
+    "label_smoothing": "cross-entropy label smoothing",
+    "patience": "epochs without a validation-AUC gain before stopping (keep it < epochs)",
+    "bn_recalib": "training images used to re-estimate batch-norm statistics before each validation (0: off)",
+    "augment": "random horizontal flips",
+    "max_train": "cap on training images, stratified by label (None: all)",
+    "init_weights": "local ImageNet state dict for resnet34/xception (None: random init)",
+    "amp": "bf16/fp16 autocast (CUDA only)",
+    "channels_last": "channels-last memory format during training",
+    "threads": "torch CPU threads while training (results depend on it; None: the current setting)",
 }
+
+_CHOICES = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "constant")}
+
+
+def study_hparams(profile: str, name: str | None = None) -> dict[str, Any]:
+    """The study spec's training hyper-parameters for ``profile`` (``common`` merged under ``name``'s).
+
+    Read from ``settings.training`` in ``notebooks/study.yml`` (:mod:`dfrobust.core.profiles`, the
+    single source of truth for the book's values); ``{}`` when no study spec can be found (library
+    use outside the project), so :data:`DEFAULTS` apply. ``name=None``: ``{detector: values}``.
+    """
+    from ..core.profiles import check_profile, load_spec
+
+    check_profile(profile)
+    try:
+        training = (load_spec().get("settings") or {}).get("training") or {}
+    except (ValueError, FileNotFoundError):  # no study spec: library use outside the project
+        training = {}
+    block = dict(training.get(profile) or {})
+    unknown = sorted(set(block) - set(MODELS) - {"common"})
+    if unknown:
+        raise ValueError(f"study.yml: settings.training.{profile} names {unknown}; expected 'common' or some of "
+                         f"{', '.join(MODELS)}")
+    common = dict(block.get("common") or {})
+    if name is None:
+        return {m: {**common, **dict(block.get(m) or {})} for m in MODELS}
+    check_name(name)
+    return {**common, **dict(block.get(name) or {})}
+
+
+def resolve_hparams(name: str, profile: str = "quick", overrides: dict[str, Any] | None = None, *,
+                    hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:data:`DEFAULTS`, then ``hparams`` (default: :func:`study_hparams` of ``profile``), then
+    ``overrides``; every value checked (one-line ValueError naming it) and ``None`` sizes/threads resolved."""
+    from ..core.profiles import check_profile
+
+    check_name(name)
+    check_profile(profile)
+    overrides = dict(overrides or {})
+    base = study_hparams(profile, name) if hparams is None else dict(hparams)
+    hp = dict(DEFAULTS)
+    for where, values in (("hparams", base), ("override", overrides)):
+        unknown = sorted(set(values) - set(hp))
+        if unknown:
+            raise ValueError(f"training {where}(s) {unknown} for {name}: unknown; expected some of {sorted(hp)}")
+        hp.update(values)
+    if hp["input_size"] is None:
+        from . import SPECS
+
+        hp["input_size"] = SPECS[name]["input_size"]
+    if hp["threads"] is None:
+        hp["threads"] = torch.get_num_threads()
+    for key in ("input_size", "epochs", "batch_size", "patience", "threads"):
+        v = hp[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{key}={v!r} for {name}: expected a positive int")
+    for key in ("lr", "weight_decay", "momentum", "label_smoothing", "warmup"):
+        v = hp[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ValueError(f"{key}={v!r} for {name}: expected a non-negative number")
+    for key in ("momentum", "label_smoothing", "warmup"):
+        if hp[key] >= 1:
+            raise ValueError(f"{key}={hp[key]!r} for {name}: expected a number in [0, 1)")
+    for key, choices in _CHOICES.items():
+        if hp[key] not in choices:
+            raise ValueError(f"{key}={hp[key]!r} for {name}: expected one of {', '.join(choices)}")
+    v = hp["bn_recalib"]
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"bn_recalib={v!r} for {name}: expected an int >= 0 (training images; 0 = off)")
+    for key in ("augment", "amp", "channels_last"):
+        if not isinstance(hp[key], bool):
+            raise ValueError(f"{key}={hp[key]!r} for {name}: expected true or false")
+    if hp["max_train"] is not None and (isinstance(hp["max_train"], bool) or not isinstance(hp["max_train"], int)
+                                        or hp["max_train"] < 2):
+        raise ValueError(f"max_train={hp['max_train']!r}: expected None or an int >= 2")
+    if hp["init_weights"] is not None and not Path(hp["init_weights"]).is_file():
+        raise FileNotFoundError(f"init_weights={hp['init_weights']!r}: no such local file (nothing is downloaded)")
+    return hp
 
 
 @dataclass
@@ -293,29 +371,6 @@ def _subsample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- training
 
-def resolve_hparams(name: str, profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    check_name(name)
-    if profile not in HPARAMS:
-        raise ValueError(f"profile={profile!r}: unknown; expected one of {', '.join(HPARAMS)}")
-    hp = dict(HPARAMS[profile][name])
-    unknown = sorted(set(overrides) - set(hp))
-    if unknown:
-        raise ValueError(f"training override(s) {unknown}: unknown; expected some of {sorted(hp)}")
-    hp.update(overrides)
-    for key in ("input_size", "epochs", "batch_size", "patience"):
-        v = hp[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{key}={v!r} for {name}: expected a positive int")
-    for key in ("lr", "weight_decay"):
-        if not isinstance(hp[key], (int, float)) or hp[key] < 0:
-            raise ValueError(f"{key}={hp[key]!r} for {name}: expected a non-negative number")
-    if hp["max_train"] is not None and (not isinstance(hp["max_train"], int) or hp["max_train"] < 2):
-        raise ValueError(f"max_train={hp['max_train']!r}: expected None or an int >= 2")
-    if hp["init_weights"] is not None and not Path(hp["init_weights"]).is_file():
-        raise FileNotFoundError(f"init_weights={hp['init_weights']!r}: no such local file (nothing is downloaded)")
-    return hp
-
-
 def cache_key(name: str, fingerprint: str, hp: dict[str, Any], seed: int) -> str:
     hp = dict(hp)
     if hp.get("init_weights"):
@@ -333,26 +388,112 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast("cpu", enabled=False), torch.float32
 
 
-def fit(model: Detector, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-        hp: dict[str, Any], *, seed: int, device: torch.device, progress: bool = False) -> dict[str, Any]:
-    """Train ``model`` in place (AdamW, early stopping on val AUC); restore the best epoch's weights.
+def _make_optimizer(model: torch.nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
+    # no weight decay on batch-norm/bias parameters (1-d tensors): decaying a BN scale only fights the
+    # normalisation that follows it
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+    if hp["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["momentum"] > 0)
+    return torch.optim.AdamW(groups, lr=hp["lr"])
+
+
+def _make_schedule(opt: torch.optim.Optimizer, hp: dict[str, Any], total_steps: int):
+    """``onecycle``: linear warm-up from lr/25 to ``lr`` over the first ``warmup`` of the steps, then
+    cosine decay to lr/1000 at the last step; ``constant``: ``lr`` throughout (returns None).
+
+    The shape of ``torch.optim.lr_scheduler.OneCycleLR`` (without momentum cycling), written as
+    a ``LambdaLR`` because OneCycleLR divides by zero when the warm-up is under two steps
+    (tiny runs: the quick profile, the tests).
+    """
+    if hp["schedule"] == "constant" or total_steps < 2:
+        return None
+    import math
+
+    warm = max(1, int(round(hp["warmup"] * total_steps))) if hp["warmup"] > 0 else 0
+    start, final = 1 / 25, 1 / 1000
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return start + (1 - start) * step / warm
+        t = (step - warm) / max(1, total_steps - 1 - warm)
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def recalibrate_bn(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> None:
+    """Re-estimate every batch-norm layer's running mean/variance on ``x`` (training images, no flips).
+
+    ``torch.optim.swa_utils.update_bn`` resets the statistics and averages them over the batches
+    (cumulative, not the 0.1-momentum running average that lags the weights during fast training);
+    the weights do not change. ``x``: float in [0, 1] or uint8.
+    """
+    from torch.optim.swa_utils import update_bn
+
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+
+    def batches():
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size]
+            if len(xb) < 2:
+                continue
+            yield (xb.float().div_(255) if xb.dtype == torch.uint8 else xb).to(device)
+
+    was_training = model.training
+    with torch.no_grad():
+        update_bn(batches(), model, device=None)
+    model.train(was_training)
+
+
+def fit(model: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
+        y_val: torch.Tensor, hp: dict[str, Any], *, seed: int, device: torch.device,
+        progress: bool = False) -> dict[str, Any]:
+    """Train ``model`` in place; early stopping on val AUC; restore the best epoch's weights.
+
+    The optimiser (``sgd`` with Nesterov momentum, or ``adamw``), the schedule (``onecycle``:
+    warm-up then cosine, stepped per batch; or ``constant``), ``label_smoothing`` and
+    ``bn_recalib`` (batch-norm statistics re-estimated on up to that many training images
+    before every validation, and so before the test) come from ``hp``. Runs with
+    ``hp['threads']`` torch threads on CPU (restored afterwards): the thread count changes the
+    summation order and so the weights, which is why it is a hyper-parameter (and in the cache key).
 
     ``x_train``: float in [0, 1] or uint8 (0..255, converted per batch); ``x_val``: float in [0, 1].
-
-    Returns the history: ``train_loss``, ``val_auc`` per epoch, ``best_epoch``, ``best_val_auc``.
+    Returns the history: ``train_loss``, ``val_auc``, ``lr`` per epoch, ``best_epoch``,
+    ``best_val_auc`` (of the weights kept, with their recalibrated statistics), ``steps``.
     """
     from ..core.device import seed_everything
 
-    gen = seed_everything(seed)
+    threads_before = torch.get_num_threads()
+    if device.type == "cpu" and hp.get("threads"):
+        torch.set_num_threads(int(hp["threads"]))
+    try:
+        return _fit(model, x_train, y_train, x_val, y_val, hp, gen=seed_everything(seed), device=device,
+                    progress=progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _fit(model, x_train, y_train, x_val, y_val, hp, *, gen, device, progress) -> dict[str, Any]:
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    if hp["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    n, bs = len(x_train), hp["batch_size"]
+    steps_per_epoch = sum(1 for i in range(0, n, bs) if min(bs, n - i) >= 2)
+    opt = _make_optimizer(model, hp)
+    sched = _make_schedule(opt, hp, steps_per_epoch * hp["epochs"])
     ctx_dtype = _autocast(device, hp["amp"])[1]
     scaler = torch.amp.GradScaler("cuda") if ctx_dtype == torch.float16 else None
-    loss_fn = torch.nn.CrossEntropyLoss()
-    n, bs = len(x_train), hp["batch_size"]
-    history: dict[str, Any] = {"train_loss": [], "val_auc": []}
-    best_auc, best_state, best_epoch, bad = -np.inf, None, 0, 0
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(hp["label_smoothing"]))
+    history: dict[str, Any] = {"train_loss": [], "val_auc": [], "lr": []}
+    best_auc, best_state, best_epoch, bad, steps = -np.inf, None, 0, 0, 0
+    lr_used = float(opt.param_groups[0]["lr"])
     y_val_np = y_val.numpy()
+    # BN statistics come from a fixed, seeded subset of the training images
+    n_bn = min(n, int(hp["bn_recalib"] or 0))
+    bn_idx = torch.randperm(n, generator=gen)[:n_bn].sort().values if n_bn else None
     for epoch in range(hp["epochs"]):
         model.train()
         perm = torch.randperm(n, generator=gen)
@@ -369,6 +510,8 @@ def fit(model: Detector, x_train: torch.Tensor, y_train: torch.Tensor, x_val: to
                 f = flips[idx]
                 xb = torch.where(f.view(-1, 1, 1, 1), xb.flip(-1), xb)
             xb, yb = xb.to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
+            if hp["channels_last"]:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
             ctx, _ = _autocast(device, hp["amp"])
             with ctx:
@@ -380,14 +523,21 @@ def fit(model: Detector, x_train: torch.Tensor, y_train: torch.Tensor, x_val: to
             else:
                 loss.backward()
                 opt.step()
+            lr_used = float(opt.param_groups[0]["lr"])
+            if sched is not None:
+                sched.step()
+            steps += 1
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
+        if bn_idx is not None:
+            recalibrate_bn(model, x_train[bn_idx], max(bs, 64), device)
         val_auc = _auc(y_val_np, predict_proba(model, x_val))
         history["train_loss"].append(total / max(seen, 1))
         history["val_auc"].append(val_auc)
+        history["lr"].append(lr_used)  # the rate of the epoch's last step
         if progress:
-            print(f"  {model.name} epoch {epoch + 1}/{hp['epochs']}: loss {total / max(seen, 1):.4f}, "
-                  f"val AUC {val_auc:.4f}", flush=True)
+            print(f"  {getattr(model, 'name', 'model')} epoch {epoch + 1}/{hp['epochs']}: "
+                  f"loss {total / max(seen, 1):.4f}, val AUC {val_auc:.4f}", flush=True)
         if val_auc > best_auc + 1e-6:
             best_auc, best_epoch, bad = val_auc, epoch, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
@@ -397,7 +547,9 @@ def fit(model: Detector, x_train: torch.Tensor, y_train: torch.Tensor, x_val: to
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    history["best_epoch"], history["best_val_auc"] = best_epoch, float(best_auc)
+    if hp["channels_last"]:
+        model.to(memory_format=torch.contiguous_format)
+    history["best_epoch"], history["best_val_auc"], history["steps"] = best_epoch, float(best_auc), steps
     return history
 
 
@@ -421,6 +573,8 @@ def _record(name: str, metrics: pd.DataFrame, history: dict[str, Any], *, hp, pr
             "val_auc": var("epoch", np.asarray(history["val_auc"], float), "1", "validation ROC AUC"),
             "train_time_s": var((), float(train_time_s), "s", "training wall time"),
             "best_epoch": var((), int(history["best_epoch"]) + 1, "1", "epoch kept (1-based)"),
+            "val_auc_best": var((), float(history["best_val_auc"]), "1",
+                                "validation ROC AUC of the weights kept (what the quality gate reads)"),
         },
         coords={"subset": list(m.index), "subset_kind": ("subset", m["subset_kind"].tolist()),
                 "epoch": np.arange(1, len(history["train_loss"]) + 1), "model": name},
@@ -429,7 +583,7 @@ def _record(name: str, metrics: pd.DataFrame, history: dict[str, Any], *, hp, pr
                        model=name, input_size=int(hp["input_size"]), data_fingerprint=fingerprint,
                        checkpoint=checkpoint.name, synthetic=int(bool(synthetic)),
                        n_train=counts["train"], n_val=counts["val"], n_test=counts["test"],
-                       n_skipped=len(skipped), skipped=skipped)
+                       n_skipped=len(skipped), skipped=skipped, n_steps=int(history.get("steps", 0)))
     ds.attrs.update(attrs)
     return ds
 
@@ -443,19 +597,22 @@ def _warm_imports() -> None:
 
 
 def get_trained(name: str, manifest: pd.DataFrame, *, profile: str = "quick", seed: int = 0,
-                device: str = "auto", progress: bool = False, **overrides: Any) -> TrainedDetector:
+                device: str = "auto", progress: bool = False, hparams: dict[str, Any] | None = None,
+                **overrides: Any) -> TrainedDetector:
     """Train detector ``name`` on ``manifest`` (or load its cached checkpoint) and evaluate it.
 
-    ``overrides`` replace entries of ``HPARAMS[profile][name]`` (unknown keys are an error).
-    The checkpoint ``<name>-<profile>-<key>.pt`` and its record ``.nc`` live in
-    ``dfrobust.core.paths.checkpoints_dir()``; ``key`` hashes architecture, data fingerprint,
-    hyper-parameters and seed.
+    Hyper-parameters: :data:`DEFAULTS`, then ``hparams`` (default: the study spec's
+    ``training:`` values for ``profile`` and ``name``, :func:`study_hparams`), then
+    ``overrides`` (unknown keys are an error). The checkpoint ``<name>-<profile>-<key>.pt`` and
+    its record ``.nc`` live in ``dfrobust.core.paths.checkpoints_dir()``; ``key`` hashes
+    architecture, data fingerprint, the *resolved* hyper-parameters (thread count included)
+    and seed.
     """
     from ..core.device import describe, pick_device
     from ..core.paths import checkpoints_dir
     from ..core.results import load, save
 
-    hp = resolve_hparams(name, profile, overrides)
+    hp = resolve_hparams(name, profile, overrides, hparams=hparams)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed={seed!r}: expected an int")
     dev = pick_device(device)
@@ -516,6 +673,14 @@ def train_all(manifest: pd.DataFrame, models=MODELS, **kw: Any) -> dict[str, Tra
     return {m: get_trained(m, manifest, **kw) for m in models}
 
 
+def val_auc(td: TrainedDetector) -> float:
+    """Validation AUC of the weights a trained detector kept (from its record)."""
+    r = td.record
+    if "val_auc_best" in r:
+        return float(r["val_auc_best"])
+    return float(np.nanmax(r["val_auc"].values)) if r.sizes.get("epoch") else float("nan")
+
+
 def records_table(trained: dict[str, TrainedDetector]) -> pd.DataFrame:
     """Long table of every detector's clean metrics: model, subset, subset_kind, accuracy, auc, n, train_time_s."""
     rows = []
@@ -525,6 +690,7 @@ def records_table(trained: dict[str, TrainedDetector]) -> pd.DataFrame:
             rows.append({"model": name, "subset": str(s), "subset_kind": str(r["subset_kind"].values[i]),
                          "accuracy": float(r["accuracy"].values[i]), "auc": float(r["auc"].values[i]),
                          "n": int(r["n"].values[i]), "input_size": td.input_size,
+                         "val_auc": val_auc(td),
                          "train_time_s": float(td.train_time_s)})
     return pd.DataFrame(rows)
 
@@ -533,7 +699,8 @@ def combined_record(trained: dict[str, TrainedDetector]) -> xr.Dataset:
     """All detectors' clean metrics in one Dataset with a ``model`` dimension (for results/<profile>/models.nc)."""
     parts = []
     for name, td in trained.items():
-        r = td.record[["accuracy", "auc", "n", "n_fake", "train_time_s"]].copy()
+        keep = [v for v in ("accuracy", "auc", "n", "n_fake", "train_time_s", "val_auc_best") if v in td.record]
+        r = td.record[keep].copy()
         r = r.drop_vars("model", errors="ignore").expand_dims(model=[name])
         r["input_size"] = ("model", [td.input_size])
         parts.append(r)

@@ -210,7 +210,10 @@ def train(model: str = typer.Argument(..., help="meso4, mesoinception4, resnet34
         td = get_trained(model, get_manifest(profile, "images", seed=seed), profile=profile, seed=seed, device=device)
     except (StudyError, ValueError, OSError) as exc:
         _fail(str(exc))
-    console.print(f"{model}: checkpoint {td.checkpoint} (trained in {td.train_time_s:.1f} s on {td.device})")
+    from .models.train import val_auc
+
+    console.print(f"{model}: checkpoint {td.checkpoint} (trained in {td.train_time_s:.1f} s on {td.device}; "
+                  f"validation AUC {val_auc(td):.3f})")
 
 
 def main() -> None:  # pragma: no cover - entry point

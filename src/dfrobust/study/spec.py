@@ -45,6 +45,9 @@ class Study:
     path: Path
     profiles: Mapping[str, str]  # profile -> description
     notebooks: tuple[NotebookSpec, ...]
+    #: profile -> detector (or ``common``) -> training hyper-parameters (``training:`` block;
+    #: read by :func:`dfrobust.models.train.study_hparams`, which checks the keys)
+    training: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
 
     def notebook(self, name: str) -> NotebookSpec:
         for nb in self.notebooks:
@@ -84,7 +87,16 @@ def load_study(path: str | Path | None = None) -> Study:
                                       params={k: dict(v or {}) for k, v in params.items()}))
     if not notebooks:
         raise StudyError(f"{path}: lists no notebooks")
-    return Study(path=path, profiles=dict(profiles), notebooks=tuple(notebooks))
+    training = (spec.get("settings") or {}).get("training") or {}
+    if not isinstance(training, dict):
+        raise StudyError(f"{path}: 'training' must map profile -> detector -> hyper-parameters")
+    for prof, block in training.items():
+        if prof not in profiles:
+            raise StudyError(f"{path}: training sets values for profile={prof!r}; expected one of {', '.join(profiles)}")
+        if not isinstance(block, dict) or not all(isinstance(v, dict) for v in block.values()):
+            raise StudyError(f"{path}: training.{prof} must map each detector (or 'common') to a mapping of values")
+    return Study(path=path, profiles=dict(profiles), notebooks=tuple(notebooks),
+                 training={k: {m: dict(v) for m, v in (b or {}).items()} for k, b in training.items()})
 
 
 @lru_cache(maxsize=64)
