@@ -82,14 +82,6 @@ def test_check_params_names_the_bad_parameter(key, value, match):
         robustness.check_params(**{**_defaults(), key: value})
 
 
-def test_quality_gate_stand_in_excludes_near_chance():
-    g = robustness.quality_gate({"good": 0.93, "coin": 0.52, "nan": float("nan")}, 0.7)
-    assert g["analysed"].tolist() == [True, False, False]
-    assert g.loc[1, "status"] == "not analysed: near chance (val AUC 0.52 < 0.70)"
-    rec = xr.Dataset({"val_auc": ("epoch", [0.5, 0.8, 0.7]), "best_epoch": 2})
-    assert robustness.validation_auc(rec) == 0.8
-
-
 def test_attack_options_give_steps_to_iterative_attacks_only():
     kw = robustness.attack_options(["fgsm", "pgd", "cwinf", "rr"], steps=4)
     assert kw == {"pgd": {"steps": 4}, "cwinf": {"steps": 4}, "rr": {"steps": 4}}

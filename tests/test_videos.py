@@ -403,17 +403,6 @@ def test_check_params_returns_the_canonical_grid_and_refuses_bad_values():
             videos.check_params(**{**GOOD, key: bad})
 
 
-def test_quality_gate_excludes_a_constant_detector():
-    # a constant detector has validation AUC 0.5 whatever the data
-    from sklearn.metrics import roc_auc_score
-
-    y = np.r_[np.zeros(20), np.ones(20)]
-    auc_const = roc_auc_score(y, np.full(40, 0.7))
-    gate = videos.quality_gate({"const": auc_const, "good": 0.93}, 0.7)
-    assert gate.set_index("model").analysed.to_dict() == {"const": False, "good": True}
-    assert gate.set_index("model").status["const"] == "not analysed: near chance (val AUC 0.50 < 0.70)"
-
-
 # --------------------------------------------------------------------------- the study's sizes
 
 def test_default_profile_has_power_and_consecutive_frames():

@@ -238,10 +238,6 @@ def test_check_params_rejects_bad_values_before_any_work():
             xai.check_params(**{**base, **bad})
 
 
-def test_gate_excludes_a_constant_detector():
-    assert xai.near_chance({"meso4": 0.93, "const": 0.5, "unknown": float("nan")}, 0.7) == ["const", "unknown"]
-
-
 def test_rank_agreement_on_hand_made_scores():
     tools, n = ["t1", "t2", "t3", "t4"], 2
     acc = np.array([0.9, 0.6, 0.3, 0.1])                      # t4 most faithful by the attack
@@ -304,7 +300,7 @@ def test_chapter_template_checks_every_parameter_first_and_gates_once():
     assert "xai.check_params(" in after[0] and "get_manifest" not in after[0]
     assert all(f"{p}={p}" in after[0] for p in params if p != "profile"), "every parameter goes through check_params"
     joined = "\n".join(code)
-    assert joined.count("xai.near_chance(") == 1 and "min_val_auc: float = 0.7" in nb.cells[pi].source
+    assert joined.count("quality_gate(") == 1 and "min_val_auc: float = 0.7" in nb.cells[pi].source
     md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "{glue:} xai_decide" in md and "synthetic" in joined
     assert "idxmin()" not in joined, "no bare argmin for the best tool"

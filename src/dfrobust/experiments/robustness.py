@@ -684,31 +684,6 @@ def minimal_summary(minimal: xr.Dataset, *, by: str = "sample", n_boot: int = 10
     return pd.DataFrame(rows)
 
 
-def validation_auc(record: xr.Dataset) -> float:
-    """Validation ROC AUC of the checkpoint kept by training (from a trained detector's record)."""
-    if "val_auc" not in record:
-        return float("nan")
-    v = np.asarray(record["val_auc"].values, float).reshape(-1)
-    if "best_epoch" in record and v.size:
-        return float(v[min(int(record["best_epoch"]) - 1, v.size - 1)])
-    return float(np.nanmax(v)) if v.size else float("nan")
-
-
-def quality_gate(val_auc: Mapping[str, float], min_val_auc: float = 0.7) -> pd.DataFrame:
-    """Stand-in for ``dfrobust.models.quality_gate`` (wired at merge): one row per detector with its
-    validation AUC and whether it is analysed; below ``min_val_auc`` the status reads
-    "not analysed: near chance (val AUC x.xx < 0.70)"."""
-    if not 0 <= min_val_auc <= 1:
-        raise ValueError(f"min_val_auc={min_val_auc!r}: expected a number in [0, 1]")
-    rows = []
-    for m, auc in val_auc.items():
-        ok = bool(np.isfinite(auc) and auc >= min_val_auc)
-        rows.append({"model": m, "val_auc": float(auc), "analysed": ok,
-                     "status": "analysed" if ok else
-                     f"not analysed: near chance (val AUC {auc:.2f} < {min_val_auc:.2f})"})
-    return pd.DataFrame(rows, columns=["model", "val_auc", "analysed", "status"])
-
-
 def check_params(*, data_root: str = "", profile: str, seed: int, models: str, attacks: str, eps_min: float, eps_max: float,
                  n_eps: int, b_max: float, n_b: int, n_samples: int, pgd_steps: int, cw_c_init: float,
                  cw_search_steps: int, cw_steps: int, cw_lr: float, n_boot: int, rr_level: float, eps_ref: float,

@@ -523,27 +523,6 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                 target_videos=target_videos, min_val_auc=min_val_auc, real_frames=real_frames, device=str(device))
 
 
-def quality_gate(val_auc: Mapping[str, float], min_val_auc: float = 0.7) -> pd.DataFrame:
-    """Stand-in for the study's quality gate (wired at merge): one row per detector with its
-    validation AUC and whether it is analysed; below ``min_val_auc`` the status reads
-    "not analysed: near chance (val AUC x.xx < 0.70)"."""
-    _num("min_val_auc", min_val_auc, 0, 1)
-    rows = []
-    for m, auc in val_auc.items():
-        ok = bool(np.isfinite(auc) and auc >= min_val_auc)
-        rows.append({"model": m, "val_auc": float(auc), "analysed": ok,
-                     "status": "analysed" if ok else f"not analysed: near chance (val AUC {auc:.2f} < {min_val_auc:.2f})"})
-    return pd.DataFrame(rows, columns=["model", "val_auc", "analysed", "status"])
-
-
-def best_val_auc(record: xr.Dataset) -> float:
-    """Validation AUC of the weights a training record kept (its ``best_epoch``)."""
-    v = np.asarray(record["val_auc"].values, float)
-    if "best_epoch" in record and v.size:
-        return float(v[int(record["best_epoch"]) - 1])
-    return float(np.nanmax(v)) if v.size else float("nan")
-
-
 # ------------------------------------------------------------------------------------ what this build decides
 
 def half_width(summary: xr.Dataset, *, eps: float, b: float, level: str = "video") -> pd.DataFrame:

@@ -408,9 +408,3 @@ def check_params(*, data_root: str = "", models: str, xception_sizes: str, tools
                        explain_options=explain_options, n_pairs=quota)
 
 
-def near_chance(val_auc: Mapping[str, float], min_val_auc: float) -> list[str]:
-    """Detectors whose validation AUC is under ``min_val_auc`` (or unknown): not analysed, "near chance".
-
-    A stand-in for the models layer's quality gate; the chapter calls it at one marked site.
-    """
-    return [m for m, a in val_auc.items() if not (a is not None and np.isfinite(a) and a >= min_val_auc)]
