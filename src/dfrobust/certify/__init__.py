@@ -5,7 +5,7 @@ propagation (IBP) and CROWN-style backward linear relaxation of the logit margin
 ``m = z_ŷ − z_other`` (:mod:`.bounds`), and the per-(model, ε, sample) certified records (:mod:`.records`); their reduction
 ``RR_certified(ε, b)`` (:mod:`dfrobust.metrics.certified`) is a lower bound of the formal
 Robust Ratio just as the attack-based RR of :mod:`dfrobust.metrics` is an upper bound. It
-imports only torch, numpy, xarray and :mod:`dfrobust.models`; attacks, data and figures live
+imports only torch, numpy, xarray, :mod:`dfrobust.core` and :mod:`dfrobust.models`; attacks, data and figures live
 elsewhere and use it, never the other way round.
 """
 

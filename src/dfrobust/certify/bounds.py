@@ -56,6 +56,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..core.params import check_eps
+
 METHODS = ("ibp", "crown")
 
 _RESHAPE_METHODS = {"flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous"}
@@ -551,12 +553,7 @@ def margin_bounds(model: nn.Module | Graph, x: torch.Tensor, eps: float, *, meth
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {', '.join(METHODS)}")
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        raise ValueError(f"eps={eps!r}: expected a finite number >= 0") from None
-    if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps={eps!r}: expected a finite number >= 0")
+    eps = check_eps(eps)
     if not torch.is_tensor(x) or x.dim() != 4 or not x.is_floating_point():
         raise ValueError(f"x: expected a float tensor [N, C, H, W] in [0, 1], got {getattr(x, 'shape', type(x).__name__)}")
     graph = model if isinstance(model, Graph) else trace(model, input_shape or tuple(x.shape[1:]), dtype=dtype)

@@ -17,7 +17,6 @@ reduction that never re-runs a bound.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Mapping, Sequence
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..core.params import check_eps
 from .bounds import METHODS, margin_bounds, trace
 
 
@@ -41,15 +41,7 @@ def certified_change(m_lo, m_hi, margin_clean):
 def _check_eps_grid(eps_grid) -> list[float]:
     if eps_grid is None or isinstance(eps_grid, (str, bytes)) or len(eps_grid) == 0:
         raise ValueError(f"eps_grid={eps_grid!r}: expected a non-empty list of radii >= 0")
-    out = []
-    for e in eps_grid:
-        try:
-            v = float(e)
-        except (TypeError, ValueError):
-            raise ValueError(f"eps={e!r}: expected a finite number >= 0") from None
-        if not math.isfinite(v) or v < 0:
-            raise ValueError(f"eps={e!r}: expected a finite number >= 0")
-        out.append(v)
+    out = [check_eps(e) for e in eps_grid]
     if len(set(out)) != len(out):
         raise ValueError(f"eps_grid={list(eps_grid)!r}: duplicate values")
     return out

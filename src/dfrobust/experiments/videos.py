@@ -432,24 +432,8 @@ def image_records(profile: str, *, eps_grid: Sequence[float], attack_kw: Mapping
 # ------------------------------------------------------------------------------------ parameters
 
 def _log_grid(eps_min: float, eps_max: float, n: int) -> list[float]:
-    """0 plus ``n`` log-spaced radii: ``metrics.grids.log_grid`` where the package has it (the
-    robustness chapter's grid), else the same rule (6 significant digits)."""
-    from ..metrics import grids
-
-    if hasattr(grids, "log_grid"):
-        return list(grids.log_grid(eps_min, eps_max, n))
-    from ..core.params import check_eps
-
-    lo, hi = check_eps(eps_min, what="eps_min"), check_eps(eps_max, what="eps_max")
-    if isinstance(n, bool) or int(n) != n or int(n) < 1:
-        raise ValueError(f"n_eps={n!r}: expected an integer >= 1 (radii after 0)")
-    if lo <= 0:
-        raise ValueError(f"eps_min={eps_min!r}: expected a radius > 0 (0 is always on the grid)")
-    if int(n) == 1:
-        return [0.0, float(f"{hi:.6g}")]
-    if hi <= lo:
-        raise ValueError(f"eps_max={eps_max!r}: expected a radius above eps_min={eps_min!r}")
-    return [0.0] + [float(f"{v:.6g}") for v in np.geomspace(lo, hi, int(n))]
+    """0 plus ``n`` log-spaced radii: the robustness chapter's grid (:func:`dfrobust.metrics.grids.log_grid`)."""
+    return list(metrics.grids.log_grid(eps_min, eps_max, n))
 
 
 def _int(name: str, v, minimum: int) -> int:

@@ -86,6 +86,17 @@ def finish(fig):
     return fig
 
 
+def not_analysed(text: str = "not analysed"):
+    """A small stand-in figure that says why a panel is absent (e.g. every detector near chance),
+    so every glued key of a chapter exists on every build."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, wrap=True)
+    return finish(fig)
+
+
 # --------------------------------------------------------------------------- alt text
 def _plain(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()

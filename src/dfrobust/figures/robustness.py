@@ -6,7 +6,7 @@ model, attack, eps, b dims); every function returns a matplotlib Figure and neve
 
 from __future__ import annotations
 
-from . import SEQUENTIAL, colour, finish
+from . import colour, finish, SEQUENTIAL  # not_analysed: re-exported for the chapter
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -248,9 +248,3 @@ def minimal_curves(curves: pd.DataFrame) -> plt.Figure:
     return finish(fig)
 
 
-def not_analysed(text: str) -> plt.Figure:
-    """A small figure that says why a panel is absent (e.g. every detector near chance)."""
-    fig, ax = plt.subplots(figsize=(6, 1.2))
-    ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, wrap=True)
-    return finish(fig)

@@ -4,7 +4,7 @@ the max deviation of RR from its chord with bootstrap intervals. Every function 
 
 from __future__ import annotations
 
-from . import colour, finish
+from . import colour, finish  # not_analysed: re-exported for the chapter
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
@@ -110,9 +110,3 @@ def deviation_figure(lin: xr.Dataset, *, ci: float = 0.95) -> plt.Figure:
     return finish(fig)
 
 
-def not_analysed(text: str) -> plt.Figure:
-    """A small figure that says why a panel is empty (e.g. every detector is near chance)."""
-    fig, ax = plt.subplots(figsize=(5, 1.2))
-    ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
-    return finish(fig)

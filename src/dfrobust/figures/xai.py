@@ -4,7 +4,7 @@ matplotlib Figure and never shows it."""
 
 from __future__ import annotations
 
-from . import QUALITATIVE, SEQUENTIAL, colour, finish, palette
+from . import colour, finish, palette, QUALITATIVE, SEQUENTIAL  # not_analysed: re-exported for the chapter
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -110,9 +110,3 @@ def gallery(g: xr.Dataset, *, k: int, tools=None, max_pairs: int = 2) -> plt.Fig
     return finish(fig)
 
 
-def not_analysed(text: str = "not analysed") -> plt.Figure:
-    """A one-line stand-in figure for builds where nothing was analysed (so every glued key exists)."""
-    fig, ax = plt.subplots(figsize=(4, 1.0))
-    ax.axis("off")
-    ax.text(0.5, 0.5, text, ha="center", va="center")
-    return finish(fig)
