@@ -76,7 +76,10 @@ def sweep(profile: str = typer.Option("default", "--profile", help="Study profil
                   "in each cell)", highlight=False)
     out = S.sweep_dir(profile)
     client = None
-    if cluster == "slurm":
+    todo = sum(not S.shard_ok(S.shard_path(c, out)) for c in cells)
+    if todo == 0:
+        pass  # every shard is there: no cluster to start, straight to the merge
+    elif cluster == "slurm":
         client = S.slurm_client(**slurm)
     elif scheduler:
         client = S.make_client(scheduler=scheduler)
