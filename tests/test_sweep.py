@@ -5,12 +5,10 @@ Tiny on purpose: two random-weight MesoNets at 32 px, 6 **synthetic** noise imag
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

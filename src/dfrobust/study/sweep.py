@@ -48,9 +48,9 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -156,6 +156,8 @@ def plan_chapter03(detectors: Sequence[DetectorRef], attacks: Sequence[str], eps
     the order of the records' ``sample`` axis; ``size`` the size images are loaded at (the
     chapter's: the largest input size of the analysed detectors). Validated before anything runs.
     """
+    import torch
+
     from ..core.device import auto_batch_size
     from ..experiments import robustness
     from .runner import package_fingerprint
@@ -173,7 +175,7 @@ def plan_chapter03(detectors: Sequence[DetectorRef], attacks: Sequence[str], eps
     kw = {robustness._attacks.check_attack(k): dict(v) for k, v in (attack_kw or {}).items()}
     for a in names:
         robustness._attacks.check_options(a, **kw.get(a, {}))
-    bs = int(batch_size or auto_batch_size(__import__("torch").device(device), int(size)))
+    bs = int(batch_size or auto_batch_size(torch.device(device), int(size)))
     code = package_fingerprint()
     cols = [c for c in (*robustness.SAMPLE_COORDS, "label") if c in selection.columns]
     sel = selection.reset_index(drop=True)
@@ -523,5 +525,19 @@ def describe_plan(cells: Sequence[Cell]) -> dict[str, Any]:
             "samples": len({r for c in cells for r in c.rows}), "eps": len(cells[0].eps) if cells else 0}
 
 
-def _asdict(cell: Cell) -> dict:  # pragma: no cover - debugging aid
-    return asdict(cell)
+def notebook_records(checkpoints: Mapping[str, str | os.PathLike], attacks: Sequence[str],
+                     eps_grid: Sequence[float], selection: pd.DataFrame, *, size: int, profile: str, seed: int = 0,
+                     attack_kw: Mapping[str, Mapping] | None = None, device: str = "cpu", shard_size: int = 32,
+                     workers: int = 0) -> tuple[xr.Dataset, SweepReport]:
+    """What chapter 03 calls instead of ``attack_records``: the same cells as ``dfrobust sweep``
+    (serially unless ``workers``), reusing every shard a sweep already wrote; returns the merged
+    records (without the worst case) and the report. ``checkpoints``: detector name -> checkpoint."""
+    refs = [detector_ref(m, ck) for m, ck in checkpoints.items()]
+    cells = plan_chapter03(refs, attacks, eps_grid, selection, size=size, seed=seed, shard_size=shard_size,
+                           attack_kw=attack_kw, device=device)
+    out = sweep_dir(profile)
+    rep = run_cells(cells, out, workers=workers)
+    if rep.failed:
+        name, err = next(iter(rep.failed.items()))
+        raise RuntimeError(f"{len(rep.failed)} of {rep.total} cells failed (e.g. {name}: {err})")
+    return merge_shards(cells, out), rep
