@@ -283,3 +283,17 @@ def test_pinned_and_to_device_are_noops_on_cpu():
     x = torch.rand(2, 3)
     assert D.pinned(x, torch.device("cpu")) is x
     assert torch.equal(D.to_device(x, torch.device("cpu")), x)
+
+
+def test_notebook_records_runs_the_same_cells_and_reuses_a_sweeps_shards(serial, toy, data_home):
+    _, refs, sel, _ = toy
+    _, reference = serial
+    kw = dict(size=32, profile="quick", seed=3, attack_kw=KW, shard_size=4)
+    ck = {r.name: r.checkpoint for r in refs}
+    first, rep1 = sweep.notebook_records(ck, ATTACKS, EPS, sel, **kw)
+    second, rep2 = sweep.notebook_records(ck, ATTACKS, EPS, sel, **kw)
+    assert len(rep1.computed) == 8 and rep2.computed == [] and len(rep2.skipped) == 8
+    assert str(sweep.sweep_dir("quick")).startswith(str(data_home))
+    for v in reference.data_vars:
+        np.testing.assert_array_equal(first[v].values, reference[v].values, err_msg=v)
+        np.testing.assert_array_equal(second[v].values, reference[v].values, err_msg=v)
