@@ -188,6 +188,9 @@ def test_two_workers_give_records_identical_to_serial(serial, toy, client, tmp_p
     seen = []
     rep = sweep.run_cells(cells, tmp_path / "dask", client=client, progress=lambda info, d, t: seen.append((d, t)))
     assert not rep.failed and len(rep.computed) == 8 and rep.workers == 2
+    import dask
+    assert dask.config.get("scheduler", None) != "dask.distributed", \
+        "the sweep's client must not become dask's default (xarray's writes would then need it alive)"
     assert seen[-1] == (8, 8)
     merged = sweep.merge_shards(cells, tmp_path / "dask")
     for v in reference.data_vars:

@@ -158,6 +158,7 @@ def plan_chapter03(detectors: Sequence[DetectorRef], attacks: Sequence[str], eps
     """
     import torch
 
+    from .. import attacks as _attacks
     from ..core.device import auto_batch_size
     from ..experiments import robustness
     from .runner import package_fingerprint
@@ -172,9 +173,9 @@ def plan_chapter03(detectors: Sequence[DetectorRef], attacks: Sequence[str], eps
     if not isinstance(selection, pd.DataFrame) or len(selection) == 0 or \
             not {"path", "label"} <= set(selection.columns):
         raise ValueError("selection: expected a non-empty manifest DataFrame with path and label columns")
-    kw = {robustness._attacks.check_attack(k): dict(v) for k, v in (attack_kw or {}).items()}
+    kw = {_attacks.check_attack(k): dict(v) for k, v in (attack_kw or {}).items()}
     for a in names:
-        robustness._attacks.check_options(a, **kw.get(a, {}))
+        _attacks.check_options(a, **kw.get(a, {}))
     bs = int(batch_size or auto_batch_size(torch.device(device), int(size)))
     code = package_fingerprint()
     cols = [c for c in (*robustness.SAMPLE_COORDS, "label") if c in selection.columns]
@@ -347,7 +348,7 @@ def run_cells(cells: Sequence[Cell], out_dir: str | os.PathLike, *, client=None,
         kw = {"resources": {"GPU": 1}} if gpu else {}
         futures = {client.submit(run_cell, c, str(out_dir), key=f"dfrobust-cell-{c.name}", pure=False, **kw): c
                    for c in todo}
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):
             c = futures[fut]
             try:
                 info = fut.result()
@@ -390,19 +391,20 @@ def make_client(*, workers: int = 0, scheduler: str | None = None, device: str =
     ``workers`` single-threaded worker processes on CPU, one worker per GPU on CUDA."""
     from distributed import Client, LocalCluster
 
+    # set_as_default=False: the sweep leaves dask's global scheduler alone (xarray asks it for locks)
     if scheduler:
-        return Client(scheduler)
+        return Client(scheduler, set_as_default=False)
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if device == "cuda":
         from distributed import Scheduler, SpecCluster
 
         n = workers or default_workers("cuda")
         cluster = SpecCluster(workers=gpu_worker_specs(n),
-                              scheduler={"cls": Scheduler, "options": {"dashboard_address": None}})
-        return Client(cluster)
+                              scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}})
+        return Client(cluster, set_as_default=False)
     n = workers or default_workers("cpu")
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
-    return Client(cluster)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", env=env)
+    return Client(cluster, set_as_default=False)
 
 
 # ----------------------------------------------------------------------------- SLURM
@@ -442,9 +444,9 @@ def slurm_client(**kw):
     jobs = kw.get("jobs", 1)
     opts = slurm_options(**kw)
     opts.pop("job_name")
-    cluster = SLURMCluster(**opts, scheduler_options={"dashboard_address": None})
+    cluster = SLURMCluster(**opts, scheduler_options={"dashboard_address": ":0"})
     cluster.scale(jobs=jobs)
-    return Client(cluster)
+    return Client(cluster, set_as_default=False)
 
 
 # ----------------------------------------------------------------------------- merge
