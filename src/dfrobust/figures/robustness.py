@@ -6,7 +6,7 @@ model, attack, eps, b dims); every function returns a matplotlib Figure and neve
 
 from __future__ import annotations
 
-from . import colour, finish, SEQUENTIAL  # not_analysed: re-exported for the chapter
+from . import colour, finish, SEQUENTIAL
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

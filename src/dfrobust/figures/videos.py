@@ -4,7 +4,7 @@ the max deviation of RR from its chord with bootstrap intervals. Every function 
 
 from __future__ import annotations
 
-from . import colour, finish  # not_analysed: re-exported for the chapter
+from . import colour, finish
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr

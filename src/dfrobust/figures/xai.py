@@ -4,7 +4,7 @@ matplotlib Figure and never shows it."""
 
 from __future__ import annotations
 
-from . import colour, finish, palette, QUALITATIVE, SEQUENTIAL  # not_analysed: re-exported for the chapter
+from . import colour, finish, palette, QUALITATIVE, SEQUENTIAL
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

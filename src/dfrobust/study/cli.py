@@ -20,6 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Reproducible study of deepfake-detector robustness (RA vs RR, XAI-guided attacks).")
 data_app = typer.Typer(no_args_is_help=True, help="Generate the synthetic benchmark or prepare a real dataset.")
 app.add_typer(data_app, name="data")
+app.command("sweep")(__import__("dfrobust.study.sweep_cli", fromlist=["sweep"]).sweep)  # chapter 03 as dask cells
 console = Console(stderr=True)
 
 PROFILE = typer.Option("default", "--profile", help="Study profile: quick, default or paper.")

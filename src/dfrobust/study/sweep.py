@@ -1,0 +1,545 @@
+"""The paper-scale sweep as pure tasks: a grid of cells, one netCDF shard per cell, a merge, an engine.
+
+**A cell** is (chapter, detector, attack, ε chunk, data shard, seed). :func:`run_cell` is a pure
+function of its inputs: it loads the detector (once per process), the shard's images, runs
+:func:`dfrobust.experiments.robustness.attack_records` on them and writes one shard, named by a
+hash of the resolved parameters, the code version
+(:func:`dfrobust.study.runner.package_fingerprint`), the data fingerprint (the shard's file
+contents and labels) and the checkpoint hash. A cell whose shard exists *and opens* is skipped,
+so a sweep that stopped (a killed worker, a lost job, Ctrl-C) resumes with the missing cells
+only; shards are written atomically (:func:`dfrobust.core.results.save`), so a cell killed
+mid-write leaves nothing a later run would trust.
+
+**Seeds.** A cell's seed is derived from its *key* — (chapter, detector, attack, ε chunk, shard,
+study seed) — never from the order in which cells run, so records do not depend on scheduling.
+The serial path (``workers=0``) calls the same :func:`run_cell` in a loop, so "serial" and "N
+workers" are the same computation and give identical records (a test checks it).
+
+**ε chunks.** :func:`attack_records` keeps, per sample, the worst record found at any radius ≤ ε
+(a cumulative maximum over the grid), and its seeds and FGSM's shared gradient are per grid.
+Chunking the ε grid would need the raw per-radius records (which the records do not keep) to
+redo the cumulative maximum after the merge. So a cell keeps **the whole ε grid** (its ε chunk is
+"all") and the grid is parallelised over (detector, attack, data shard) instead: at paper scale
+that is 3 detectors x 2-5 attacks x N/shard_size shards, plenty of cells for a few GPUs.
+
+**Merge.** :func:`merge_shards` joins the shards with ``xarray.combine_nested`` along (model,
+attack, sample) into exactly the layout :func:`attack_records` returns for the whole set;
+:func:`chapter03_records` adds the worst case and the provenance the chapter writes to
+``data/results/<profile>/rr_records.nc``.
+
+**Engine.** :func:`run_cells` runs the missing cells serially (``workers=0``), on a
+``distributed.LocalCluster`` (one single-threaded worker process per 1-2 CPU cores, or one
+worker per GPU with ``resources={"GPU": 1}`` and its own ``CUDA_VISIBLE_DEVICES``), on an
+existing scheduler by address, or on SLURM through ``dask_jobqueue.SLURMCluster``
+(:func:`slurm_job_script` prints the job script without a cluster). Failures (a killed worker
+included) are collected, not raised mid-sweep: what finished stays on disk.
+
+Written here: the cell grid, its naming and the merge are this study's; dask.distributed and
+dask-jobqueue are the maintained engine and are used as they are.
+
+Left for later: chapters 04 (video-frame records, cells by video shard) and 05 (XAI: cells by
+(detector, tool, pair shard), k inside the cell like ε here) plug in as further ``chapter``
+values of :class:`Cell` with their own cell function; today only ``03_robustness`` is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+#: chapters whose records the sweep can build (see the module docstring for 04/05)
+CHAPTERS = ("03_robustness",)
+#: version of the shard layout (part of every shard name)
+SHARD_FORMAT = "dfrobust-shard-1"
+
+
+# ----------------------------------------------------------------------------- the grid
+
+@dataclass(frozen=True)
+class DetectorRef:
+    """A detector as a cell sees it: architecture, checkpoint file and that file's sha256."""
+
+    name: str
+    checkpoint: str
+    checkpoint_hash: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One task of the sweep; everything :func:`run_cell` needs, nothing else."""
+
+    chapter: str
+    detector: DetectorRef
+    attack: str
+    eps: tuple                      # the whole ε grid (see "ε chunks" in the module docstring)
+    shard: int                      # index of the data shard
+    rows: tuple                     # global sample indices of the shard (positions in the selection)
+    meta: tuple                     # the shard's manifest rows as (column, values) pairs
+    options: str                    # attack options, JSON
+    seed: int                       # the study seed
+    size: int                       # image load size
+    batch_size: int
+    device: str                     # "cpu" or "cuda" (records differ between them)
+    ssim: bool = True
+    code: str = ""                  # package fingerprint
+    data: str = ""                  # data fingerprint of the shard
+    eps_chunk: str = "all"
+
+    @property
+    def key(self) -> tuple:
+        """The cell's identity: what its seed derives from (not the code or data version)."""
+        return (self.chapter, self.detector.name, self.attack, self.eps_chunk, self.shard, self.seed)
+
+    @property
+    def cell_seed(self) -> int:
+        return int(hashlib.sha256(json.dumps(self.key).encode()).hexdigest()[:7], 16)
+
+    def resolved(self) -> dict[str, Any]:
+        """Every input of the cell that its result depends on (hashed into the shard name)."""
+        return {"format": SHARD_FORMAT, "chapter": self.chapter, "detector": self.detector.name,
+                "checkpoint_hash": self.detector.checkpoint_hash, "attack": self.attack,
+                "options": self.options, "eps": [float(e) for e in self.eps], "eps_chunk": self.eps_chunk,
+                "shard": self.shard, "rows": list(self.rows), "seed": self.seed, "cell_seed": self.cell_seed,
+                "size": self.size, "batch_size": self.batch_size, "device": self.device, "ssim": bool(self.ssim),
+                "code": self.code, "data": self.data}
+
+    @property
+    def name(self) -> str:
+        h = hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()[:16]
+        return f"{self.chapter[:2]}-{self.detector.name}-{self.attack}-s{self.shard:04d}-{h}"
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({k: list(v) for k, v in self.meta})
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def data_fingerprint(df: pd.DataFrame) -> str:
+    """Hash of what a shard reads: each image's content and label, in order (not where it lives)."""
+    h = hashlib.sha256()
+    for path, label in zip(df["path"].astype(str), df["label"].astype(int)):
+        h.update(f"{label}:".encode())
+        h.update(file_sha256(path).encode() if os.path.isfile(path) else b"missing:" + path.encode())
+    return h.hexdigest()[:16]
+
+
+def detector_ref(name: str, checkpoint: str | os.PathLike) -> DetectorRef:
+    """A :class:`DetectorRef` for a checkpoint written by :func:`dfrobust.models.train.save_checkpoint`."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint={str(path)!r}: no such file; expected a dfrobust checkpoint")
+    return DetectorRef(name, str(path.resolve()), file_sha256(path)[:16])
+
+
+def plan_chapter03(detectors: Sequence[DetectorRef], attacks: Sequence[str], eps_grid: Sequence[float],
+                   selection: pd.DataFrame, *, size: int, seed: int = 0, shard_size: int = 32,
+                   attack_kw: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
+                   device: str = "cpu", ssim: bool = True) -> list[Cell]:
+    """The cells of chapter 03's RA/RR sweep: detectors x attacks x shards of ``selection``.
+
+    ``selection``: the manifest rows attacked (``path``, ``label`` and the sample coordinates), in
+    the order of the records' ``sample`` axis; ``size`` the size images are loaded at (the
+    chapter's: the largest input size of the analysed detectors). Validated before anything runs.
+    """
+    import torch
+
+    from .. import attacks as _attacks
+    from ..core.device import auto_batch_size
+    from ..experiments import robustness
+    from .runner import package_fingerprint
+
+    if not detectors:
+        raise ValueError("detectors=[]: expected at least one DetectorRef")
+    names, eps = robustness.check_sweep(list(attacks), list(eps_grid))
+    if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
+        raise ValueError(f"shard_size={shard_size!r}: expected an integer >= 1")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}: expected 'cpu' or 'cuda' (the device class the records are made on)")
+    if not isinstance(selection, pd.DataFrame) or len(selection) == 0 or \
+            not {"path", "label"} <= set(selection.columns):
+        raise ValueError("selection: expected a non-empty manifest DataFrame with path and label columns")
+    kw = {_attacks.check_attack(k): dict(v) for k, v in (attack_kw or {}).items()}
+    for a in names:
+        _attacks.check_options(a, **kw.get(a, {}))
+    bs = int(batch_size or auto_batch_size(torch.device(device), int(size)))
+    code = package_fingerprint()
+    cols = [c for c in (*robustness.SAMPLE_COORDS, "label") if c in selection.columns]
+    sel = selection.reset_index(drop=True)
+    cells = []
+    for si, start in enumerate(range(0, len(sel), int(shard_size))):
+        part = sel.iloc[start:start + int(shard_size)]
+        meta = tuple((c, tuple(part[c].tolist())) for c in cols)
+        fp = data_fingerprint(part)
+        rows = tuple(range(start, start + len(part)))
+        for det in detectors:
+            for a in names:
+                cells.append(Cell("03_robustness", det, a, tuple(eps), si, rows, meta,
+                                  json.dumps(kw.get(a, {}), sort_keys=True), int(seed), int(size), bs, device,
+                                  bool(ssim), code, fp))
+    return cells
+
+
+# ----------------------------------------------------------------------------- one cell
+
+#: per-process detector cache: (checkpoint, hash, device) -> model; a worker loads each detector once
+_DETECTORS: dict[tuple, Any] = {}
+#: how many times this process loaded a checkpoint (tests read it)
+LOADS: dict[str, int] = {}
+
+
+def load_detector(ref: DetectorRef, device: str):
+    key = (ref.checkpoint, ref.checkpoint_hash, device)
+    if key not in _DETECTORS:
+        from ..models.train import load_checkpoint
+
+        _DETECTORS[key] = load_checkpoint(ref.checkpoint, ref.name, device)
+        LOADS[ref.name] = LOADS.get(ref.name, 0) + 1
+    return _DETECTORS[key]
+
+
+def shard_path(cell: Cell, out_dir: str | os.PathLike) -> Path:
+    return Path(out_dir) / f"{cell.name}.nc"
+
+
+def shard_ok(path: str | os.PathLike) -> bool:
+    """The shard exists and opens (a truncated or foreign file does not count)."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            return ds.attrs.get("shard_format") == SHARD_FORMAT and "p_adv" in ds
+    except Exception:  # noqa: BLE001 - unreadable means recompute
+        return False
+
+
+def run_cell(cell: Cell, out_dir: str | os.PathLike, *, torch_threads: int = 1) -> dict[str, Any]:
+    """Compute one cell and write its shard (skipped when the shard exists and opens).
+
+    Returns ``{"name", "computed", "wall_s", "batch_size", "pid"}``. On CUDA the batch is halved
+    and retried on out-of-memory; the size that worked is kept in the shard's attrs.
+    """
+    import torch
+
+    from ..core import device as D
+    from ..core import results
+    from ..experiments import robustness
+
+    path = shard_path(cell, out_dir)
+    if shard_ok(path):
+        return {"name": cell.name, "computed": False, "wall_s": 0.0, "batch_size": cell.batch_size,
+                "pid": os.getpid()}
+    t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    if cell.device == "cpu":
+        torch.set_num_threads(max(1, int(torch_threads)))  # the same kernels (and floats) in every process
+    try:
+        dev = D.pick_device(cell.device)
+        D.deterministic(dev)
+        model = load_detector(cell.detector, cell.device)
+        df = cell.frame().assign(_row=list(cell.rows))
+        images, labels, kept, skipped = robustness.load_samples(df, cell.size)
+        images = D.pinned(images, dev)
+        opts = json.loads(cell.options)
+
+        def job(bs):
+            return robustness.attack_records({cell.detector.name: model}, [cell.attack], list(cell.eps), images,
+                                             labels, kept, seed=cell.cell_seed, device=cell.device,
+                                             attack_kw={cell.attack: opts} if opts else None, batch_size=bs,
+                                             ssim=cell.ssim)
+
+        rec, bs_used = D.halving_retry(job, cell.batch_size)
+    finally:
+        torch.set_num_threads(threads)
+    rec = rec.assign_coords(sample=np.asarray(kept["_row"], dtype=np.int64))
+    wall = time.perf_counter() - t0
+    rec.attrs.update(shard_format=SHARD_FORMAT, cell=cell.name, cell_key=json.dumps(cell.key),
+                     cell_seed=cell.cell_seed, resolved=json.dumps(cell.resolved(), sort_keys=True),
+                     batch_size_used=int(bs_used), skipped=json.dumps(skipped), cell_wall_s=float(wall))
+    results.save(rec, path)
+    return {"name": cell.name, "computed": True, "wall_s": wall, "batch_size": bs_used, "pid": os.getpid()}
+
+
+# ----------------------------------------------------------------------------- the engine
+
+@dataclass
+class SweepReport:
+    """What a sweep did: cells computed, skipped (shard already there) and failed (name -> error)."""
+
+    total: int
+    computed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+    cell_wall_s: dict[str, float] = field(default_factory=dict)
+    workers: int = 0
+    where: str = "serial"
+
+    def summary(self) -> str:
+        return (f"{self.total} cells: {len(self.computed)} computed, {len(self.skipped)} already there, "
+                f"{len(self.failed)} failed ({self.where}, {self.wall_s:.1f} s)")
+
+
+def run_cells(cells: Sequence[Cell], out_dir: str | os.PathLike, *, client=None, workers: int = 0,
+              progress: Callable[[dict, int, int], None] | None = None, gpu: bool = False) -> SweepReport:
+    """Run the cells whose shard is missing: serially (``client=None, workers=0``), else on ``client``
+    (a ``distributed.Client``; see :func:`make_client`). ``progress(info, done, total)`` is called
+    after each cell. Failures are collected in the report, never raised mid-sweep."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
+        raise ValueError(f"workers={workers!r}: expected an integer >= 0 (0: serial)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = [c.name for c in cells]
+    if len(set(names)) != len(names):
+        raise ValueError("cells: two cells share a shard name; expected a grid of distinct cells")
+    rep = SweepReport(total=len(cells))
+    todo = []
+    for c in cells:
+        (rep.skipped.append(c.name) if shard_ok(shard_path(c, out_dir)) else todo.append(c))
+    done = len(rep.skipped)
+    t0 = time.perf_counter()
+
+    def record(info: dict) -> None:
+        nonlocal done
+        done += 1
+        if info.get("error"):
+            rep.failed[info["name"]] = info["error"]
+        elif info["computed"]:
+            rep.computed.append(info["name"])
+            rep.cell_wall_s[info["name"]] = round(float(info["wall_s"]), 4)
+        else:
+            rep.skipped.append(info["name"])
+        if progress is not None:
+            progress(info, done, rep.total)
+
+    if client is None and workers == 0:
+        for c in todo:
+            try:
+                info = run_cell(c, out_dir)
+            except Exception as exc:  # noqa: BLE001 - collected, reported at the end
+                info = {"name": c.name, "error": f"{type(exc).__name__}: {exc}"}
+            record(info)
+        rep.wall_s = time.perf_counter() - t0
+        return rep
+
+    from distributed import as_completed
+
+    own = client is None
+    if own:
+        client = make_client(workers=workers)
+    try:
+        rep.workers = len(client.nthreads())
+        rep.where = f"dask ({rep.workers} workers)"
+        kw = {"resources": {"GPU": 1}} if gpu else {}
+        futures = {client.submit(run_cell, c, str(out_dir), key=f"dfrobust-cell-{c.name}", pure=False, **kw): c
+                   for c in todo}
+        for fut in as_completed(futures, loop=client.loop):
+            c = futures[fut]
+            try:
+                info = fut.result()
+            except Exception as exc:  # noqa: BLE001 - KilledWorker, a cell's own error, ...
+                info = {"name": c.name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+            record(info)
+    finally:
+        if own:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    rep.wall_s = time.perf_counter() - t0
+    return rep
+
+
+def default_workers(device: str = "cpu") -> int:
+    """One worker per GPU; on CPU one single-threaded worker per 2 cores (at least 1)."""
+    if device == "cuda":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def gpu_worker_specs(n_gpus: int) -> dict[str, dict]:
+    """SpecCluster worker specs: one nanny-managed worker per GPU with ``resources={"GPU": 1}`` and
+    its own ``CUDA_VISIBLE_DEVICES`` (so ``cuda`` in each worker is its own GPU)."""
+    from distributed import Nanny
+
+    if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or n_gpus < 1:
+        raise ValueError(f"n_gpus={n_gpus!r}: expected an integer >= 1")
+    return {f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1},
+                                                   "env": {"CUDA_VISIBLE_DEVICES": str(i), "OMP_NUM_THREADS": "1"}}}
+            for i in range(n_gpus)}
+
+
+def make_client(*, workers: int = 0, scheduler: str | None = None, device: str = "cpu"):
+    """A ``distributed.Client``: to ``scheduler`` (an address) if given, else a local cluster —
+    ``workers`` single-threaded worker processes on CPU, one worker per GPU on CUDA."""
+    from distributed import Client, LocalCluster
+
+    # set_as_default=False: the sweep leaves dask's global scheduler alone (xarray asks it for locks)
+    if scheduler:
+        return Client(scheduler, set_as_default=False)
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if device == "cuda":
+        from distributed import Scheduler, SpecCluster
+
+        n = workers or default_workers("cuda")
+        cluster = SpecCluster(workers=gpu_worker_specs(n),
+                              scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}})
+        return Client(cluster, set_as_default=False)
+    n = workers or default_workers("cpu")
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", env=env)
+    return Client(cluster, set_as_default=False)
+
+
+# ----------------------------------------------------------------------------- SLURM
+
+def slurm_options(*, jobs: int = 1, gpus_per_job: int = 1, cores: int = 8, memory: str = "64GB",
+                  walltime: str = "04:00:00", queue: str | None = None, account: str | None = None,
+                  python: str | None = None, prologue: Sequence[str] = ()) -> dict[str, Any]:
+    """Keyword arguments of ``dask_jobqueue.SLURMCluster`` / ``SLURMJob`` for GPU jobs: one worker
+    process per job, one thread, ``--gres=gpu:N`` and the ``GPU`` resource the cells ask for."""
+    for name, v in (("jobs", jobs), ("gpus_per_job", gpus_per_job), ("cores", cores)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r}: expected an integer >= 1")
+    return dict(cores=1, processes=1, job_cpu=int(cores), memory=memory, walltime=walltime, queue=queue,
+                account=account, python=python or "python", job_name="dfrobust-sweep",
+                job_extra_directives=[f"--gres=gpu:{gpus_per_job}"],
+                worker_extra_args=["--resources", f"GPU={gpus_per_job}"],
+                job_script_prologue=["export OMP_NUM_THREADS=1", *prologue])
+
+
+def slurm_job_script(scheduler: str = "tcp://<scheduler-address>:8786", **kw) -> str:
+    """The SLURM job script each worker job would run, without starting a cluster (the dry run)."""
+    from dask_jobqueue.slurm import SLURMJob
+
+    opts = slurm_options(**kw)
+    opts.pop("job_name")
+    import dask
+
+    with dask.config.set({"jobqueue.slurm.job-name": "dfrobust-sweep"}):
+        return SLURMJob(scheduler=scheduler, name="dfrobust-sweep-worker", **opts).job_script()
+
+
+def slurm_client(**kw):
+    """A client on a ``SLURMCluster`` scaled to ``jobs`` GPU jobs (needs SLURM's ``sbatch``)."""
+    from dask_jobqueue import SLURMCluster
+    from distributed import Client
+
+    jobs = kw.get("jobs", 1)
+    opts = slurm_options(**kw)
+    opts.pop("job_name")
+    cluster = SLURMCluster(**opts, scheduler_options={"dashboard_address": ":0"})
+    cluster.scale(jobs=jobs)
+    return Client(cluster, set_as_default=False)
+
+
+# ----------------------------------------------------------------------------- merge
+
+def load_shards(cells: Sequence[Cell], out_dir: str | os.PathLike) -> list[xr.Dataset]:
+    from ..core import results
+
+    missing = [c.name for c in cells if not shard_ok(shard_path(c, out_dir))]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(cells)} shards missing or unreadable in {out_dir} "
+                                f"(e.g. {missing[0]}); run the sweep to compute them")
+    return [results.load(shard_path(c, out_dir)) for c in cells]
+
+
+_CELL_ATTRS = ("shard_format", "cell", "cell_key", "cell_seed", "resolved", "batch_size_used", "skipped",
+               "cell_wall_s", "attack_time_s", "attack_kw", "seed")
+
+
+def merge_shards(cells: Sequence[Cell], out_dir: str | os.PathLike) -> xr.Dataset:
+    """The shards of ``cells`` as one records dataset with :func:`attack_records`' layout
+    (dims model, attack, eps, sample; detectors, attacks and samples in plan order)."""
+    parts = load_shards(cells, out_dir)
+    models = list(dict.fromkeys(c.detector.name for c in cells))
+    attacks = list(dict.fromkeys(c.attack for c in cells))
+    shards = sorted({c.shard for c in cells})
+    index = {(c.detector.name, c.attack, c.shard): p for c, p in zip(cells, parts)}
+    grid = [[[index[(m, a, s)] for s in shards] for a in attacks] for m in models]
+    merged = xr.combine_nested(grid, concat_dim=["model", "attack", "sample"], data_vars="minimal",
+                               coords="minimal", compat="equals", join="exact", combine_attrs="override")
+    merged = merged.transpose(*[d for d in ("model", "attack", "eps", "sample") if d in merged.dims], ...)
+    for var in merged.variables.values():  # the first shard's on-disk encoding (e.g. its string width
+        var.encoding = {}                   # 'meso4' -> 5 characters) would truncate longer names
+    times: dict[str, float] = {}
+    skipped: list = []
+    for c, p in zip(cells, parts):
+        k = f"{c.detector.name}/{c.attack}"
+        times[k] = round(times.get(k, 0.0) + float(p.attrs.get("cell_wall_s", 0.0)), 3)
+        skipped += [s for s in json.loads(p.attrs.get("skipped", "[]")) if s not in skipped]
+    kw = {c.attack: json.loads(c.options) for c in cells if json.loads(c.options)}
+    attrs = {k: v for k, v in merged.attrs.items() if k not in _CELL_ATTRS}
+    attrs.update(seed=int(cells[0].seed), attack_kw=str(kw), attack_time_s=str(times),
+                 cell_seeds="per cell, derived from (chapter, detector, attack, eps chunk, shard, seed)",
+                 n_cells=len(cells), cells_wall_s=round(sum(times.values()), 3), skipped_images=json.dumps(skipped))
+    merged.attrs = attrs
+    return merged
+
+
+def chapter03_records(cells: Sequence[Cell], out_dir: str | os.PathLike, *, params: Mapping[str, Any],
+                      profile: str, save_to: str | os.PathLike | None = None, **provenance: Any) -> xr.Dataset:
+    """The chapter's ``rr_records.nc``: merged shards plus the worst case and provenance (saved when
+    ``save_to`` is given), as the notebook writes it."""
+    from ..core import results
+    from ..experiments import robustness
+
+    t0 = time.perf_counter()
+    rec = robustness.with_worst_case(merge_shards(cells, out_dir))
+    wall = float(rec.attrs["cells_wall_s"])
+    rec.attrs.update(results.provenance(params, profile=profile, seed=int(cells[0].seed), device=rec.attrs["device"],
+                                        wall_time_s=wall + time.perf_counter() - t0, **provenance))
+    if save_to is not None:
+        results.save(rec, save_to)
+    return rec
+
+
+def sweep_dir(profile: str, chapter: str = "03_robustness") -> Path:
+    """Where a profile's shards live: ``<data home>/cache/sweep/<profile>/<chapter>``."""
+    from ..core.paths import cache_dir
+
+    p = cache_dir() / "sweep" / profile / chapter
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def describe_plan(cells: Sequence[Cell]) -> dict[str, Any]:
+    """Counts of the grid (for the CLI and the bench)."""
+    return {"cells": len(cells), "detectors": sorted({c.detector.name for c in cells}),
+            "attacks": sorted({c.attack for c in cells}), "shards": len({c.shard for c in cells}),
+            "samples": len({r for c in cells for r in c.rows}), "eps": len(cells[0].eps) if cells else 0}
+
+
+def notebook_records(checkpoints: Mapping[str, str | os.PathLike], attacks: Sequence[str],
+                     eps_grid: Sequence[float], selection: pd.DataFrame, *, size: int, profile: str, seed: int = 0,
+                     attack_kw: Mapping[str, Mapping] | None = None, device: str = "cpu", shard_size: int = 32,
+                     workers: int = 0) -> tuple[xr.Dataset, SweepReport]:
+    """What chapter 03 calls instead of ``attack_records``: the same cells as ``dfrobust sweep``
+    (serially unless ``workers``), reusing every shard a sweep already wrote; returns the merged
+    records (without the worst case) and the report. ``checkpoints``: detector name -> checkpoint."""
+    refs = [detector_ref(m, ck) for m, ck in checkpoints.items()]
+    cells = plan_chapter03(refs, attacks, eps_grid, selection, size=size, seed=seed, shard_size=shard_size,
+                           attack_kw=attack_kw, device=device)
+    out = sweep_dir(profile)
+    rep = run_cells(cells, out, workers=workers)
+    if rep.failed:
+        name, err = next(iter(rep.failed.items()))
+        raise RuntimeError(f"{len(rep.failed)} of {rep.total} cells failed (e.g. {name}: {err})")
+    return merge_shards(cells, out), rep
