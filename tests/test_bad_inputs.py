@@ -311,6 +311,10 @@ def _chapter_cases():
         ("xai", "n_segments", 0, r"n_segments=0"), ("xai", "seed", -1, r"seed=-1"),
         ("xai", "top_k", "1,50", r"top_k.*50"), ("xai", "tools", "lime,lime", r"lime"),
         ("xai", "xception_sizes", "abc", r"xception_sizes"), ("xai", "device", "tpu", r"device='tpu'"),
+        ("models", "models", "meso5", r"'meso5' is unknown"), ("models", "min_val_auc", 1.5, r"min_val_auc=1\.5"),
+        ("models", "seed", -1, r"seed=-1"), ("certified", "models", "resnet34", r"'resnet34' is unknown"),
+        ("certified", "method", "exact", r"method='exact'"), ("certified", "n_eps", 1, r"n_eps=1"),
+        ("certified", "crown_budget", -2, r"crown_budget=-2"), ("certified", "b_show", "x", r"b_show='x'"),
     ]
 
 

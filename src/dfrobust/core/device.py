@@ -42,6 +42,16 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def prepare_run(device: str, seed: int, *, max_threads: int = 2) -> torch.device:
+    """The set-up every chapter does once all its checks passed: the device (a one-line error when it
+    is unavailable), CPU threads capped at ``max_threads`` (2 cores on the reference laptop), seeds."""
+    dev = pick_device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), int(max_threads))))
+    seed_everything(int(seed))
+    return dev
+
+
 def auto_batch_size(device: torch.device, input_size: int, cpu: int = 32, gpu: int = 256) -> int:
     """A batch size that fits comfortably: larger on GPU, scaled down for big inputs."""
     base = gpu if device.type == "cuda" else cpu

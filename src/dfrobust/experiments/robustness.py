@@ -58,7 +58,7 @@ import xarray as xr
 from .. import attacks as _attacks
 from .. import metrics
 from ..metrics.grids import check_b_grid
-from ..core.device import auto_batch_size, describe, pick_device
+from ..core.device import auto_batch_size, describe, pick_device, prepare_run
 
 #: manifest columns copied onto the ``sample`` dimension, with the fill for a missing column
 SAMPLE_COORDS = {"group": "", "manipulation": "", "video_id": "", "frame_index": -1,
@@ -698,7 +698,6 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     :func:`attack_records`), ``cw_kw`` (for :func:`minimal_records`), ``device`` (a torch.device)
     and ``params``, the provenance dict of the run (JSON-serialisable).
     """
-    from ..core.device import seed_everything
     from ..core.params import split_list
     from ..core.profiles import check_profile
     from ..models import MODELS
@@ -758,11 +757,7 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     for a in names:
         _attacks.check_options(a, **attack_kw.get(a, {}))
     cw_kw = cw_options(c_init=cw_c_init, search_steps=cw_search_steps, steps=cw_steps, lr=cw_lr)
-    dev = pick_device(device)  # one-line error when e.g. CUDA is asked for and absent
-    # ---- set-up (every check passed): seeds, threads
-    if dev.type == "cpu":
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
-    seed_everything(int(seed))
+    dev = prepare_run(device, seed)  # every check passed: device (one-line error if absent), threads, seeds
     positive = [e for e in eps if e > 0]
     eps_ref_used = min(positive, key=lambda e: abs(e - eps_ref))
     b_ref_used = min(b_grid, key=lambda b: abs(b - b_ref))

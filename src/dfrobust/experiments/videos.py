@@ -54,6 +54,7 @@ import xarray as xr
 
 from .. import metrics
 from ..attacks.progressive import PROGRESSIVE_ATTACKS, _no_progressive, progressive_factory
+from ..core.device import prepare_run
 from ..data.sampling import check_video_meta, select_frames
 from . import robustness
 
@@ -498,13 +499,17 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     real_frames = _int("real_frames", real_frames, 1)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
-    return dict(profile=profile, seed=seed, models=model_list, attacks=attack_list, modes=mode_list,
-                aggregate=agg, eps_grid=list(eps_grid), b_grid=list(b_grid),
-                eps_ref=min(eps_grid, key=lambda e: abs(e - eps_ref)), b_ref=min(b_grid, key=lambda b: abs(b - b_ref)),
-                frames_per_video=frames_per_video, frame_stride=frame_stride or None, max_videos=max_videos,
-                attack_kw=robustness.attack_options(attack_list, steps=pgd_steps),
-                n_boot=n_boot, level=level, ramp=bool(ramp), lin_margin=lin_margin, alpha=alpha,
-                target_videos=target_videos, min_val_auc=min_val_auc, real_frames=real_frames, device=str(device))
+    dev = prepare_run(device, seed)  # every check passed: device (one-line error if absent), threads, seeds
+    out = dict(profile=profile, seed=seed, data_root=str(data_root or ""), models=model_list, attacks=attack_list,
+               modes=mode_list, aggregate=agg, eps_grid=list(eps_grid), b_grid=list(b_grid),
+               eps_ref=min(eps_grid, key=lambda e: abs(e - eps_ref)), b_ref=min(b_grid, key=lambda b: abs(b - b_ref)),
+               frames_per_video=frames_per_video, frame_stride=frame_stride or None, max_videos=max_videos,
+               attack_kw=robustness.attack_options(attack_list, steps=pgd_steps),
+               n_boot=n_boot, level=level, ramp=bool(ramp), lin_margin=lin_margin, alpha=alpha,
+               target_videos=target_videos, min_val_auc=min_val_auc, real_frames=real_frames, device=str(dev))
+    out["params"] = dict(out)  # the provenance of the run (JSON-serialisable)
+    out["dev"] = dev
+    return out
 
 
 # ------------------------------------------------------------------------------------ what this build decides

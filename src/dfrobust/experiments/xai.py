@@ -38,7 +38,7 @@ from torch import nn
 
 from .. import explainers as _explain
 from ..attacks import MaskedNES
-from ..core.device import auto_batch_size, describe, pick_device
+from ..core.device import auto_batch_size, describe, pick_device, prepare_run
 from ..core.params import int_list, split_list
 from ..data.sampling import balanced, select_pairs
 from ..explainers.segments import area_budget, area_mask, rank_segments, slic_segments, topk_mask
@@ -339,6 +339,8 @@ class XAISettings:
     nes: dict[str, float]
     explain_options: dict[str, dict[str, Any]]
     n_pairs: dict[str, int]
+    device: Any = None       # the torch.device chosen once every check passed
+    device_name: str = ""    # its description, for the page and the provenance
 
 
 def _int(name: str, value, lo: int = 1, hi: int | None = None) -> int:
@@ -404,7 +406,11 @@ def check_params(*, data_root: str = "", models: str, xception_sizes: str, tools
         raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
     quota = {m: n_pairs for m in model_names}
     quota["xception"] = xception_pairs or n_pairs
+    # every check passed: the device (one-line error when absent), one CPU thread (the chapter's many
+    # small forwards run fastest single-threaded on the reference laptop), seeds
+    torch_device = prepare_run(device, seed, max_threads=1)
     return XAISettings(models=model_names, xception_sizes=sizes, tools=tool_names, top_k=ks, nes=nes,
-                       explain_options=explain_options, n_pairs=quota)
+                       explain_options=explain_options, n_pairs=quota, device=torch_device,
+                       device_name=describe(torch_device))
 
 

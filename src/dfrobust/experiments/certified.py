@@ -1,0 +1,56 @@
+"""Chapter 07 (the certified Robust Ratio): its one validation call.
+
+The bounds live in :mod:`dfrobust.certify`, their reduction in :mod:`dfrobust.metrics.certified`;
+the chapter checks its parameters, builds its radius grid (0, then doubling radii up to
+``eps_max``: certificates of these detectors only exist far below the attack chapters' radii)
+and prepares the run.
+"""
+
+from __future__ import annotations
+
+from .. import certify, metrics
+from ..core.device import prepare_run
+from ..core.params import split_list
+from ..core.profiles import check_profile
+from .robustness import check_sweep
+
+#: the detectors whose layers the bounds support
+CERTIFIABLE = ("meso4", "mesoinception4")
+
+
+def check_params(*, profile: str, seed: int, models: str, method: str, crown_budget: int, eps_max: float,
+                 n_eps: int, b_max: float, n_b: int, b_show: str, b_ref: float, n_samples: int, pgd_steps: int,
+                 batch_size: int, device: str, data_root: str = "") -> dict:
+    """Every parameter checked (one-line ValueError naming it) before any data, bound or attack.
+
+    Returns ``models``, ``eps_grid``, ``b_grid``, ``b_show`` (panel bounds), ``b_ref`` (grid value),
+    ``budget`` (None: CROWN everywhere), ``device`` (threads capped, seeds set) and ``params``.
+    """
+    check_profile(profile)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed={seed!r}: expected an integer >= 0")
+    model_list = split_list(models, "models", allowed=CERTIFIABLE)
+    if isinstance(n_eps, bool) or not isinstance(n_eps, int) or n_eps < 2:
+        raise ValueError(f"n_eps={n_eps!r}: expected an integer >= 2 (0 and at least one radius)")
+    eps_grid = [0.0] + [round(eps_max / 2 ** k, 8) for k in range(n_eps - 2, -1, -1)]
+    b_grid = metrics.linspace_grid(b_max, n_b, what="b")
+    try:
+        b_panels = [float(v) for v in split_list(b_show, "b_show")]
+    except ValueError:
+        raise ValueError(f"b_show={b_show!r}: expected comma-separated bounds in [0, 1]") from None
+    check_sweep(["fgsm", "pgd"], eps_grid, b_grid=b_grid + b_panels + [b_ref], models=model_list,
+                known_models=CERTIFIABLE)
+    if method not in certify.METHODS:
+        raise ValueError(f"method={method!r}: expected one of {', '.join(certify.METHODS)}")
+    if isinstance(crown_budget, bool) or not isinstance(crown_budget, int) or crown_budget < -1:
+        raise ValueError(f"crown_budget={crown_budget!r}: expected an integer >= -1 (-1: every neuron)")
+    for name, v in {"n_samples": n_samples, "pgd_steps": pgd_steps, "batch_size": batch_size}.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r}: expected an integer >= 1")
+    dev = prepare_run(device, seed)
+    b_ref_used = min(b_grid, key=lambda b: abs(b - b_ref))
+    params = dict(profile=profile, seed=seed, data_root=str(data_root or ""), models=model_list, method=method,
+                  crown_budget=crown_budget, eps_grid=eps_grid, b_grid=b_grid, b_show=b_panels, b_ref=b_ref_used,
+                  n_samples=n_samples, pgd_steps=pgd_steps, batch_size=batch_size, device=str(dev))
+    return {"models": model_list, "eps_grid": eps_grid, "b_grid": b_grid, "b_show": b_panels, "b_ref": b_ref_used,
+            "budget": None if crown_budget < 0 else int(crown_budget), "device": dev, "params": params}
