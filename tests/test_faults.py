@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -325,3 +326,43 @@ def test_a_stage_of_a_live_run_is_left_alone(data_home):
         (d / "quick").mkdir(parents=True)
     assert clean_stale_stages(res, log=lambda m: None) == [dead]
     assert live.is_dir() and foreign.is_dir() and not dead.exists()
+
+
+def test_identical_training_gives_identical_checkpoint_bytes(tmp_path):
+    import torch
+
+    from dfrobust.models import build
+    from dfrobust.models.train import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build("meso4", input_size=32)
+    a = save_checkpoint(model, tmp_path / "a" / "m.pt", seed=0)
+    b = save_checkpoint(model, tmp_path / "b" / "m.pt", seed=0)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_a_crop_that_cannot_be_written_stops_prepare_without_a_manifest(tmp_path, monkeypatch):
+    import cv2
+
+    from dfrobust.data import prepare, scenes
+
+    root = scenes.write_layout(tmp_path / "crops", "crops", n=2)
+    monkeypatch.setattr(cv2, "imwrite", lambda *a, **k: False)
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="could not write the face crop"):
+        prepare.prepare(root, out_dir=out, crops=True)
+    assert not list(out.rglob("manifest.csv"))
+
+
+def test_every_chapter_that_reads_data_takes_the_data_root():
+    import json
+
+    from dfrobust import study
+
+    for nb in study.load_study().notebooks:
+        cells = json.loads(nb.template.read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        if "get_manifest(" in code:
+            assert "data_root" in study.declared_parameters(nb.template), nb.name
+            calls = re.findall(r"get_manifest\([^)]*\)", code)
+            assert calls and all("data_root=" in c for c in calls), (nb.name, calls)

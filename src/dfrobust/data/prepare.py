@@ -572,7 +572,8 @@ def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16
                                                                       size=size, margin=margin)
             name = f"{int(fi):05d}.png" if fi >= 0 else f"{Path(m.path).stem}.png"
             p = d / name
-            cv2.imwrite(str(p), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            if not cv2.imwrite(str(p), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):  # False, not an exception
+                raise OSError(f"{p}: could not write the face crop (disk full or not writable); nothing was cached")
             rows.append({"path": str(p), "label": int(m.label), "dataset": m.dataset, "manipulation": m.manipulation,
                          "video_id": m.video_id, "frame_index": int(fi), "group": m.group, "identity": m.identity,
                          "pair_id": f"{m.pair_video}#{int(fi)}" if m.pair_video else "", "split": m.split,

@@ -20,7 +20,7 @@ CERTIFIABLE = ("meso4", "mesoinception4")
 
 def check_params(*, profile: str, seed: int, models: str, method: str, crown_budget: int, eps_max: float,
                  n_eps: int, b_max: float, n_b: int, b_show: str, b_ref: float, n_samples: int, pgd_steps: int,
-                 batch_size: int, device: str, data_root: str = "") -> dict:
+                 batch_size: int, device: str, data_root: str = "", min_val_auc: float = 0.7) -> dict:
     """Every parameter checked (one-line ValueError naming it) before any data, bound or attack.
 
     Returns ``models``, ``eps_grid``, ``b_grid``, ``b_show`` (panel bounds), ``b_ref`` (grid value),
@@ -47,10 +47,13 @@ def check_params(*, profile: str, seed: int, models: str, method: str, crown_bud
     for name, v in {"n_samples": n_samples, "pgd_steps": pgd_steps, "batch_size": batch_size}.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}={v!r}: expected an integer >= 1")
+    if isinstance(min_val_auc, bool) or not isinstance(min_val_auc, (int, float)) or not 0 <= min_val_auc <= 1:
+        raise ValueError(f"min_val_auc={min_val_auc!r}: expected a number in [0, 1]")
     dev = prepare_run(device, seed)
     b_ref_used = min(b_grid, key=lambda b: abs(b - b_ref))
     params = dict(profile=profile, seed=seed, data_root=str(data_root or ""), models=model_list, method=method,
                   crown_budget=crown_budget, eps_grid=eps_grid, b_grid=b_grid, b_show=b_panels, b_ref=b_ref_used,
-                  n_samples=n_samples, pgd_steps=pgd_steps, batch_size=batch_size, device=str(dev))
+                  n_samples=n_samples, pgd_steps=pgd_steps, batch_size=batch_size, min_val_auc=float(min_val_auc),
+                  device=str(dev))
     return {"models": model_list, "eps_grid": eps_grid, "b_grid": b_grid, "b_show": b_panels, "b_ref": b_ref_used,
             "budget": None if crown_budget < 0 else int(crown_budget), "device": dev, "params": params}

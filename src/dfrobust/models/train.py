@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -184,10 +185,16 @@ def save_checkpoint(model: Detector, path: str | os.PathLike, **meta: Any) -> Pa
     payload = {"format": CHECKPOINT_FORMAT, "arch": model.name, "input_size": int(model.input_size),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "meta": json.dumps(meta, sort_keys=True, default=str)}
+    buf = io.BytesIO()
+    # into memory first: torch names the zip's inner folder after the file it writes, so saving to the
+    # temporary file directly would bake its random name into the bytes (identical training must give
+    # identical checkpoint bytes)
+    torch.save(payload, buf)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are shared like any other output
         os.replace(tmp, path)
     finally:
