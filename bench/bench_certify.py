@@ -16,12 +16,7 @@ import time
 import torch
 
 from dfrobust.core.device import describe, pick_device
-from dfrobust.study.perf import bench_parser, finish_bench
-
-
-def _sync(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+from dfrobust.study.perf import bench_parser, finish_bench, sync
 
 
 def main(argv=None) -> dict:
@@ -57,19 +52,19 @@ def main(argv=None) -> dict:
     out = {}
     for per_sample in (True, False):
         g._crown(j, A[:4], s_i[:4], B, cache, lo, hi, 256 * 2**20, per_sample=per_sample)  # warm-up
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         out[per_sample] = g._crown(j, A, s_i, B, cache, lo, hi, 256 * 2**20, per_sample=per_sample)
-        _sync(dev)
+        sync(dev)
         out[per_sample] = (out[per_sample], time.perf_counter() - t0)
     (a, t_fast), (b, t_slow) = out[True], out[False]
     assert torch.allclose(a[0], b[0], atol=1e-9) and torch.allclose(a[1], b[1], atol=1e-9)
     t = {}
     for method in ("ibp", "crown"):
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         margin_bounds(g, x, args.eps, method=method)
-        _sync(dev)
+        sync(dev)
         t[method] = (time.perf_counter() - t0) / args.n
     return finish_bench(args, describe(dev), [
         {"what": f"CROWN rows per sample vs mixed ({len(s_i)} rows, layer {g.nodes[j].name})",

@@ -15,13 +15,8 @@ import time
 import torch
 
 from dfrobust.attacks import make_attack
-from dfrobust.study.perf import bench_parser, finish_bench
+from dfrobust.study.perf import bench_parser, finish_bench, sync
 from dfrobust.core.device import auto_batch_size, describe, pick_device
-
-
-def _sync(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 def main(argv=None) -> dict:
@@ -51,16 +46,16 @@ def main(argv=None) -> dict:
         torch.autograd.grad(loss(model(xi), y), xi)
 
     atk = make_attack("pgd", model, eps=8 / 255, steps=args.steps, seed=0)
-    fwd_bwd(); atk(x, y); _sync(dev)  # warm-up
+    fwd_bwd(); atk(x, y); sync(dev)  # warm-up
     t0 = time.perf_counter()
     for _ in range(args.repeats * args.steps):
         fwd_bwd()
-    _sync(dev)
+    sync(dev)
     t_fb = (time.perf_counter() - t0) / (args.repeats * args.steps)
     t0 = time.perf_counter()
     for _ in range(args.repeats):
         atk(x, y)
-    _sync(dev)
+    sync(dev)
     t_pgd = (time.perf_counter() - t0) / args.repeats
     return finish_bench(args, describe(dev), [
         {"what": f"one PGD step vs one forward+backward (batch {bs})", "fast_s": t_fb, "slow_s": t_pgd / args.steps}],

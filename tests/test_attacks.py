@@ -4,6 +4,8 @@ import pytest
 import torch
 import torchattacks
 
+from toys import SmallNet
+
 from dfrobust import attacks
 
 torch.set_num_threads(1)
@@ -15,21 +17,6 @@ class Linear2(torch.nn.Module):
     def forward(self, x):
         m = x.flatten(1).mean(1)
         return torch.stack([torch.full_like(m, -1.0), -3.0 + 6.0 * m], dim=1)
-
-
-class SmallNet(torch.nn.Module):
-    def __init__(self, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = torch.nn.Linear(4 * 4 * 4, 2)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-
-    def forward(self, x):
-        h = torch.relu(self.conv(x))
-        return self.fc(torch.nn.functional.adaptive_avg_pool2d(h, 4).flatten(1)) * 3
 
 
 def _data(n=6, size=8, seed=0):

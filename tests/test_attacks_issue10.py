@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
+from toys import SmallNet
+
 from dfrobust import attacks, metrics
 from dfrobust.attacks import progressive
 from dfrobust.attacks.nes import MaskedNES
@@ -34,22 +36,6 @@ class MeanLogit(torch.nn.Module):
     def forward(self, x):
         s = self.k * (x.flatten(1).mean(1) - self.c)
         return torch.stack([torch.zeros_like(s), s], 1)
-
-
-class SmallNet(torch.nn.Module):
-    def __init__(self, seed=0, size=8):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = torch.nn.Linear(4 * 4 * 4, 2)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-        self.input_size = size
-
-    def forward(self, x):
-        h = torch.relu(self.conv(x))
-        return self.fc(torch.nn.functional.adaptive_avg_pool2d(h, 4).flatten(1)) * 3
 
 
 def _p_hat(model, x, yhat):

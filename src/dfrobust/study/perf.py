@@ -21,6 +21,14 @@ import pandas as pd
 from ..core.paths import generated_book_dir, project_root
 
 
+def sync(dev) -> None:
+    """Wait for queued GPU work before reading a clock (no-op on CPU): what every bench times."""
+    if getattr(dev, "type", "") == "cuda":
+        import torch
+
+        torch.cuda.synchronize(dev)
+
+
 def notebook_timings(out_dir: Path | None = None) -> pd.DataFrame:
     """One row per executed notebook: name, profile, wall time (s), when it finished."""
     rows = []
