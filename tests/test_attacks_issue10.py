@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 import torch
 
 from toys import SmallNet
@@ -335,3 +336,56 @@ def test_nes_samples_are_symmetric_unclipped_and_only_queries_are_clipped():
     lm = (m0.flatten(2) * 1.0).sum(-1)
     g = MaskedNES.estimate(lp, lm, u0, 0.01)
     torch.testing.assert_close(g, (u0.flatten(2).sum(-1)[..., None, None, None] * u0).mean(1), rtol=1e-3, atol=1e-3)
+
+
+class _CountingNet(torch.nn.Module):
+    """Wraps a model and counts the images it is asked to score."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.input_size, self.seen = inner, inner.input_size, 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return self.inner(x)
+
+
+def test_settled_samples_are_not_attacked_at_larger_radii_and_ra_rr_do_not_change():
+    torch.manual_seed(0)
+    x = torch.rand(24, 3, 8, 8)
+    y = torch.randint(0, 2, (24,))
+    eps = [0.0, 0.02, 0.1, 0.3]
+    b_grid = metrics.linspace_grid(0.2, 21, what="b")
+    kw = {"pgd": {"steps": 5, "random_start": False}, "rr": {"steps": 5, "random_start": False}}
+    out = {}
+    for settle in (None, 0.2):
+        net = _CountingNet(SmallNet(2))
+        rec = robustness.attack_records({"m": net}, ["pgd", "rr"], eps, x, y, device="cpu", ssim=False,
+                                        attack_kw=kw, batch_size=8, settle_b=settle)
+        out[settle] = (rec, net.seen)
+    full, part = out[None][0], out[0.2][0]
+    assert out[0.2][1] < 0.8 * out[None][1]           # fewer images scored: settled ones were skipped
+    xr.testing.assert_equal(metrics.robust_accuracy(full), metrics.robust_accuracy(part))
+    xr.testing.assert_equal(metrics.robust_ratio(full, b_grid), metrics.robust_ratio(part, b_grid))
+    assert (part["eps_found"].sel(eps=0.3) < 0.3).any()   # kept records of settled samples: a smaller radius
+    assert part.attrs["settle_b"].startswith("0.2")
+    with pytest.raises(ValueError, match="settle_b=1.5"):
+        robustness.attack_records({"m": SmallNet(2)}, ["pgd"], eps, x, y, device="cpu", settle_b=1.5)
+
+
+def test_rr_attack_runs_up_only_where_it_can_win_and_keeps_the_same_change():
+    net = _CountingNet(MeanLogit(k=60.0))
+    x = torch.linspace(0.45, 0.52, 16).view(16, 1, 1, 1).expand(16, 3, 8, 8).clone()   # P(ŷ) from 0.5 to 0.9
+    with torch.no_grad():
+        yhat = net.inner(x).argmax(1)
+    kw = dict(eps=0.02, alpha=0.008, steps=4, random_start=False)
+    rr = attacks.RRAttack(net, **kw)
+    adv = rr(x, yhat)
+    # reference: both directions on every sample, the larger kept change per sample
+    ref = [attacks.SeededPGD(net.inner, loss=loss, keep_best=True, **kw) for loss in ("down", "up")]
+    for r in ref:
+        r(x, yhat)
+    want = torch.maximum(ref[0].last_change, ref[1].last_change)
+    got = (_p_hat(net.inner, adv, yhat) - _p_hat(net.inner, x, yhat)).abs()
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert rr.up.last_change is not None and 0 < len(rr.up.last_change) < len(x)   # up ran on some, not all

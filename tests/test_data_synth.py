@@ -191,3 +191,19 @@ def _tiny_cnn(df) -> tuple[float, float]:
     with torch.no_grad():
         logits = net(xte)
     return float((logits.argmax(1).numpy() == yte).mean()), float(roc_auc_score(yte, logits.softmax(1)[:, 1].numpy()))
+
+
+def test_worker_processes_do_not_change_a_single_byte(tmp_path):
+    """The default profile generates with n_jobs=2: the images must be those of one process."""
+    import hashlib
+
+    from dfrobust.data import synth
+
+    kw = {"n_per_group": 3, "n_identities": 3, "size": 32}
+    digests = []
+    for jobs in (1, 2):
+        out = tmp_path / f"j{jobs}"
+        synth.generate_images("quick", 0, out_dir=out, n_jobs=jobs, **kw)
+        digests.append({p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                        for p in sorted((out / "images").rglob("*.jpg"))})
+    assert len(digests[0]) == 36 and digests[0] == digests[1]

@@ -213,3 +213,21 @@ def test_environment_yml_and_pyproject_agree_with_the_constraints():
 def test_the_run_key_covers_every_home_of_the_package():
     files = {p.relative_to(ROOT / "src" / "dfrobust").as_posix() for p in runner.package_files()}
     assert {"core/paths.py", "models/train.py", "experiments/robustness.py", "study/runner.py"} <= files
+
+
+def test_unit_costs_divide_each_chapters_seconds_by_its_work(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    from dfrobust.study import perf
+
+    assert perf.unit_costs(tmp_path).empty                       # nothing run: no rows, no error
+    rec = xr.Dataset(coords={"eps": [0.0, 0.01, 0.1], "sample": np.arange(10)})
+    rec.attrs["attack_time_s"] = str({"meso4/pgd": 4.0, "meso4/fgsm": 0.5})
+    rec.to_netcdf(tmp_path / "rr_records.nc")
+    cert = xr.Dataset({"time_s": (("model", "eps", "sample"), np.full((1, 3, 4), 0.25))},
+                      coords={"model": ["meso4"], "eps": [0.0, 0.001, 0.002], "sample": np.arange(4)})
+    cert.to_netcdf(tmp_path / "certified_records.nc")
+    t = perf.unit_costs(tmp_path).set_index("work")
+    assert t.loc["meso4/pgd", "units"] == 20 and t.loc["meso4/pgd", "ms per unit"] == 200.0   # 2 radii x 10 images
+    assert t.loc["meso4", "chapter"] == "07_certified" and t.loc["meso4", "seconds"] == 2.0   # ε = 0 not counted

@@ -213,3 +213,81 @@ def test_precision_uses_the_resolution_floor():
     v = V.precision([0.0, 0.0], n=24, target=0.07)
     assert v.verdict == "refuted" and v.estimate == pytest.approx(V.resolution_floor(24, 0.025))
     assert V.precision([0.05, 0.068], n=204, target=0.07).verdict == "holds"
+
+
+# ----------------------------------------------------------------------------- threshold claims (02, 01, 07)
+
+def test_wilson_matches_known_values_and_stays_in_unit_interval():
+    lo, hi = V.wilson(0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-3)   # Wilson 95 % for 0/20
+    lo, hi = V.wilson(50, 100)
+    assert (lo, hi) == pytest.approx((0.4038, 0.5962), abs=1e-3)
+    with pytest.raises(ValueError, match="k=5, n=3"):
+        V.wilson(5, 3)
+
+
+def test_auc_interval_shrinks_with_n_and_is_hanley_mcneil():
+    # Hanley & McNeil (1982) by hand: AUC 0.9, 50 + 50 cases: Q1 = 0.9/1.1, Q2 = 1.62/1.9,
+    # var = (0.09 + 49 (Q1 - 0.81) + 49 (Q2 - 0.81)) / 2500 = 1.0306e-3, SE = 0.0321
+    lo, hi = V.auc_interval(0.9, 50, 50)
+    assert (hi - lo) / 2 / 1.959964 == pytest.approx(0.0321, abs=2e-4)
+    lo2, hi2 = V.auc_interval(0.9, 200, 200)
+    assert hi2 - lo2 < (hi - lo) * 0.6
+
+
+def test_threshold_rule_holds_refutes_and_abstains():
+    holds = V.threshold(0.95, 0.93, 0.97, n=400, target=0.85)
+    refuted = V.threshold(0.70, 0.65, 0.75, n=400, target=0.85)
+    near = V.threshold(0.86, 0.82, 0.90, n=400, target=0.85)
+    at_most = V.threshold(0.55, 0.50, 0.60, n=400, target=0.65, above=False)
+    assert (holds.verdict, refuted.verdict, near.verdict, at_most.verdict) == ("holds", "refuted", "inconclusive",
+                                                                               "holds")
+    assert near.n_needed == math.ceil(400 * (0.04 / 0.01) ** 2)    # half-width 0.04 must shrink to the gap 0.01
+    assert "at or above 0.85" in holds.rule and holds.margin == 0.85
+
+
+def _trained(auc, n=400, n_fake=200):
+    from types import SimpleNamespace
+
+    rec = xr.Dataset({"auc": ("subset", [auc]), "n": ("subset", [n]), "n_fake": ("subset", [n_fake])},
+                     coords={"subset": ["all"]})
+    return SimpleNamespace(record=rec)
+
+
+def test_models_decide_table_applies_each_target_and_the_port_check():
+    import pandas as pd
+
+    from dfrobust.experiments import models as ch02
+
+    trained = {"meso4": _trained(0.997), "mesoinception4": _trained(0.66), "resnet34": _trained(0.86)}
+    gate = pd.DataFrame({"model": list(trained), "status": ["analysed", "not analysed: near chance", "analysed"]})
+    port = pd.DataFrame({"abs_diff": [1e-7, 3e-6]})
+    t = ch02.decide_table(trained, gate, port).set_index("claim")
+    verdict = {c.split(" learned")[0]: v for c, v in t["verdict"].items()}
+    # meso4 clears 0.95, mesoinception4 is far under it, resnet34 sits on its 0.85 target with a ±0.035 interval
+    assert verdict["meso4"] == "holds" and verdict["mesoinception4"] == "refuted"
+    assert verdict["resnet34"] == "inconclusive"
+    assert verdict["the MesoNet port reproduces the published Keras probabilities"] == "holds"
+    assert "near chance" in t.loc["mesoinception4 learned: held-out test AUC >= 0.95", "note"]
+    bad_port = ch02.decide_table(trained, gate, pd.DataFrame({"abs_diff": [2e-5]}))
+    assert bad_port["verdict"].iloc[-1] == "refuted"
+
+
+def test_certified_decide_table_band_soundness_and_single_detector():
+    from dfrobust.experiments import certified as ch07
+
+    n, eps = 40, [0.0, 0.001, 0.004]
+    cert_change = np.zeros((1, 3, n))
+    cert_change[0, 2, :20] = 0.5                 # at the largest radius half the samples lose their certificate
+    cert = xr.Dataset({"certified_change": (("model", "eps", "sample"), cert_change)},
+                      coords={"model": ["meso4"], "eps": eps, "sample": np.arange(n)})
+    atk = xr.DataArray(np.zeros((1, 3, n)), dims=("model", "eps", "sample"), coords=cert.coords)
+    t = ch07.decide_table(cert, atk, b_ref=0.1, violations=0)
+    assert t["verdict"].tolist() == ["holds", "holds", "refuted", "inconclusive"]
+    assert t["estimate"].iloc[2] == pytest.approx(0.5)       # 20 of 40 robust to the attacks, not certified
+    assert "only 1 MesoNet" in t["note"].iloc[-1]
+    two = xr.concat([cert, cert.assign_coords(model=["meso4b"])], "model")
+    atk2 = xr.concat([atk, (atk + 0.3).assign_coords(model=["meso4b"])], "model")  # meso4b broken by attacks
+    t2 = ch07.decide_table(two, atk2, b_ref=0.1, violations=0).set_index("claim")
+    assert t2.loc["meso4 provably more robust than meso4b (b = 0.1)", "verdict"] == "holds"
+    assert t2.loc["meso4b provably more robust than meso4 (b = 0.1)", "verdict"] == "inconclusive"

@@ -355,6 +355,11 @@ def test_image_records_on_other_terms_are_refused_or_recomputed(tmp_path, data_h
     assert "attack 'pgd' settings {'steps': 10} differ" in videos.image_mismatch(
         _img_records(attack_kw={"pgd": {"steps": 10}}), n_units=6, **terms)
     assert "fewer than the 20 units" in videos.image_mismatch(_img_records(), n_units=20, **terms)
+    settled = _img_records()
+    settled.attrs["settle_b"] = "0.1: samples flipped with ... are not attacked at larger ones"
+    assert "settled at b = 0.1, below this chapter's b_max = 0.2" in videos.image_mismatch(
+        settled, n_units=6, b_max=0.2, **terms)
+    assert videos.image_mismatch(settled, n_units=6, b_max=0.1, **terms) == ""
     save(_img_records(eps=(0.0, 0.02, 0.1)), paths.results_dir("quick") / "rr_records.nc")
     with pytest.raises(ValueError, match=r"rr_records.nc: eps grid .* differs"):
         videos.image_records("quick", n_units=6, **terms)

@@ -3,12 +3,17 @@
 The bounds live in :mod:`dfrobust.certify`, their reduction in :mod:`dfrobust.metrics.certified`;
 the chapter checks its parameters, builds its radius grid (0, then doubling radii up to
 ``eps_max``: certificates of these detectors only exist far below the attack chapters' radii)
-and prepares the run.
+and prepares the run; :func:`decide_table` gives the chapter's "what this build can decide" rows.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+import xarray as xr
+
 from .. import certify, metrics
+from ..metrics import verdicts
 from ..core.device import prepare_run
 from ..core.params import split_list
 from ..core.profiles import check_profile
@@ -57,3 +62,58 @@ def check_params(*, profile: str, seed: int, models: str, method: str, crown_bud
                   device=str(dev))
     return {"models": model_list, "eps_grid": eps_grid, "b_grid": b_grid, "b_show": b_panels, "b_ref": b_ref_used,
             "budget": None if crown_budget < 0 else int(crown_budget), "device": dev, "params": params}
+
+
+def decide_table(cert: xr.Dataset, change_atk: xr.DataArray, *, b_ref: float, violations: int,
+                 band_margin: float = 0.1) -> pd.DataFrame:
+    """"What this build can decide" for the certified chapter.
+
+    * soundness: no attack exceeds a certified change (exact, over every (model, ε, sample) cell);
+    * per detector, at the smallest and the largest radius ε > 0: "the attacks vouch for RR to
+      within ``band_margin``": the band RR_attack − RR_certified at (ε, ``b_ref``) is the share of
+      samples the attacks could not move by more than b but no certificate covers, a proportion
+      whose 95 % Wilson interval must lie at or below the margin;
+    * with two or more detectors: "A is provably more robust than B", holding when A's certified
+      RR exceeds B's attack-based RR at some (ε, b_ref); exact for these samples.
+    """
+    cert_ok = metrics.certified_per_sample(cert, [b_ref]).isel(b=0, drop=True)
+    atk_ok = change_atk <= b_ref + 1e-12
+    gap = atk_ok & ~cert_ok                                      # robust to the attacks, not certified
+    n_cells = int(change_atk.size)
+    rows = [verdicts.Verdict("no attack exceeds a certified change (soundness)",
+                             verdicts.HOLDS if violations == 0 else verdicts.REFUTED,
+                             "holds if no (model, ε, sample) cell has an attack change above its certificate "
+                             "(exact, no interval)", 0.0, float(violations), 0.0, float(violations), n_cells, None,
+                             "estimate: cells violated")]
+    pos = [float(e) for e in cert["eps"].values if e > 0]
+    radii = sorted({pos[0], pos[-1]}) if pos else []
+    n = int(cert.sizes["sample"])
+    for m in cert["model"].values.tolist():
+        for e in radii:
+            k = int(gap.sel(model=m, eps=e).sum())
+            rows.append(verdicts.threshold(k / n, *verdicts.wilson(k, n), n=n, target=band_margin, above=False,
+                                           claim=f"{m}: attacks vouch for RR to within {band_margin:g} at "
+                                                 f"ε = {e:.4g}, b = {b_ref:g}",
+                                           note="estimate: RR_attack − RR_certified"))
+    models = cert["model"].values.tolist()
+    if len(models) < 2:
+        rows.append(verdicts.Verdict("one detector provably more robust than another", verdicts.INCONCLUSIVE,
+                                     "holds if a certified RR exceeds another detector's attack-based RR at some "
+                                     "(ε, b_ref)", 0.0, np.nan, np.nan, np.nan, n, None,
+                                     f"only {len(models)} MesoNet analysed (see the quality gate)"))
+    else:
+        rr_c, rr_a = cert_ok.mean("sample"), atk_ok.mean("sample")
+        for a in models:
+            for b in models:
+                if a == b:
+                    continue
+                d = (rr_c.sel(model=a) - rr_a.sel(model=b)).where(cert["eps"] > 0)
+                best = float(d.max())
+                rows.append(verdicts.Verdict(f"{a} provably more robust than {b} (b = {b_ref:g})",
+                                             verdicts.HOLDS if best > 0 else verdicts.INCONCLUSIVE,
+                                             "holds if the certified RR of the first exceeds the attack-based RR of "
+                                             "the second at some ε > 0 (exact for these samples); else "
+                                             "inconclusive (the bounds cannot tell)", 0.0, best, best, best, n, None,
+                                             "estimate: the largest excess"))
+    return verdicts.verdict_table(rows)[["claim", "verdict", "estimate", "lo", "hi", "margin", "n", "n_needed",
+                                         "rule", "note"]]

@@ -170,30 +170,57 @@ def _measure(model, xb, adv, pf_b):
     return pa, delta.norm(dim=1).cpu().numpy(), linf, changed
 
 
-def _run_attack(aname, model, x_all, yhat, pf, eps, eps_l2, bs, dev, *, seed, kw, ssim, factory=None):
-    """Per ε: (p_adv_fake, l2, linf, ssim, changed) arrays over all samples (attacking ``yhat``)."""
+def _run_attack(aname, model, x_all, yhat, pf, eps, eps_l2, bs, dev, *, seed, kw, ssim, factory=None,
+                settle_b=None):
+    """Per ε: (p_adv_fake, l2, linf, ssim, changed) arrays over all samples (attacking ``yhat``).
+
+    ``settle_b``: radii are attacked in increasing order and a sample already *settled* at a
+    smaller radius (prediction flipped and |ΔP(ŷ)| > ``settle_b``) is not attacked at larger ones:
+    its record there is the clean one, so the ε-monotone record keeps the smaller radius' worst.
+    Settled samples are settled for every b ≤ ``settle_b`` at every larger radius, so RA and
+    RR(b ≤ ``settle_b``) are those of attacking every sample whenever the attack treats each sample
+    independently; with random starts the samples still attacked draw other starts than in a
+    full batch (as with any other batch size), an equally strong attack.
+    """
     n = len(x_all)
     identity = (pf.copy(), np.zeros(n), np.zeros(n), np.ones(n, np.float32), np.zeros(n, bool))
     todo = [ei for ei, e in enumerate(eps) if e > 0]
-    parts = {ei: [] for ei in todo}
-    atks = {}
     make = factory or _attacks.make_attack
-    if aname != "fgsm" or factory is not None:
-        for ei in todo:
-            radius = eps_l2[ei] if _attacks.NORM[aname] == "l2" else eps[ei]
-            atks[ei] = make(aname, model, eps=float(radius), seed=seed + ei, **kw)
-    for s in range(0, n, bs):
-        xb = x_all[s:s + bs].to(dev)
-        yb = yhat[s:s + bs].to(dev)
-        if aname == "fgsm" and factory is None:
-            advs = dict(zip(todo, _attacks.fgsm_sweep(model, xb, yb, [eps[ei] for ei in todo])))
-        else:
-            advs = {ei: atks[ei](xb, yb).detach() for ei in todo}
-        for ei, adv in advs.items():
-            pa, l2, linf, changed = _measure(model, xb, adv, pf[s:s + bs])
-            ss = _ssim(xb, adv) if ssim else np.full(len(xb), np.nan, np.float32)
-            parts[ei].append((pa, l2, linf, ss, changed))
-    done = {ei: tuple(np.concatenate(p) for p in zip(*parts[ei])) for ei in todo}
+    pc = (pf >= 0.5).astype(np.int64)
+    p0 = np.where(pc == 1, pf, 1 - pf)
+
+    def measure(xb, adv, pf_b):
+        pa, l2, linf, changed = _measure(model, xb, adv, pf_b)
+        ss = _ssim(xb, adv) if ssim else np.full(len(xb), np.nan, np.float32)
+        return pa, l2, linf, ss, changed
+
+    if aname == "fgsm" and factory is None:   # one shared gradient serves every radius
+        parts = {ei: [] for ei in todo}
+        for s in range(0, n, bs):
+            xb, yb = x_all[s:s + bs].to(dev), yhat[s:s + bs].to(dev)
+            for ei, adv in zip(todo, _attacks.fgsm_sweep(model, xb, yb, [eps[ei] for ei in todo])):
+                parts[ei].append(measure(xb, adv, pf[s:s + bs]))
+        done = {ei: tuple(np.concatenate(p) for p in zip(*parts[ei])) for ei in todo}
+        return [done.get(ei, identity) for ei in range(len(eps))]
+
+    done, settled = {}, np.zeros(n, dtype=bool)
+    best, flipped = np.zeros(n), np.zeros(n, dtype=bool)
+    for ei in sorted(todo, key=lambda i: eps[i]):
+        radius = eps_l2[ei] if _attacks.NORM[aname] == "l2" else eps[ei]
+        atk = make(aname, model, eps=float(radius), seed=seed + ei, **kw)
+        active = np.flatnonzero(~settled) if settle_b is not None else np.arange(n)
+        rec = [a.copy() for a in identity]
+        for s in range(0, len(active), bs):
+            idx = active[s:s + bs]
+            xb, yb = x_all[torch.as_tensor(idx)].to(dev), yhat[torch.as_tensor(idx)].to(dev)
+            for field, v in zip(rec, measure(xb, atk(xb, yb).detach(), pf[idx])):
+                field[idx] = v
+        done[ei] = tuple(rec)
+        if settle_b is not None:
+            p_hat = np.where(pc == 1, rec[0], 1 - rec[0])
+            best = np.maximum(best, np.abs(p_hat - p0))
+            flipped |= (rec[0] >= 0.5).astype(np.int64) != pc
+            settled = flipped & (best > settle_b)
     return [done.get(ei, identity) for ei in range(len(eps))]
 
 
@@ -283,7 +310,7 @@ def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str]
                    meta: pd.DataFrame | None = None, *, seed: int = 0, device: str = "auto",
                    attack_kw: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
                    ssim: bool = True, progress: bool = False,
-                   attack_factory: Callable | None = None) -> xr.Dataset:
+                   attack_factory: Callable | None = None, settle_b: float | None = None) -> xr.Dataset:
     """Per-sample, ε-monotone attack records with dims (model, attack, eps, sample).
 
     ``images`` float [N,3,H,W] in [0, 1] (resized per model to ``model.input_size`` when that
@@ -295,6 +322,12 @@ def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str]
     ``attack_factory(name, model, *, eps, seed, **kw)`` replaces
     :func:`dfrobust.attacks.make_attack` (e.g. video-aware attacks); with it, FGSM is built per ε
     by the factory instead of the shared-gradient :func:`dfrobust.attacks.fgsm_sweep`.
+    ``settle_b`` (the largest bound b the caller will read, or None): a sample whose prediction
+    flipped with |ΔP(ŷ)| > ``settle_b`` at some radius is not attacked at larger radii (FGSM, one
+    shared gradient, always runs). It stays non-robust for every b ≤ ``settle_b`` and wrong, so RA
+    and RR(b ≤ ``settle_b``) do not change (see ``_run_attack`` for random starts); its stored change
+    at larger radii is the smaller radius' (``eps_found``), less than a full attack may find. Not
+    for factory attacks, which may carry state across samples (progressive).
     All inputs are validated before any attack runs.
     """
     attack_names, eps = check_sweep(attacks, eps_grid)
@@ -303,6 +336,12 @@ def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str]
     attack_kw = {_attacks.check_attack(k): dict(v) for k, v in (attack_kw or {}).items()}
     for a in attack_names:  # option names checked now, not after an hour of attacks
         _attacks.check_options(a, **attack_kw.get(a, {}))
+    if settle_b is not None and (isinstance(settle_b, bool) or not isinstance(settle_b, (int, float))
+                                 or not 0 <= settle_b < 1):
+        raise ValueError(f"settle_b={settle_b!r}: expected None or the largest bound b read, in [0, 1)")
+    if settle_b is not None and attack_factory is not None:
+        raise ValueError("settle_b with attack_factory: a factory attack may carry state across samples; "
+                         "expected settle_b=None")
     if attack_factory is not None and not callable(attack_factory):
         raise ValueError(f"attack_factory={attack_factory!r}: expected a callable like dfrobust.attacks.make_attack")
     dev = pick_device(device)
@@ -328,7 +367,7 @@ def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str]
             t0 = time.perf_counter()
             raw = _run_attack(aname, model, c["x"], yhat, pf, eps, eps_l2[mi], c["bs"], dev,
                               seed=seed * 7919 + mi * 131 + ai * 17, kw=attack_kw.get(aname, {}), ssim=ssim,
-                              factory=attack_factory)
+                              factory=attack_factory, settle_b=settle_b)
             for ei, e in enumerate(eps):
                 _, l2, linf, _, _ = raw[ei]
                 l2_norm = _attacks.NORM[aname] == "l2"
@@ -379,6 +418,9 @@ def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str]
                     attack_kw=str({k: dict(v) for k, v in attack_kw.items()}),
                     eps_monotone="per sample the worst record found at any radius <= eps (cumulative max)",
                     changed_tol=CHANGED_TOL,
+                    settle_b="none (every sample attacked at every radius)" if settle_b is None else
+                    f"{settle_b:g}: samples flipped with |ΔP(ŷ)| > {settle_b:g} at a smaller radius are not "
+                    "attacked at larger ones (RA and RR(b <= settle_b) exact)",
                     bound_note="attack-based RR and RA are upper bounds of the formal quantities",
                     attack_time_s=str(timings))
     return ds

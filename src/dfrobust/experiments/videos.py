@@ -275,11 +275,13 @@ def video_attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequenc
                          eps_grid: Sequence[float], frames: VideoFrames, *,
                          modes: str | Sequence[str] = MODES, seed: int = 0, device: str = "auto",
                          ramp: bool = False, attack_kw: Mapping[str, Mapping] | None = None,
-                         ssim: bool = True, progress: bool = False) -> xr.Dataset:
+                         ssim: bool = True, progress: bool = False, settle_b: float | None = None) -> xr.Dataset:
     """Frame records of every mode, dims (mode, model, attack, eps, sample), via ``attack_records``.
 
-    ``per_frame`` calls :func:`dfrobust.experiments.robustness.attack_records` as the image experiment does;
-    ``progressive`` calls it with :func:`progressive_factory` and all frames in one batch.
+    ``per_frame`` calls :func:`dfrobust.experiments.robustness.attack_records` as the image experiment does
+    (with ``settle_b``: frames settled at a smaller radius are not attacked again);
+    ``progressive`` calls it with :func:`progressive_factory` and all frames in one batch (every frame
+    attacked at every radius: the carried δ needs the whole clip).
     Inputs are validated before any attack runs.
     """
     modes = check_modes(modes)
@@ -296,7 +298,8 @@ def video_attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequenc
         t0 = time.perf_counter()
         kw = dict(seed=seed, device=device, attack_kw=attack_kw, ssim=ssim, progress=progress)
         if mode == "per_frame":
-            rec = robustness.attack_records(models, attack_names, eps, frames.images, frames.labels, frames.meta, **kw)
+            rec = robustness.attack_records(models, attack_names, eps, frames.images, frames.labels, frames.meta,
+                                            settle_b=settle_b, **kw)
         else:
             factory = progressive_factory(frames.meta, ramp=ramp)
             rec = robustness.attack_records(models, attack_names, eps, frames.images, frames.labels,
@@ -352,11 +355,13 @@ def _attack_kw_of(records: xr.Dataset) -> dict:
 
 
 def image_mismatch(records: xr.Dataset, *, eps_grid: Sequence[float], attack_kw: Mapping[str, Mapping],
-                   seed: int, models: Sequence[str], attacks: Sequence[str], n_units: int) -> str:
+                   seed: int, models: Sequence[str], attacks: Sequence[str], n_units: int,
+                   b_max: float | None = None) -> str:
     """Why image records cannot be compared with this chapter's videos on equal terms ("" when they can).
 
     Equal terms: the same ε grid, the same attack settings for every attack used, the same seed,
-    every model and attack present, and at least ``n_units`` images (one per video).
+    every model and attack present, at least ``n_units`` images (one per video) and, when the
+    records skipped settled samples (``settle_b``), a ``settle_b`` of at least this chapter's ``b_max``.
     """
     have_m = list(map(str, records["model"].values))
     have_a = list(map(str, records["attack"].values))
@@ -376,6 +381,9 @@ def image_mismatch(records: xr.Dataset, *, eps_grid: Sequence[float], attack_kw:
         mine, theirs = dict(attack_kw.get(a, {})), have_kw.get(a, {})
         if mine != theirs:
             return f"attack {a!r} settings {theirs} differ from this chapter's {mine}"
+    settle = str(records.attrs.get("settle_b", "none")).split(":")[0]
+    if b_max is not None and settle != "none" and float(settle) < float(b_max) - 1e-12:
+        return f"records skip samples settled at b = {settle}, below this chapter's b_max = {float(b_max):g}"
     n = int(records.sizes["sample"])
     if n < int(n_units):
         return f"{n} images, fewer than the {int(n_units)} units (videos) to match"
@@ -398,7 +406,7 @@ def match_units(records: xr.Dataset, n: int, *, seed: int = 0) -> xr.Dataset:
 
 def image_records(profile: str, *, eps_grid: Sequence[float], attack_kw: Mapping[str, Mapping], seed: int,
                   models: Sequence[str], attacks: Sequence[str], n_units: int,
-                  name: str = "rr_records", compute=None) -> tuple[xr.Dataset, str]:
+                  name: str = "rr_records", compute=None, b_max: float | None = None) -> tuple[xr.Dataset, str]:
     """Image records for the image-vs-video comparison, on this chapter's terms, with ``n_units`` images.
 
     The robustness chapter's saved records are used when :func:`image_mismatch` finds nothing;
@@ -415,7 +423,7 @@ def image_records(profile: str, *, eps_grid: Sequence[float], attack_kw: Mapping
     if path.is_file():
         rec = load(path)
         why = image_mismatch(rec, eps_grid=eps_grid, attack_kw=attack_kw, seed=seed, models=models,
-                             attacks=attacks, n_units=n_units)
+                             attacks=attacks, n_units=n_units, b_max=b_max)
         if not why:
             rec = match_units(rec.sel(model=list(models), attack=list(attacks)), n_units, seed=seed)
             return rec, f"saved by the robustness chapter ({path.name}), {n_units} of its images"
@@ -424,7 +432,7 @@ def image_records(profile: str, *, eps_grid: Sequence[float], attack_kw: Mapping
                          "(or pass compute= to recompute them)")
     rec = compute()
     why_new = image_mismatch(rec, eps_grid=eps_grid, attack_kw=attack_kw, seed=seed, models=models,
-                             attacks=attacks, n_units=n_units)
+                             attacks=attacks, n_units=n_units, b_max=b_max)
     if why_new:
         raise RuntimeError(f"recomputed image records are not on this chapter's terms: {why_new}")
     return match_units(rec, n_units, seed=seed), f"computed here ({why})"

@@ -22,6 +22,10 @@ bootstrap resamples, where one resample of the samples serves both models:
 * **n needed**, :func:`n_needed`. The interval width shrinks like 1/√n, so the width would reach the
   margin at n·(width/margin)². The answer is never less than the n whose resolution floor fits the
   margin. Every inconclusive verdict therefore says what sample size would decide it.
+* **Threshold**, :func:`threshold`. "The quantity is at least (at most) t" *holds* when its whole
+  interval lies on the claimed side of t and is *refuted* when it lies wholly on the other side.
+  The intervals are Wilson's for an accuracy (:func:`wilson`) and Hanley & McNeil's for an ROC AUC
+  (:func:`auc_interval`), so a chapter without per-sample resamples can still decide.
 
 :func:`similar_ra_different_rr` applies these rules to attack records for the claim of Lyu et al.:
 "despite similar RA, the models show different RR". The comparison uses the radii where both RAs
@@ -233,6 +237,53 @@ def power_n(target_half_width: float, *, level: float = 0.95, p: float = 0.5, mu
     n = math.ceil((z * math.sqrt(p * (1 - p)) / target_half_width) ** 2)
     m = max(1, int(multiple))
     return int(math.ceil(n / m) * m)
+
+
+RULE_THRESHOLD = ("holds if the {lvl:.0%} interval lies {side} {t:g}; refuted if it lies wholly {other} {t:g}; "
+                  "else inconclusive (margin column: the target)")
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (exact enough at every n, never outside [0, 1])."""
+    from scipy.stats import norm
+
+    if int(n) < 1 or not 0 <= int(k) <= int(n):
+        raise ValueError(f"k={k!r}, n={n!r}: expected 0 <= k <= n and n >= 1")
+    z, p = float(norm.ppf(0.5 + level / 2)), k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def auc_interval(auc: float, n_pos: int, n_neg: int, level: float = 0.95) -> tuple[float, float]:
+    """Normal interval of an ROC AUC from its Hanley & McNeil (1982) standard error; needs only the
+    AUC and the class counts (the training records keep no per-sample scores)."""
+    from scipy.stats import norm
+
+    if int(n_pos) < 1 or int(n_neg) < 1 or not 0 <= auc <= 1:
+        raise ValueError(f"auc={auc!r}, n_pos={n_pos!r}, n_neg={n_neg!r}: expected an AUC in [0, 1] and both classes")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (n_pos * n_neg)
+    half = float(norm.ppf(0.5 + level / 2)) * math.sqrt(max(var, 0.0))
+    return max(0.0, auc - half), min(1.0, auc + half)
+
+
+def threshold(estimate: float, lo: float, hi: float, *, n: int, target: float, above: bool = True,
+              level: float = 0.95, claim: str = "threshold", note: str = "") -> Verdict:
+    """"The quantity is at least (``above``) / at most ``target``", decided by its interval [lo, hi]:
+    holds when the whole interval is on the claimed side, refuted when it is wholly on the other,
+    else inconclusive. ``n_needed``: the n at which the half-width would shrink to the distance
+    between the estimate and the target (the interval narrows like 1/√n)."""
+    rule = RULE_THRESHOLD.format(lvl=level, t=target, side="at or above" if above else "at or below",
+                                 other="below" if above else "above")
+    if not all(math.isfinite(v) for v in (estimate, lo, hi)):
+        return Verdict(claim, INCONCLUSIVE, rule, target, float(estimate), float(lo), float(hi), int(n), None,
+                       note or "no interval")
+    ok, bad = (lo >= target, hi < target) if above else (hi <= target, lo > target)
+    gap = abs(estimate - target)
+    need = int(math.ceil(n * ((hi - lo) / 2 / gap) ** 2)) if gap > 0 else None
+    verdict = HOLDS if ok else REFUTED if bad else INCONCLUSIVE
+    return Verdict(claim, verdict, rule, float(target), float(estimate), float(lo), float(hi), int(n), need, note)
 
 
 # ----------------------------------------------------------------------------- records → verdicts

@@ -2,6 +2,9 @@
 
 * :func:`notebook_timings` reads the stamps the runner writes next to each executed notebook
   (wall time, parameters), so the appendix reports what building this book actually cost.
+* :func:`unit_costs` reads the timings each chapter stores in its results (per model × attack,
+  mode, tool or radius) and divides by the work done, so the appendix shows the cost per unit of
+  work from the same run as the per-chapter times.
 * :func:`run_bench` runs one of the ``bench/`` scripts in a fresh interpreter and returns its
   JSON report. The scripts measure their ratios side by side in one run (never as timed
   tests); running them as subprocesses keeps their timings free of the notebook's own state.
@@ -39,6 +42,72 @@ def notebook_timings(out_dir: Path | None = None) -> pd.DataFrame:
                      "wall_s": float(info.get("wall_s", float("nan"))),
                      "finished": info.get("finished", "")})
     return pd.DataFrame(rows, columns=["notebook", "profile", "wall_s", "finished"])
+
+
+def _timing_dict(text) -> dict:
+    import ast
+
+    try:
+        out = ast.literal_eval(str(text))
+    except (ValueError, SyntaxError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def unit_costs(results: Path) -> pd.DataFrame:
+    """Cost per unit of work of this build, one row per (chapter, work): the seconds a chapter
+    stored in its results (``results`` = a profile's results folder) over the units it worked on.
+    Files that are missing (a chapter not run, nothing analysed) give no rows."""
+    import xarray as xr
+
+    rows = []
+
+    def add(chapter, work, unit, units, seconds):
+        if units > 0 and seconds == seconds:
+            rows.append({"chapter": chapter, "work": work, "unit": unit, "units": int(units),
+                         "seconds": round(float(seconds), 2), "ms per unit": round(1e3 * float(seconds) / units, 2)})
+
+    def opened(name):
+        path = Path(results) / f"{name}.nc"
+        return xr.open_dataset(path) if path.is_file() else None
+
+    if (ds := opened("models")) is not None:
+        with ds:
+            n_train = int(ds.attrs.get("n_train", 0))
+            for m in ds["model"].values.tolist():
+                add("02_models", f"train {m}", "training image (all epochs run)", n_train,
+                    float(ds["train_time_s"].sel(model=m)))
+    if (ds := opened("rr_records")) is not None:
+        with ds:
+            units = int((ds["eps"] > 0).sum()) * ds.sizes["sample"]
+            for key, sec in _timing_dict(ds.attrs.get("attack_time_s")).items():
+                add("03_robustness", f"{key}", "image × radius ε > 0", units, sec)
+    if (ds := opened("rr_minimal")) is not None:
+        with ds:
+            for key, sec in _timing_dict(ds.attrs.get("attack_time_s")).items():
+                add("03_robustness", f"{key}/cw-l2 (c search)", "image", ds.sizes["sample"], sec)
+    if (ds := opened("video_records")) is not None:
+        with ds:
+            units = int((ds["eps"] > 0).sum()) * ds.sizes["sample"]
+            for mode, inner in _timing_dict(ds.attrs.get("attack_time_s")).items():
+                for key, sec in _timing_dict(inner).items():
+                    add("04_videos", f"{key} ({mode})", "frame × radius ε > 0", units, sec)
+    if (ds := opened("xai")) is not None:
+        with ds:
+            for m in ds["model"].values.tolist():
+                for t in ds["tool"].values.tolist():
+                    cell = ds.sel(model=m, tool=t)
+                    n = int(ds["analysed"].sel(model=m).sum())   # the times are per analysed pair, 0 elsewhere
+                    sec = sum(float(cell[v].sum()) for v in ("explain_time_s", "deletion_time_s", "attack_time_s")
+                              if v in ds)
+                    add("05_xai", f"{m}/{t}", "pair (explanation, deletion, NES over every k)", n, sec)
+    if (ds := opened("certified_records")) is not None:
+        with ds:
+            pos = ds["eps"] > 0
+            for m in ds["model"].values.tolist():
+                sec = float(ds["time_s"].sel(model=m).where(pos).sum())
+                add("07_certified", f"{m}", "image × radius ε > 0", int(pos.sum()) * ds.sizes["sample"], sec)
+    return pd.DataFrame(rows, columns=["chapter", "work", "unit", "units", "seconds", "ms per unit"])
 
 
 def run_bench(script: str, *args: str, timeout: float = 1800) -> dict[str, Any]:
