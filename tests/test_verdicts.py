@@ -291,3 +291,15 @@ def test_certified_decide_table_band_soundness_and_single_detector():
     t2 = ch07.decide_table(two, atk2, b_ref=0.1, violations=0).set_index("claim")
     assert t2.loc["meso4 provably more robust than meso4b (b = 0.1)", "verdict"] == "holds"
     assert t2.loc["meso4b provably more robust than meso4 (b = 0.1)", "verdict"] == "inconclusive"
+
+
+def test_decide_html_keeps_whole_claims_and_marks_missing_values():
+    import pandas as pd
+
+    from dfrobust.figures import decide_html
+
+    claim = "no colour shortcut: colour-baseline held-out accuracy <= 0.65 (a claim longer than 50 characters)"
+    t = pd.DataFrame({"claim": [claim], "lo": [0.12345], "n_needed": pd.array([None], dtype="Int64")})
+    html = decide_html(t).data
+    assert claim.replace("<", "&lt;") in html and "0.123<" in html and "—" in html and "<NA>" not in html
+    assert "<th></th>" not in html                                   # no index column

@@ -168,3 +168,16 @@ def _apply_style_if_matplotlib() -> None:
 
 
 _apply_style_if_matplotlib()
+
+
+def decide_html(table, digits: int = 3):
+    """A "what this build can decide" table for glue: every claim and rule in full (pandas cuts
+    cells at 50 characters), no index column, numbers rounded, missing values as "—"."""
+    import pandas as pd
+    from IPython.display import HTML
+
+    t = pd.DataFrame(table).copy()
+    num = t.select_dtypes("number").columns
+    t[num] = t[num].round(digits)
+    t = t.astype(object).where(t.notna(), "—")
+    return HTML(t.to_html(index=False, classes="decide-table", border=0))
