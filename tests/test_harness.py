@@ -231,3 +231,14 @@ def test_unit_costs_divide_each_chapters_seconds_by_its_work(tmp_path):
     t = perf.unit_costs(tmp_path).set_index("work")
     assert t.loc["meso4/pgd", "units"] == 20 and t.loc["meso4/pgd", "ms per unit"] == 200.0   # 2 radii x 10 images
     assert t.loc["meso4", "chapter"] == "07_certified" and t.loc["meso4", "seconds"] == 2.0   # ε = 0 not counted
+
+
+def test_appendix_check_params_names_the_bad_value():
+    from dfrobust.study import perf
+
+    assert perf.check_params(bench_scale="full", budget_min=30.0, device="cpu")["bench_args"] == ["--device", "cpu",
+                                                                                                   "--full"]
+    with pytest.raises(ValueError, match="budget_min=-1"):
+        perf.check_params(bench_scale="small", budget_min=-1, device="cpu")
+    with pytest.raises(ValueError, match="bench_scale='huge'"):
+        perf.check_params(bench_scale="huge", budget_min=0, device="cpu")
