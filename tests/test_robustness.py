@@ -216,3 +216,14 @@ def test_minimal_records_read_as_ra_against_the_radius(data):
     assert mn["found"].values.any()  # the toy detector is flippable: the readings are not vacuous
     rr = ps["robust"].mean("sample").values[0, :, 0]
     assert rr[0] == 1.0 and (np.diff(rr) <= 0).all()
+
+
+def test_sampler_returns_equal_real_and_fake_counts_in_every_group():
+    rng = np.random.default_rng(0)
+    groups = ["african_female", "asian_male", "caucasian_female"]
+    rows = [{"path": f"p{i}", "group": g, "label": int(lab), "split": "test"}
+            for i, (g, lab) in enumerate((g, lab) for g in groups for lab in rng.random(40) < 0.8)]  # 4:1 fake
+    df = pd.DataFrame(rows)
+    sel = sampling.select_samples(df, 24, seed=3)
+    counts = sel.groupby(["group", "label"]).size().unstack()
+    assert len(sel) == 24 and (counts[0] == counts[1]).all() and (counts[0] == 4).all()
