@@ -43,7 +43,7 @@ def test_quick_study_builds_the_book_with_figures_and_glued_numbers(quick_book):
     numbers = [sp for sp in spans if re.fullmatch(r"-?\d+(\.\d+)?", sp.strip())]
     assert numbers, f"the landing page shows no glued number: {spans}"
     # "what this build can decide" for the whole book: every chapter's table pasted, with verdict words
-    section = intro[intro.index("What this build can decide"):intro.index("How the book is organised")]
+    section = intro[intro.index('id="what-this-build-can-decide"'):intro.index('id="how-the-book-is-organised"')]
     n_tables = section.count("<table")
     assert n_tables >= 6, f"the landing page pastes {n_tables} decide tables; expected one per chapter"
     assert re.search(r">\s*(holds|refuted|inconclusive)\s*<", section), "no verdict in the landing page's tables"
