@@ -82,7 +82,7 @@ class SeededPGD(Attack):
     ``start`` (a δ like ``images``): the iteration starts at ``x + proj(start)`` instead of the
     random start. ``keep_best``: return, per sample, the iterate with the largest
     ``|P(label|x+δ) − P(label|x)|`` seen (the RR objective) instead of the last one; that change
-    is then in ``last_change``.
+    is then in ``last_change`` and the clean P(label|x) in ``last_p0``.
     """
 
     def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, seed=0, *,
@@ -99,6 +99,7 @@ class SeededPGD(Attack):
         self.supported_mode = ["default"]
         self._calls = 0
         self.last_change: torch.Tensor | None = None
+        self.last_p0: torch.Tensor | None = None
 
     # -- pieces ------------------------------------------------------------------------------
     def _objective(self, logits, labels):
@@ -163,6 +164,7 @@ class SeededPGD(Attack):
             with torch.no_grad():
                 best, best_change = self._keep(best, best_change, adv, self.get_logits(adv), labels, p0)
             self.last_change = best_change.detach()   # |ΔP(label)| of the returned iterate, per sample
+            self.last_p0 = p0.detach()                 # P(label | x), the clean probability it is measured from
             return best.detach()
         return adv
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .gradient import SeededPGD, prob_of
+from .gradient import SeededPGD
 
 
 class RRAttack:
@@ -39,8 +39,7 @@ class RRAttack:
         down = self.down(images, labels, start=start).detach()
         change = self.down.last_change
         images, labels = images.to(down.device), labels.to(down.device)
-        with torch.no_grad():
-            cap = 1 - prob_of(self.model(images), labels)   # the most the up run can gain
+        cap = 1 - self.down.last_p0   # the most the up run can gain
         try_up = torch.nonzero(cap > change).flatten()
         take_up = torch.zeros_like(change, dtype=torch.bool)
         out = down.clone()
