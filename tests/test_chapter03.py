@@ -76,6 +76,8 @@ def test_check_params_sets_up_the_run_and_returns_provenance():
     ("cw_steps", 0, "cw_steps=0"),
     ("cw_lr", 0.0, "cw_lr=0.0"),
     ("pgd_steps", 0, "pgd_steps=0"),
+    ("shard_size", 0, "shard_size=0"),
+    ("workers", -1, "workers=-1"),
 ])
 def test_check_params_names_the_bad_parameter(key, value, match):
     with pytest.raises(ValueError, match=match.replace("(", r"\(")):

@@ -57,3 +57,36 @@ def test_second_run_reexecutes_nothing(quick_book):
     for nb in s.notebooks:
         stamp = json.loads((ROOT / "book" / "generated" / f"{nb.name}.run.json").read_text())
         assert stamp["params"]["profile"] == "quick"
+
+
+@pytest.mark.slow
+def test_dfrobust_sweep_plans_the_chapters_own_cells(quick_book):
+    """`dfrobust sweep` sets up and plans through the chapter's own functions: after the quick book it
+    finds every shard chapter 03 wrote, computes none, and merges exactly the chapter's records.
+    (The CLI once planned with parameter names the chapter no longer had and could not run at all.)"""
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from dfrobust.core import results
+
+    path = ROOT / "data" / "results" / "quick" / "rr_records.nc"
+    chapter = results.load(path)
+    keep = path.with_suffix(".chapter.nc")
+    shutil.copy2(path, keep)
+    try:
+        out = subprocess.run([sys.executable, "-m", "dfrobust.study.cli", "sweep", "--profile", "quick"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        shards = -(-chapter.sizes["sample"] // results.parameters(chapter)["shard_size"])
+        n = chapter.sizes["model"] * (chapter.sizes["attack"] - ("worst" in chapter.attack.values)) * shards
+        assert re.search(rf"\b{n} cells: 0 computed, {n} already there, 0 failed", out.stderr), out.stderr[-2000:]
+        swept = results.load(path)
+        assert swept.attrs["engine"] == "dfrobust sweep"
+        assert list(swept.data_vars) == list(chapter.data_vars)
+        for v in chapter.data_vars:
+            np.testing.assert_array_equal(swept[v].values, chapter[v].values, err_msg=v)
+    finally:
+        shutil.move(keep, path)  # the chapter's own file (and provenance) back

@@ -234,6 +234,9 @@ def test_slurm_dry_run_prints_a_job_script_without_a_cluster():
     assert "#SBATCH --cpus-per-task=8" in lines and "#SBATCH -t 02:00:00" in lines
     worker = [ln for ln in lines if "distributed.cli.dask_worker" in ln]
     assert len(worker) == 1 and "--resources GPU=1" in worker[0] and "--nthreads 1" in worker[0]
+    assert "#SBATCH -J dfrobust-sweep" in lines
+    # no nanny: it would set MALLOC_TRIM_THRESHOLD_ in the worker (attack steps ~1.5x slower, WORKER_CONFIG)
+    assert "--no-nanny" in worker[0] and "MALLOC_TRIM" not in script
     with pytest.raises(ValueError, match="jobs=0"):
         sweep.slurm_job_script(jobs=0)
 
@@ -288,15 +291,35 @@ def test_pinned_and_to_device_are_noops_on_cpu():
     assert torch.equal(D.to_device(x, torch.device("cpu")), x)
 
 
-def test_notebook_records_runs_the_same_cells_and_reuses_a_sweeps_shards(serial, toy, data_home):
+def test_chapter03_plans_its_cells_from_its_parameters_and_reuses_every_shard(toy, data_home):
+    """The chapter and `dfrobust sweep` plan through chapter03_cells: the chapter's grid, attack settings,
+    settle_b (its largest b), seed and shard size; a second run computes nothing and merges the same records."""
+    from types import SimpleNamespace
+
+    from test_chapter03 import _defaults
+
     _, refs, sel, _ = toy
-    _, reference = serial
-    kw = dict(size=32, profile="quick", seed=3, attack_kw=KW, shard_size=4)
-    ck = {r.name: r.checkpoint for r in refs}
-    first, rep1 = sweep.notebook_records(ck, ATTACKS, EPS, sel, **kw)
-    second, rep2 = sweep.notebook_records(ck, ATTACKS, EPS, sel, **kw)
-    assert len(rep1.computed) == 8 and rep2.computed == [] and len(rep2.skipped) == 8
+    p = robustness.check_params(**{**_defaults(), "models": "meso4,mesoinception4", "attacks": "fgsm,pgd",
+                                   "pgd_steps": 2, "n_eps": 2, "eps_min": 0.01, "eps_max": 0.05, "b_max": 0.3,
+                                   "shard_size": 4, "seed": 3, "device": "cpu"})
+    setup = SimpleNamespace(trained={r.name: SimpleNamespace(checkpoint=r.checkpoint) for r in refs},
+                            analysed=["mesoinception4"], selection=sel, size=32)
+    cells = sweep.chapter03_cells(p, setup)
+    assert len(cells) == 2 * 2  # the analysed detector only x 2 attacks x 2 shards of 4 and 2 images
+    assert {c.settle_b for c in cells} == {0.3} and {c.seed for c in cells} == {3}
+    assert {c.options for c in cells} == {"{}", '{"steps": 2}'} and cells[0].eps == tuple(p["eps_grid"])
+    first, rep1 = sweep.run_chapter03(cells, profile="quick", params=p["params"])
+    second, rep2 = sweep.run_chapter03(cells, profile="quick", params=p["params"])
+    assert len(rep1.computed) == 4 and rep2.computed == [] and len(rep2.skipped) == 4
     assert str(sweep.sweep_dir("quick")).startswith(str(data_home))
-    for v in reference.data_vars:
-        np.testing.assert_array_equal(first[v].values, reference[v].values, err_msg=v)
-        np.testing.assert_array_equal(second[v].values, reference[v].values, err_msg=v)
+    assert first.attrs["settle_b"].startswith("0.3:") and "worst" in first.attack.values
+    xr.testing.assert_identical(first.drop_attrs(), second.drop_attrs())
+    unsettled = sweep.plan_chapter03(refs[1:], ["fgsm", "pgd"], p["eps_grid"], sel, size=32, seed=3, shard_size=4,
+                                     attack_kw=p["attack_kw"])
+    assert {c.name for c in unsettled}.isdisjoint(c.name for c in cells)  # settle_b is part of a cell's identity
+
+def test_local_workers_are_single_threaded_and_keep_glibcs_dynamic_malloc_thresholds(client):
+    """distributed's nannies set MALLOC_TRIM_THRESHOLD_, which turns off glibc's dynamic mmap threshold:
+    every large tensor of an attack step is then a fresh mmap (a cell 1.5x slower, see WORKER_CONFIG)."""
+    env = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
+    assert len(env) == 2 and set(env.values()) == {(None, "1")}, env

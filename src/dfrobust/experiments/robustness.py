@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -305,6 +306,14 @@ def _clean_vars(clean: list[dict], y: np.ndarray) -> dict:
     return out
 
 
+def check_settle_b(settle_b: float | None) -> float | None:
+    """``settle_b`` of :func:`attack_records` checked: None or the largest bound b read, in [0, 1)."""
+    if settle_b is not None and (isinstance(settle_b, bool) or not isinstance(settle_b, (int, float))
+                                 or not 0 <= settle_b < 1):
+        raise ValueError(f"settle_b={settle_b!r}: expected None or the largest bound b read, in [0, 1)")
+    return None if settle_b is None else float(settle_b)
+
+
 def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str],
                    eps_grid: Sequence[float], images: torch.Tensor, labels: torch.Tensor,
                    meta: pd.DataFrame | None = None, *, seed: int = 0, device: str = "auto",
@@ -336,9 +345,7 @@ def attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str]
     attack_kw = {_attacks.check_attack(k): dict(v) for k, v in (attack_kw or {}).items()}
     for a in attack_names:  # option names checked now, not after an hour of attacks
         _attacks.check_options(a, **attack_kw.get(a, {}))
-    if settle_b is not None and (isinstance(settle_b, bool) or not isinstance(settle_b, (int, float))
-                                 or not 0 <= settle_b < 1):
-        raise ValueError(f"settle_b={settle_b!r}: expected None or the largest bound b read, in [0, 1)")
+    check_settle_b(settle_b)
     if settle_b is not None and attack_factory is not None:
         raise ValueError("settle_b with attack_factory: a factory attack may carry state across samples; "
                          "expected settle_b=None")
@@ -730,7 +737,8 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                  n_eps: int, b_max: float, n_b: int, n_samples: int, pgd_steps: int, cw_c_init: float,
                  cw_search_steps: int, cw_steps: int, cw_lr: float, n_boot: int, rr_level: float, eps_ref: float,
                  b_ref: float, ra_margin: float, rr_margin: float, alpha: float, ra_lo: float, ra_hi: float,
-                 radii: str, target_half_width: float, min_val_auc: float, device: str) -> dict:
+                 radii: str, target_half_width: float, min_val_auc: float, device: str, shard_size: int = 32,
+                 workers: int = 0) -> dict:
     """Every parameter of the RA-vs-RR chapter checked before any data or model is touched, then
     the run set up (device chosen, seeds set, CPU threads capped at 2).
 
@@ -738,7 +746,10 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     ``models`` and ``attacks`` lists, ``eps_grid`` (0 plus ``n_eps`` log-spaced radii), ``b_grid``,
     the grid values ``eps_ref``/``b_ref`` nearest the requested ones, ``attack_kw`` (for
     :func:`attack_records`), ``cw_kw`` (for :func:`minimal_records`), ``device`` (a torch.device)
-    and ``params``, the provenance dict of the run (JSON-serialisable).
+    and ``params``, the provenance dict of the run (JSON-serialisable). ``shard_size`` and
+    ``workers`` say how the sweep is cut into cells and run (:mod:`dfrobust.study.sweep`):
+    ``shard_size`` images per cell (part of every cell's identity), ``workers`` 0 for the cells in
+    this process, N for a local dask cluster of N single-threaded workers (records identical).
     """
     from ..core.params import split_list
     from ..core.profiles import check_profile
@@ -768,6 +779,8 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     if eps_max <= eps_min:
         raise ValueError(f"eps_max={eps_max!r}: expected a radius above eps_min={eps_min!r}")
     integer("n_eps", n_eps)
+    integer("shard_size", shard_size)
+    integer("workers", workers, 0)
     eps_grid = metrics.log_grid(eps_min, eps_max, n_eps)
     number("b_max", b_max, 0, 1, open_lo=True)
     n_b = integer("n_b", n_b, 2)
@@ -809,13 +822,52 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                   n_boot=int(n_boot), rr_level=float(rr_level), eps_ref=float(eps_ref_used),
                   b_ref=float(b_ref_used), ra_margin=float(ra_margin), rr_margin=float(rr_margin),
                   alpha=float(alpha), ra_window=[float(ra_lo), float(ra_hi)], radii=radii,
-                  target_half_width=float(target_half_width), min_val_auc=float(min_val_auc), device=str(dev))
+                  target_half_width=float(target_half_width), min_val_auc=float(min_val_auc), device=str(dev),
+                  shard_size=int(shard_size), workers=int(workers))
     return {"models": model_list, "attacks": names, "eps_grid": eps, "b_grid": b_grid,
             "eps_ref": eps_ref_used, "b_ref": b_ref_used, "attack_kw": attack_kw, "cw_kw": cw_kw,
             "device": dev, "params": params}
 
 
 # ----------------------------------------------------------------------------- evaluation set
+
+
+@dataclass
+class Setup:
+    """What chapter 03 attacks: its data, detectors (trained or loaded), the quality gate's verdict,
+    the test selection and the size images are loaded at."""
+
+    manifest: pd.DataFrame
+    synthetic: bool
+    trained: dict            # detector name -> TrainedDetector (every requested detector)
+    gate: pd.DataFrame       # dfrobust.models.quality_gate
+    analysed: list           # the detectors that passed it, in the requested order
+    selection: pd.DataFrame  # the test rows attacked (balanced over label x group)
+    size: int                # the largest input size of the analysed detectors
+
+    @property
+    def data_label(self) -> str:
+        return "synthetic" if self.synthetic else "real"
+
+
+def setup(p: Mapping, *, profile: str) -> Setup:
+    """Chapter 03's set-up from its checked parameters (:func:`check_params`): the manifest, the
+    detectors (cached checkpoints, else trained), the quality gate and the selection. The chapter
+    and ``dfrobust sweep`` both call it, so they attack the same images with the same weights."""
+    from ..data import get_manifest, sampling
+    from ..models import quality_gate
+    from ..models.train import get_trained
+
+    q = p["params"]
+    seed = int(q["seed"])
+    manifest = get_manifest(profile, "images", seed=seed, data_root=q["data_root"] or None)
+    synthetic = bool(manifest.attrs.get("meta", {}).get("synthetic", True))
+    trained = {m: get_trained(m, manifest, profile=profile, seed=seed, device=str(p["device"])) for m in p["models"]}
+    gate = quality_gate(trained, q["min_val_auc"])
+    analysed = [m for m in p["models"] if bool(gate.set_index("model").loc[m, "analysed"])]
+    sel = sampling.select_samples(manifest, q["n_samples"], seed=seed)
+    size = max(trained[m].input_size for m in (analysed or p["models"]))
+    return Setup(manifest, synthetic, trained, gate, analysed, sel, int(size))
 
 
 def load_samples(df: pd.DataFrame, size: int) -> tuple[torch.Tensor, torch.Tensor, pd.DataFrame, list[dict]]:
