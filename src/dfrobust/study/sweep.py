@@ -493,14 +493,15 @@ def slurm_client(**kw):
 def load_shards(cells: Sequence[Cell], out_dir: str | os.PathLike) -> list[xr.Dataset]:
     from ..core import results
 
-    parts, missing = [], []
-    for c in cells:
+    def load(cell: Cell) -> xr.Dataset | None:
+        path = shard_path(cell, out_dir)
         try:
-            parts.append(results.load(shard_path(c, out_dir)) if shard_ok(shard_path(c, out_dir)) else None)
-        except OSError:
-            parts.append(None)
-        if parts[-1] is None:
-            missing.append(c.name)
+            return results.load(path) if shard_ok(path) else None
+        except OSError:  # unreadable: counted as missing
+            return None
+
+    parts = [load(c) for c in cells]
+    missing = [c.name for c, part in zip(cells, parts) if part is None]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(cells)} shards missing or unreadable in {out_dir} "
                                 f"(e.g. {missing[0]}); run the sweep to compute them")
