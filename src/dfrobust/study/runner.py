@@ -238,16 +238,16 @@ def chapter_check(name: str):
     return getattr(mod, "check_params", None)
 
 
-def preflight(nb, params: Mapping[str, Any]) -> None:
-    """Run the chapter's own validation call before anything runs, so a bad value in chapter 05 stops
-    ``dfrobust book`` before chapter 01 starts. Values the run does not set come from the template's
-    defaults; a check whose arguments the template does not declare is left to the notebook."""
+def check_arguments(nb, params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The keyword arguments of the chapter's ``check_params`` for a run with ``params``: the run's
+    values, else the template's defaults. None when the chapter has no check, or the check needs
+    something only the notebook computes (or a default that is not a literal)."""
     import ast
     import inspect
 
     check = chapter_check(nb.name)
     if check is None:
-        return
+        return None
     declared = declared_parameters(nb.template)
     kwargs = {}
     for pname, p in inspect.signature(check).parameters.items():
@@ -257,9 +257,20 @@ def preflight(nb, params: Mapping[str, Any]) -> None:
             try:
                 kwargs[pname] = ast.literal_eval(str(declared[pname].get("default")))
             except (ValueError, SyntaxError):
-                return
+                return None
         elif p.default is inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-            return  # needs something only the notebook computes
+            return None  # needs something only the notebook computes
+    return kwargs
+
+
+def preflight(nb, params: Mapping[str, Any]) -> None:
+    """Run the chapter's own validation call before anything runs, so a bad value in chapter 05 stops
+    ``dfrobust book`` before chapter 01 starts. Values the run does not set come from the template's
+    defaults; a check whose arguments the template does not declare is left to the notebook."""
+    check = chapter_check(nb.name)
+    kwargs = check_arguments(nb, params) if check is not None else None
+    if kwargs is None:
+        return
     try:
         check(**kwargs)
     except (ValueError, OSError) as exc:

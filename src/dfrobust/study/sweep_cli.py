@@ -120,21 +120,18 @@ def sweep(profile: str = typer.Option("default", "--profile", help="Study profil
 def _plan(profile: str, param, device: str):
     """Chapter 03's parameters resolved (template defaults, the profile, ``-p`` overrides) and checked,
     its set-up (detectors trained or loaded, here, once) and its cells: the notebook's own."""
-    import ast
-
     from ..experiments import robustness
     from . import sweep as S
-    from .spec import declared_parameters, load_study, parse_override, resolve_params
+    from .runner import check_arguments
+    from .spec import load_study, parse_override, resolve_params
 
     study = load_study()
     nb = study.notebook("03_robustness")
     overrides = dict(parse_override(p) for p in param or [])
     if device != "auto":
         overrides["device"] = device
-    q = {k: ast.literal_eval(v["default"]) for k, v in declared_parameters(nb.template).items()}  # template defaults
-    q.update(resolve_params(study, nb, profile, overrides))
-    q["profile"] = profile
-    p = robustness.check_params(**q)
+    q = check_arguments(nb, {**resolve_params(study, nb, profile, overrides), "profile": profile})
+    p = robustness.check_params(**q)  # the run's values, else the template's defaults (as the runner's preflight)
     setup = robustness.setup(p, profile=profile)
     if not setup.analysed:
         raise ValueError(f"models={p['models']}: none passed the quality gate (val AUC >= {q['min_val_auc']}); "
