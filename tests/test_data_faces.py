@@ -92,7 +92,7 @@ def test_low_rate_videos_are_reported_per_video(tmp_path, monkeypatch):
 
     def detect(self, rgb):                     # a face in all frames of a.mp4, one frame of b.mp4
         calls["n"] += 1
-        return [fc.Face(10, 10, 30, 36, 0.99)] if calls["n"] <= 5 else []
+        return [fc.Face(10, 10, 40, 46, 0.99)] if calls["n"] <= 5 else []
 
     monkeypatch.setattr(fc.HaarFaceDetector, "detect", detect)
     df = load_manifest(prep.prepare(root, n_frames=4, size=32, detector="haar", out_dir=tmp_path / "p"))

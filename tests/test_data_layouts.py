@@ -75,14 +75,18 @@ def test_celebdf_and_uadfv_fixtures_prepare(tmp_path):
 
 
 def test_crops_mode_equals_the_resized_originals(tmp_path, monkeypatch):
+    """Given crops are resized, never detected; recognised crops (a detector looks, content decides) likewise."""
+    pytest.importorskip("facenet_pytorch")
     root = write_layout(tmp_path / "crops", "crops")
-    monkeypatch.setattr(prep, "make_detector", lambda *a, **k: pytest.fail("crops mode must not detect"))
+    made = prep.make_detector
     for crops, name in ((True, "given"), (None, "auto")):
+        monkeypatch.setattr(prep, "make_detector", (lambda *a, **k: pytest.fail("crops mode must not detect"))
+                            if crops else made)
         df = _prep(root, tmp_path, name, crops=crops, size=64)
         assert df.attrs["meta"]["crops"]["mode"] == ("given" if crops else "auto-detected")
-        assert len(df) == 24 and (df.frame_index == -1).all()
+        assert len(df) == 24 and (df.frame_index == -1).all() and (df.face_box == "").all()
         for r in df.itertuples():
-            src = root / r.video_id / f"{Path(r.path).stem}.png"
+            src = root / r.video_id / Path(r.path).stem      # crops/<source path>.png
             want = resize_image(cv2.cvtColor(cv2.imread(str(src)), cv2.COLOR_BGR2RGB), 64)
             got = cv2.cvtColor(cv2.imread(r.path), cv2.COLOR_BGR2RGB)
             assert np.array_equal(got, want), r.path
@@ -93,7 +97,7 @@ def test_large_frames_are_not_taken_for_crops(tmp_path):
     for sub in ("real", "fake"):
         (root / sub).mkdir(parents=True)
         cv2.imwrite(str(root / sub / "a_0001.png"), np.zeros((720, 1280, 3), np.uint8))
-    is_crops, why = prep.looks_cropped(prep.list_media(root))
+    is_crops, why = prep.looks_cropped(prep.list_media(root), detector=None)   # the size rule: nothing detected
     assert not is_crops and "1280x720" in why
 
 
@@ -103,10 +107,10 @@ def _frame_folder(root: Path, n_videos: int = 30, n_frames: int = 5) -> Path:
         (root / sub).mkdir(parents=True, exist_ok=True)
         for v in range(n_videos):
             for j in range(n_frames):
-                cv2.imwrite(str(root / sub / f"clip{v:03d}_frame{j:04d}.png"), rng.integers(0, 255, (16, 16, 3), np.uint8))
+                cv2.imwrite(str(root / sub / f"clip{v:03d}_frame{j:04d}.png"), rng.integers(0, 255, (32, 32, 3), np.uint8))
         for j in range(n_frames):     # a video as a sub-folder of frames
             (root / sub / "subvid").mkdir(exist_ok=True)
-            cv2.imwrite(str(root / sub / "subvid" / f"{j:03d}.png"), rng.integers(0, 255, (16, 16, 3), np.uint8))
+            cv2.imwrite(str(root / sub / "subvid" / f"{j:03d}.png"), rng.integers(0, 255, (32, 32, 3), np.uint8))
     return root
 
 
@@ -157,7 +161,8 @@ def test_cache_follows_the_folder_content_and_the_options(tmp_path):
     (root / "real" / "0000.mp4").rename(root / "real" / "0009.mp4")          # content changed: re-prepared
     df = load_manifest(prep.prepare(root, n_frames=2, size=32, detector="none", out_dir=out))
     assert "real/0009" in set(df.video_id) and "real/0000" not in set(df.video_id)
-    assert not (out / "crops" / "real" / "0000").exists()                  # stale crops removed
+    assert (out / "crops" / "real" / "0009.mp4").is_dir()                 # crops/<source path>/<frame>.png
+    assert not (out / "crops" / "real" / "0000.mp4").exists()              # stale crops removed
     stamp = (out / "manifest.csv").stat().st_mtime_ns
     df = load_manifest(prep.prepare(root, n_frames=3, size=32, detector="none", out_dir=out))   # option changed
     assert (out / "manifest.csv").stat().st_mtime_ns != stamp and df.frame_index.nunique() == 3

@@ -86,7 +86,7 @@ def test_no_face_frames_listed_in_meta(tmp_path, monkeypatch):
 
     def every_other(self, rgb):          # a detector that finds a face in every second frame
         calls["n"] += 1
-        return [Face(0, 0, 16, 16, 0.99)] if calls["n"] % 2 else []
+        return [Face(0, 0, 36, 36, 0.99)] if calls["n"] % 2 else []
 
     monkeypatch.setattr(prep.HaarFaceDetector, "detect", every_other)
     df = mf.load_manifest(prep.prepare(root, n_frames=4, size=32, detector="haar", out_dir=tmp_path / "p"))

@@ -168,7 +168,11 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """One image file as an RGB uint8 array [H, W, 3]; FileNotFoundError/ValueError when unreadable."""
+    """One image file as an RGB uint8 array [H, W, 3]; FileNotFoundError/ValueError when unreadable.
+
+    Any decoding error becomes a ValueError naming the file (so a caller skips it), a header beyond
+    Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS`` x 2) included: it is refused unread.
+    """
     import cv2
     from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -182,11 +186,16 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
             im.load()  # full decode: truncation and corrupt data raise here
     except UnidentifiedImageError:
         pass  # a format Pillow does not know: OpenCV decides below
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:   # the header claims more pixels than Pillow's limit: never decoded
+        raise ValueError(f"image {path} is too large to decode ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a decoder may raise anything on a corrupt file; it is one bad file
         raise ValueError(f"image {path} is truncated or corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = lenient
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ValueError(f"image {path} is not a readable image file ({str(exc).strip().splitlines()[-1]})") from None
     if img is None:
         raise ValueError(f"image {path} is not a readable image file")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -15,23 +15,33 @@ Readers (``list_media``) for the official folder layouts:
   ``{"label": "FAKE"|"REAL", "split": ..., "original": "<real>.mp4"}``; ``original`` is the pair,
   listed files that are absent are reported;
 * ``folder`` - any ``real/`` + ``fake/`` folder of images or videos; images are grouped into
-  videos by sub-folder or by a video id parsed from the file name (``group_regex``).
+  videos by sub-folder or by a video id read from the file name (``names``: ``<video>-<frame>-<face>``
+  or ``<video>_<frame>``, recognised from the names, an ambiguous mixture refused; or ``group_regex``).
+
+Every listed file stays inside the root: a ``metadata.json`` entry that is absolute or climbs out
+with ``..`` is skipped, not read (listed under ``skipped`` with the reason). Folders that cannot be
+listed are skipped and counted the same way, never taken for empty ones.
 
 Splits never leak: every frame of a video and every image of an identity (or of one parsed
 video id) gets one split; official split files win when present. Fakes whose original is
-absent are flagged in the manifest meta with a count. ``crops=True`` (or auto-detection of a
-folder of small square images) resizes already-cropped faces without re-detecting them.
+absent are flagged in the manifest meta with a count. ``crops=True`` (or auto-detection: a face
+spanning most of the image in most sampled images, :func:`looks_cropped`) resizes
+already-cropped faces without re-detecting them.
 
 An optional ``dfrobust_labels.csv`` at the root (``video_id, group, identity[, split, dataset]``)
-adds demographic groups; the synthetic clips ship one.
+adds demographic groups; the synthetic clips ship one. It is checked (columns, split and group
+values, duplicate ids) before any crop is written.
 
 ``prepare`` samples ``n_frames`` frames EVENLY over each video (:func:`video.read_frames`),
 finds the face (MTCNN, or OpenCV's Haar cascade as the fallback; :mod:`faces`), keeps one
 consistent face per video (:func:`faces.track`), crops it with a margin, resizes and caches
-the crop as PNG under ``paths.prepared_dir()`` (or ``out_dir``). The cache is keyed by the
-folder's content (relative paths, sizes, mtimes) and the options. Unreadable files and frames
-without a face are skipped, counted and listed in the manifest meta (with a per-video
-detection report and a warning for videos under ``min_face_rate``); they never stop the run.
+the crop as PNG under ``paths.prepared_dir()`` (or ``out_dir``): ``crops/<source path>.png`` for an
+image, ``crops/<source path>/<frame>.png`` for a video (one crop name per source file). The cache
+is keyed by the folder's content (relative paths, sizes, mtimes) and the options. Unreadable or
+undecodable files (decompression bombs included), faces under ``min_face`` pixels and frames
+without a face are skipped, counted and listed in the manifest meta (with a per-video detection
+report and a warning for videos under ``min_face_rate``); they never stop the run. A run that
+fails after it started writing crops removes what it wrote.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -60,18 +71,35 @@ from .faces import (
     resize_image,
     track,
 )
-from .manifest import GROUPS, META_NAME, load_manifest, read_rgb, save_manifest
+from .manifest import GROUPS, META_NAME, SPLITS, load_manifest, read_rgb, save_manifest
 from .video import read_frames
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("ffpp", "dfdc", "celebdf", "uadfv", "folder")
-PREPARE_VERSION = "2"
-#: default video id of an image file name: the stem without a trailing frame number
-#: (``abc_0012`` → ``abc``, ``000_003_frame45`` → ``000_003``; ``0001`` stays ``0001``)
-GROUP_REGEX = r"^(?P<id>.+?)[_\-. ](?:frame|frm|img|f)?[_\-]?\d+$"
-#: crops auto-detection: every image is near-square and at most this many pixels on its longest side
+PREPARE_VERSION = "3"
+_NUMBER = r"[-_. ](?:frame|frm|img|face|f)?[-_]?\d+"
+#: ``names=``: the video id of an image file name is what precedes its trailing number(s):
+#: ``video-frame-face``: ``abc-0012-0`` → ``abc``; ``video-frame``: ``abc_0012`` → ``abc``,
+#: ``000_003_frame45`` → ``000_003`` (``0001`` has no id and stays ``0001``)
+NAMES = {"video-frame-face": rf"^(?P<id>.+?)(?:{_NUMBER}){{2}}$", "video-frame": rf"^(?P<id>.+?){_NUMBER}$"}
+#: a number ending a name below this is read as a face index (``<video>-<frame>-<face>``), else as a frame
+FACE_INDEX_MAX = 10
+#: crops auto-detection: images at most this many pixels on their longest side ...
 CROPS_MAX_SIDE = 512
+#: ... where a detected face's longest side spans at least this share of the image's short side
+#: (a 1.3x crop: 0.77; a face in a full frame: typically under 0.3) ...
+CROPS_COVER = 0.5
+#: ... in at least half of this many images sampled evenly over the dataset
+CROPS_SAMPLE = 16
+#: smallest face kept (pixels on the short side of the face box, or of the whole image in crops mode
+#: and with ``detector='none'``): a smaller face upscaled to ``size`` carries no detail to classify
+MIN_FACE = 32
+#: crop size range: the detectors read 256 px (MesoNet) to 299 px (Xception) and faces in the video
+#: datasets are rarely above 500 px, so a larger crop only upsamples (1024 px: 3 MB per crop in memory)
+SIZE_RANGE = (16, 1024)
+#: face box enlargement: 1 = the box itself, FF++ uses 1.3; at 4 the face fills 1/16 of the crop
+MARGIN_RANGE = (1.0, 4.0)
 VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 COMPRESSIONS = ("c0", "c23", "c40", "raw")
@@ -118,8 +146,28 @@ def detect_layout(root: str | os.PathLike) -> str:
                      "Celeb-synthesis/), UADFV or a plain folder (real/ and fake/)")
 
 
-def _files(folder: Path, exts) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts) if folder.is_dir() else []
+def _files(folder: Path, exts, unreadable: list[dict]) -> list[Path]:
+    """Files under ``folder`` ending in one of ``exts``, sorted; folders that cannot be listed go to ``unreadable``.
+
+    ``os.walk`` reports a folder it cannot list (``pathlib``'s ``rglob`` silently skips it, so an
+    unreadable folder looked empty). Symbolic links to folders are not followed (as ``rglob``).
+    """
+    def fail(exc: OSError) -> None:
+        unreadable.append({"path": str(exc.filename or folder),
+                           "reason": f"folder not readable ({exc.strerror or type(exc).__name__}); its files were not listed"})
+
+    if not folder.is_dir():
+        return []
+    return sorted(Path(d) / f for d, _, names in os.walk(folder, onerror=fail) for f in names
+                  if Path(f).suffix.lower() in exts)
+
+
+def _unreadable_note(unreadable: list[dict]) -> dict:
+    return {"unreadable": unreadable} if unreadable else {}
+
+
+def _unreadable_tail(unreadable: list[dict]) -> str:
+    return f"; {len(unreadable)} folders could not be read, first {unreadable[0]['path']}" if unreadable else ""
 
 
 def _components(links: list[tuple[str, str]]) -> dict[str, str]:
@@ -147,6 +195,7 @@ def list_ffpp(root: Path, compression: str = "c23", manipulations=None, seed: in
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression={compression!r}: expected one of {COMPRESSIONS}")
     notes: dict[str, Any] = {}
+    unreadable: list[dict] = []
     split_of: dict[str, str] = {}
     sdir = root / "splits"
     for s in ("train", "val", "test"):
@@ -156,10 +205,10 @@ def list_ffpp(root: Path, compression: str = "c23", manipulations=None, seed: in
                 for vid in pair:
                     split_of[str(vid)] = s
     rows = []
-    for p in _files(root / "original_sequences" / "youtube" / compression / "videos", VIDEO_EXT):
+    for p in _files(root / "original_sequences" / "youtube" / compression / "videos", VIDEO_EXT, unreadable):
         rows.append({"path": str(p), "label": 0, "manipulation": "none", "video_id": p.stem, "identity": p.stem,
                      "pair_video": p.stem, "source": "", "split": split_of.get(p.stem, "")})
-    for p in _files(root / "original_sequences" / "actors" / compression / "videos", VIDEO_EXT):
+    for p in _files(root / "original_sequences" / "actors" / compression / "videos", VIDEO_EXT, unreadable):
         actor = p.stem.split("__")[0]
         rows.append({"path": str(p), "label": 0, "manipulation": "none", "video_id": f"actors/{p.stem}",
                      "identity": f"actor{actor}", "pair_video": f"actors/{p.stem}", "source": "", "split": ""})
@@ -169,7 +218,7 @@ def list_ffpp(root: Path, compression: str = "c23", manipulations=None, seed: in
         methods = [m for m in methods if m in set(manipulations)]
     unparsed = []
     for m in methods:
-        for p in _files(mroot / m / compression / "videos", VIDEO_EXT):
+        for p in _files(mroot / m / compression / "videos", VIDEO_EXT, unreadable):
             hit = _DFD_FAKE.match(p.stem)
             if m == "DeepFakeDetection" or hit:   # actors: {t}_{s}__{scene}__{code}
                 if not hit:
@@ -185,10 +234,11 @@ def list_ffpp(root: Path, compression: str = "c23", manipulations=None, seed: in
                          "pair_video": a, "source": b, "split": split_of.get(a, "")})
     if unparsed:
         notes["unparsed_files"] = unparsed
+    notes.update(_unreadable_note(unreadable))
     if not rows:
         raise ValueError(f"FF++ layout at {root} holds no videos for compression {compression!r} "
                          f"(looked in original_sequences/{{youtube,actors}}/{compression}/videos and "
-                         f"manipulated_sequences/*/{compression}/videos)")
+                         f"manipulated_sequences/*/{compression}/videos{_unreadable_tail(unreadable)})")
     df = pd.DataFrame(rows)
     yt = ~df.identity.str.startswith("actor")
     if not split_of and yt.any():
@@ -212,7 +262,7 @@ def list_dfdc(root: Path, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     metas = _dfdc_metadata(root)
     if not metas:
         raise ValueError(f"DFDC layout at {root}: no metadata.json at the root or in its sub-folders")
-    rows, missing, unlisted = [], [], []
+    rows, missing, unlisted, outside, unreadable = [], [], [], [], []
     for mf in metas:
         try:
             entries = json.loads(mf.read_text())
@@ -227,6 +277,10 @@ def list_dfdc(root: Path, seed: int = 0) -> tuple[pd.DataFrame, dict]:
             if lab not in ("FAKE", "REAL"):
                 raise ValueError(f"{mf}: entry {fname!r} has label {e.get('label') if isinstance(e, dict) else e!r}; "
                                  "expected 'FAKE' or 'REAL'")
+            if Path(fname).is_absolute() or ".." in Path(fname).parts:   # never read outside the root
+                outside.append({"path": f"{mf.relative_to(root)}: {fname}",
+                                "reason": "listed in metadata.json outside the dataset root (absolute or '..'); not read"})
+                continue
             p = mf.parent / fname
             if not p.is_file():
                 missing.append(f"{part}/{fname}" if part else fname)
@@ -238,9 +292,12 @@ def list_dfdc(root: Path, seed: int = 0) -> tuple[pd.DataFrame, dict]:
                          "video_id": f"{part}/{stem}" if part else stem, "identity": orig or stem,
                          "pair_video": orig, "split": split if split in ("train", "val", "test") else ""})
         listed = set(entries)
-        unlisted += [str(p.relative_to(root)) for p in _files(mf.parent, VIDEO_EXT)
+        unlisted += [str(p.relative_to(root)) for p in _files(mf.parent, VIDEO_EXT, unreadable)
                      if p.parent == mf.parent and p.name not in listed]
-    notes: dict[str, Any] = {"metadata_files": [str(m.relative_to(root)) for m in metas]}
+    notes: dict[str, Any] = {"metadata_files": [str(m.relative_to(root)) for m in metas],
+                             **_unreadable_note(unreadable)}
+    if outside:
+        notes["outside_root"] = outside
     if missing:
         notes["missing_files"] = {"count": len(missing), "files": missing}
     if unlisted:
@@ -268,9 +325,9 @@ def list_celebdf(root: Path, seed: int = 0) -> tuple[pd.DataFrame, dict]:
                 test.add(parts[-1].replace("\\", "/"))
     else:
         notes["splits"] = f"{lst.name} missing; test split assigned by a hash of the identity"
-    rows = []
+    rows, unreadable = [], []
     for sub, label in (("Celeb-real", 0), ("YouTube-real", 0), ("Celeb-synthesis", 1)):
-        for p in _files(root / sub, VIDEO_EXT):
+        for p in _files(root / sub, VIDEO_EXT, unreadable):
             stem = p.stem
             if sub == "Celeb-synthesis":   # id{a}_id{b}_{k}: video k of id a with the face of id b
                 m = re.match(r"(id\d+)_(id\d+)_(\d+)", stem)
@@ -282,8 +339,10 @@ def list_celebdf(root: Path, seed: int = 0) -> tuple[pd.DataFrame, dict]:
             rows.append({"path": str(p), "label": label, "manipulation": "celebdf_synthesis" if label else "none",
                          "video_id": f"{sub}/{stem}", "identity": ident, "pair_video": pair,
                          "rel": f"{sub}/{p.name}"})
+    notes.update(_unreadable_note(unreadable))
     if not rows:
-        raise ValueError(f"Celeb-DF-v2 layout at {root} holds no videos in Celeb-real/, YouTube-real/, Celeb-synthesis/")
+        raise ValueError(f"Celeb-DF-v2 layout at {root} holds no videos in Celeb-real/, YouTube-real/, "
+                         f"Celeb-synthesis/{_unreadable_tail(unreadable)}")
     df = pd.DataFrame(rows)
     test_ids = set(df.identity[df.rel.isin(test)])
     df["split"] = ["test" if (r in test or (not test and _hash_split(i, seed) == "test")) else
@@ -294,18 +353,19 @@ def list_celebdf(root: Path, seed: int = 0) -> tuple[pd.DataFrame, dict]:
 
 
 def list_uadfv(root: Path, seed: int = 0) -> tuple[pd.DataFrame, dict]:
-    rows = []
+    rows, unreadable = [], []
     for sub, label in (("real", 0), ("fake", 1)):
-        for p in _files(root / sub, VIDEO_EXT):
+        for p in _files(root / sub, VIDEO_EXT, unreadable):
             k = p.stem[:-5] if p.stem.endswith("_fake") else p.stem
             rows.append({"path": str(p), "label": label, "manipulation": "uadfv_faceswap" if label else "none",
                          "video_id": f"{sub}/{p.stem}", "identity": k, "pair_video": k})
     if not rows:
-        raise ValueError(f"UADFV layout at {root} holds no videos in real/ and fake/")
+        raise ValueError(f"UADFV layout at {root} holds no videos in real/ and fake/{_unreadable_tail(unreadable)}")
     df = pd.DataFrame(rows)
     df["split"] = [_hash_split(i, seed) for i in df.identity]
     df["dataset"] = "uadfv"
-    return df, {"splits": "UADFV has no official split: 70/15/15 by a hash of the clip id"}
+    return df, {"splits": "UADFV has no official split: 70/15/15 by a hash of the clip id",
+                **_unreadable_note(unreadable)}
 
 
 def _image_group(rel: Path, regex: re.Pattern) -> str:
@@ -318,27 +378,71 @@ def _image_group(rel: Path, regex: re.Pattern) -> str:
     return m.group("id") if "id" in regex.groupindex else m.group(1)
 
 
-def list_folder(root: Path, seed: int = 0, group_regex: str = GROUP_REGEX) -> tuple[pd.DataFrame, dict]:
-    regex = _compile_group_regex(group_regex)
-    rows = []
+def read_names(stems: list[str], names: str = "auto") -> tuple[str, str]:
+    """Which of :data:`NAMES` gives the video id of these file names, and why; ValueError when ambiguous.
+
+    ``auto``: names ending in one number are ``<video>_<frame>``; names all ending in two numbers
+    are ``<video>-<frame>-<face>`` when every last number is a face index (< ``FACE_INDEX_MAX``), else
+    ``<video>_<frame>`` (the video id holding a number, as FF++'s ``000_003``). A mixture of
+    one-number and two-number names whose last numbers are all small reads both ways: refused.
+    """
+    if names != "auto":
+        return names, f"names={names!r}"
+    two = [x for x in stems if re.match(NAMES["video-frame-face"], x)]
+    if not two:
+        return "video-frame", "no name ends in two numbers: <video>_<frame>"
+    last = {x: int(re.search(r"\d+$", x).group()) for x in two}
+    big = [x for x in two if last[x] >= FACE_INDEX_MAX]
+    if big:
+        return "video-frame", (f"{big[0]!r} ends in {last[big[0]]} (a frame, not a face index "
+                               f"< {FACE_INDEX_MAX}): <video>_<frame>")
+    one = [x for x in stems if x not in set(two) and re.match(NAMES["video-frame"], x)]
+    if one:
+        vid = re.match(NAMES["video-frame"], two[0]).group("id")
+        raise ValueError(f"names='auto': image names read two ways: {one[0]!r} is <video>_<frame> and {two[0]!r} "
+                         f"is <video>-<frame>-<face> or <video>_<frame> of video {vid!r}; set "
+                         "names='video-frame-face' or names='video-frame' (dfrobust data prepare --names ...), "
+                         "or group_regex")
+    return "video-frame-face", (f"every numbered name ends in two numbers, the last a face index "
+                                f"< {FACE_INDEX_MAX}: <video>-<frame>-<face>")
+
+
+def list_folder(root: Path, seed: int = 0, group_regex: str | None = None,
+                names: str = "auto") -> tuple[pd.DataFrame, dict]:
+    found, unreadable = [], []
     for sub, label in (("real", 0), ("fake", 1)):
-        for p in _files(root / sub, VIDEO_EXT + IMAGE_EXT):
-            media = "video" if p.suffix.lower() in VIDEO_EXT else "image"
-            rel = p.relative_to(root / sub)
-            if media == "video":
-                vid, ident = str(rel.with_suffix("")), _image_group(rel, regex)
-            else:
-                vid = ident = _image_group(rel, regex)
-            rows.append({"path": str(p), "label": label, "manipulation": "unknown" if label else "none",
-                         "video_id": f"{sub}/{vid}", "identity": ident, "pair_video": "", "media": media,
-                         "split": ""})
-    if not rows:
-        raise ValueError(f"folder layout at {root} holds no images or videos in real/ and fake/")
+        found += [(sub, label, p) for p in _files(root / sub, VIDEO_EXT + IMAGE_EXT, unreadable)]
+    if not found:
+        raise ValueError(f"folder layout at {root} holds no images or videos in real/ and fake/"
+                         f"{_unreadable_tail(unreadable)}")
+    if group_regex is not None:
+        regex, how = _compile_group_regex(group_regex), f"group_regex={group_regex!r}"
+    else:
+        names, why = read_names([p.stem for sub, _, p in found if p.parent == root / sub
+                                 and p.suffix.lower() in IMAGE_EXT], _check_names(names))
+        regex, how = re.compile(NAMES[names]), f"names={names!r} ({why})"
+    rows = []
+    for sub, label, p in found:
+        media = "video" if p.suffix.lower() in VIDEO_EXT else "image"
+        rel = p.relative_to(root / sub)
+        if media == "video":
+            vid, ident = str(rel.with_suffix("")), _image_group(rel, regex)
+        else:
+            vid = ident = _image_group(rel, regex)
+        rows.append({"path": str(p), "label": label, "manipulation": "unknown" if label else "none",
+                     "video_id": f"{sub}/{vid}", "identity": ident, "pair_video": "", "media": media,
+                     "split": ""})
     df = pd.DataFrame(rows)
     df["dataset"] = "folder"
-    return df, {"splits": "no official split: 70/15/15 by a hash of the video id (sub-folder or name parsed with "
-                          f"group_regex={group_regex!r}); images of one video or identity share a split",
-                "group_regex": group_regex}
+    return df, {"splits": "no official split: 70/15/15 by a hash of the video id (sub-folder or name read with "
+                          f"{how}); images of one video or identity share a split",
+                "video_ids": how, **_unreadable_note(unreadable)}
+
+
+def _check_names(names: str) -> str:
+    if names != "auto" and names not in NAMES:
+        raise ValueError(f"names={names!r}: expected 'auto' or one of {tuple(NAMES)} (how image names give the video id)")
+    return names
 
 
 def _compile_group_regex(group_regex: str) -> re.Pattern:
@@ -376,8 +480,28 @@ def _orphans(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return df, {"fakes_without_original": {"count": int(bad.sum()), "videos": sorted(df.video_id[bad])[:200]}}
 
 
+def _read_labels(lab: Path) -> pd.DataFrame:
+    """``dfrobust_labels.csv`` indexed by video_id, checked whole (one line naming the file and the value)."""
+    expected = "expected CSV columns video_id, group, identity[, split, dataset]"
+    try:
+        labels = pd.read_csv(lab, dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:   # pandas' ParserError/EmptyDataError are ValueErrors
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{lab}: not a readable labels file ({first}); {expected}") from None
+    if "video_id" not in labels.columns:
+        raise ValueError(f"{lab}: no video_id column (found {list(labels.columns)[:8]}); {expected}")
+    dup = sorted(labels.video_id[labels.video_id.duplicated()].unique())
+    if dup:
+        raise ValueError(f"{lab}: video_id {dup[:5]} listed more than once; expected one row per video")
+    for col, allowed in (("split", SPLITS), ("group", GROUPS)):
+        bad = sorted(set(labels[col]) - set(allowed) - {""}) if col in labels.columns else []
+        if bad:
+            raise ValueError(f"{lab}: {col} value(s) {bad[:5]}; expected one of {allowed} or empty")
+    return labels.set_index("video_id")
+
+
 def list_media(root: str | os.PathLike, layout: str = "auto", *, compression: str = "c23", manipulations=None,
-               seed: int = 0, group_regex: str = GROUP_REGEX) -> pd.DataFrame:
+               seed: int = 0, group_regex: str | None = None, names: str = "auto") -> pd.DataFrame:
     """One row per video (or image) of a dataset in one of ``LAYOUTS``; ``df.attrs['notes']``."""
     root = _check_root(root)
     if layout in ("auto", "", None):
@@ -393,13 +517,13 @@ def list_media(root: str | os.PathLike, layout: str = "auto", *, compression: st
     elif layout == "uadfv":
         df, notes = list_uadfv(root, seed)
     else:
-        df, notes = list_folder(root, seed, group_regex)
+        df, notes = list_folder(root, seed, group_regex, names)
     if "media" not in df.columns:
         df["media"] = "video"
     df["group"] = ""
     lab = root / LABELS_FILE
     if lab.is_file():   # optional demographic labels (the synthetic clips ship them)
-        labels = pd.read_csv(lab, dtype=str, keep_default_na=False).set_index("video_id")
+        labels = _read_labels(lab)
         key = df.video_id.str.split("/").str[-1]
         for col in ("group", "identity", "split", "dataset"):
             if col in labels.columns:
@@ -407,9 +531,6 @@ def list_media(root: str | os.PathLike, layout: str = "auto", *, compression: st
                 df[col] = np.where(vals.notna() & (vals != ""), vals, df[col])
                 if col == "identity" and "split_key" in df.columns:
                     df["split_key"] = np.where(vals.notna() & (vals != ""), vals, df["split_key"])
-        bad = sorted(set(df.group) - set(GROUPS) - {""})
-        if bad:
-            raise ValueError(f"{lab}: group values {bad}; expected one of {GROUPS}")
         notes["labels_file"] = str(lab)
     df, split_notes = _finish_splits(df, seed)
     df, orphan_notes = _orphans(df)
@@ -438,49 +559,58 @@ def _prep_key(root: Path, params: dict) -> str:
 
 
 def _image_size(path: str) -> tuple[int, int] | None:
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    return None if img is None else img.shape[:2]
+    """(height, width) from the image header (Pillow opens lazily: nothing is decoded); None when unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception:  # noqa: BLE001 - any unreadable header: the file is judged (and skipped) when it is read
+        return None
 
 
-def looks_cropped(media: pd.DataFrame, max_side: int = CROPS_MAX_SIDE, sample: int = 64) -> tuple[bool, str]:
-    """Whether a dataset is already face crops: only images, every sampled one near-square and small."""
+def looks_cropped(media: pd.DataFrame, detector, max_side: int = CROPS_MAX_SIDE,
+                  sample: int = CROPS_SAMPLE) -> tuple[bool, str]:
+    """Whether a dataset is already face crops, judged by content, and why.
+
+    Crops: only images, every sampled one at most ``max_side`` pixels, and in at least half of
+    ``sample`` images chosen evenly, ``detector`` (a :mod:`faces` detector) finds a face whose
+    longest side spans at least ``CROPS_COVER`` of the image's short side. The aspect ratio does
+    not matter (MTCNN crops are typically 4:5 or narrower).
+    """
     if not len(media) or (media.media != "image").any():
         return False, "not every file is an image"
     idx = np.unique(np.linspace(0, len(media) - 1, min(sample, len(media))).round().astype(int))
-    for p in media.path.iloc[idx]:
+    paths = list(media.path.iloc[idx])
+    for p in paths:
         hw = _image_size(p)
-        if hw is None:
+        if hw is not None and max(hw) > max_side:
+            return False, f"{Path(p).name} is {hw[1]}x{hw[0]} (crops are <= {max_side} px)"
+    hits = n = 0
+    for p in paths:
+        try:
+            rgb = read_rgb(p)
+        except (ValueError, OSError):
             continue
-        h, w = hw
-        if max(h, w) > max_side or not (0.8 <= w / h <= 1.25):
-            return False, f"{Path(p).name} is {w}x{h} (crops are near-square and <= {max_side} px)"
-    return True, f"every sampled image ({len(idx)}) is near-square and <= {max_side} px"
+        n += 1
+        short = min(rgb.shape[:2])
+        hits += any(f.side >= CROPS_COVER * short for f in detector.detect(rgb))
+    verdict = bool(n and 2 * hits >= n)
+    return verdict, (f"a face spans >= {CROPS_COVER:.0%} of the short side in {hits} of {n} sampled images "
+                     f"({detector.name}; crops need at least half)")
 
 
-def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16, size: int = 256,
-            margin: float = 1.3, detector: str = "auto", detect_side: int = 960,
-            min_confidence: float | None = None, min_face_rate: float = 0.8, crops: bool | None = None,
-            group_regex: str = GROUP_REGEX, out_dir: str | os.PathLike | None = None,
-            compression: str = "c23", manipulations=None, max_videos: int | None = None, seed: int = 0,
-            force: bool = False) -> Path:
-    """Sample frames evenly, crop one tracked face per video, cache PNG crops; return the manifest path.
-
-    ``detector``: ``auto`` (MTCNN, else Haar), ``mtcnn``, ``haar`` or ``none`` (the central
-    square, for face-centred frames such as the synthetic clips). ``detect_side``: the longest
-    side frames are resized to before detection (0: full resolution). ``min_face_rate``: videos
-    where a smaller share of sampled frames gave a face are warned about. ``crops``: the images
-    are already face crops - resize them, do not detect (None: auto-detect, see
-    :func:`looks_cropped`). ``max_videos`` caps the number of videos per (label, manipulation),
-    chosen evenly over the sorted list (reproducible). The result is cached under ``out_dir``
-    (default ``paths.prepared_dir()/<layout>-<hash>``) and re-prepared when the folder's content
-    or an option changes, or with ``force``.
-    """
-    root = _check_root(root)
-    for name, v, lo in (("n_frames", n_frames, 1), ("size", size, 16)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
-            raise ValueError(f"{name}={v!r}: expected an int >= {lo}")
-    if not (isinstance(margin, (int, float)) and not isinstance(margin, bool) and margin >= 1.0):
-        raise ValueError(f"margin={margin!r}: expected a number >= 1.0 (face box enlargement)")
+def _check_options(n_frames, size, margin, min_face, detector, min_face_rate, min_confidence, crops,
+                   max_videos) -> None:
+    for name, v, (lo, hi) in (("n_frames", n_frames, (1, None)), ("size", size, SIZE_RANGE),
+                              ("min_face", min_face, (1, None))):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+            raise ValueError(f"{name}={v!r}: expected an int " + (f">= {lo}" if hi is None else f"in [{lo}, {hi}]")
+                             + (" (crop side in pixels)" if name == "size" else ""))
+    lo, hi = MARGIN_RANGE
+    if not (isinstance(margin, (int, float, np.number)) and not isinstance(margin, bool) and math.isfinite(margin)
+            and lo <= margin <= hi):
+        raise ValueError(f"margin={margin!r}: expected a finite number in [{lo}, {hi}] (face box enlargement)")
     if detector not in DETECTORS:
         raise ValueError(f"detector={detector!r}: expected one of {DETECTORS}")
     if not (isinstance(min_face_rate, (int, float)) and 0.0 <= min_face_rate <= 1.0):
@@ -491,18 +621,45 @@ def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16
         raise ValueError(f"crops={crops!r}: expected True, False or None (auto-detect)")
     if max_videos is not None and (not isinstance(max_videos, (int, np.integer)) or max_videos < 1):
         raise ValueError(f"max_videos={max_videos!r}: expected None or an int >= 1")
+
+
+def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16, size: int = 256,
+            margin: float = 1.3, detector: str = "auto", detect_side: int = 960,
+            min_confidence: float | None = None, min_face_rate: float = 0.8, min_face: int = MIN_FACE,
+            crops: bool | None = None, group_regex: str | None = None, names: str = "auto",
+            out_dir: str | os.PathLike | None = None, compression: str = "c23", manipulations=None,
+            max_videos: int | None = None, seed: int = 0, force: bool = False) -> Path:
+    """Sample frames evenly, crop one tracked face per video, cache PNG crops; return the manifest path.
+
+    ``detector``: ``auto`` (MTCNN, else Haar), ``mtcnn``, ``haar`` or ``none`` (the central
+    square, for face-centred frames such as the synthetic clips). ``detect_side``: the longest
+    side frames are resized to before detection (0: full resolution). ``min_face_rate``: videos
+    where a smaller share of sampled frames gave a face are warned about. ``min_face``: faces (or,
+    without detection, images) under this many pixels on the short side are skipped (``MIN_FACE``).
+    ``crops``: the images are already face crops - resize them, do not detect (None: recognised by
+    content, see :func:`looks_cropped`; ``detector='none'`` recognises with ``auto``). ``names`` /
+    ``group_regex``: how image file names give the video id (:func:`read_names`). ``max_videos``
+    caps the number of videos per (label, manipulation), chosen evenly over the sorted list
+    (reproducible). The result is cached under ``out_dir`` (default
+    ``paths.prepared_dir()/<layout>-<hash>``) and re-prepared when the folder's content or an
+    option changes, or with ``force``. Every option is checked before anything is read.
+    """
+    root = _check_root(root)
+    _check_options(n_frames, size, margin, min_face, detector, min_face_rate, min_confidence, crops, max_videos)
     check_detect_side(detect_side)
-    _compile_group_regex(group_regex)
+    _check_names(names)
+    if group_regex is not None:
+        _compile_group_regex(group_regex)
     out_given = out_dir is not None
     out = Path(out_dir).expanduser().resolve() if out_given else None
     media = list_media(root, layout, compression=compression, manipulations=manipulations, seed=seed,
-                       group_regex=group_regex)
+                       group_regex=group_regex, names=names)
     notes = media.attrs["notes"]
     params = {"layout": notes["layout"], "n_frames": int(n_frames), "size": int(size), "margin": float(margin),
               "detector": detector, "detect_side": int(detect_side), "min_confidence": min_confidence,
-              "min_face_rate": float(min_face_rate), "crops": crops, "group_regex": group_regex,
-              "compression": compression, "manipulations": manipulations, "max_videos": max_videos, "seed": seed,
-              "version": PREPARE_VERSION}
+              "min_face_rate": float(min_face_rate), "min_face": int(min_face), "crops": crops,
+              "group_regex": group_regex, "names": names, "compression": compression,
+              "manipulations": manipulations, "max_videos": max_videos, "seed": seed, "version": PREPARE_VERSION}
     if out is None:
         out = paths.prepared_dir() / f"{notes['layout']}-{_prep_key(root, params)}"
     content = fingerprint(root, exclude=out)
@@ -522,8 +679,12 @@ def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16
             idx = np.unique(np.linspace(0, len(g) - 1, min(max_videos, len(g))).round().astype(int))
             parts.append(g.iloc[idx])
         media = pd.concat(parts).sort_index()
+    det, det_note = (None, None)
     if crops is None:
-        is_crops, crops_reason = looks_cropped(media)
+        if len(media) and (media.media == "image").all():
+            det, det_note = make_detector("auto" if detector == "none" else detector, detect_side=detect_side,
+                                          min_confidence=min_confidence)
+        is_crops, crops_reason = looks_cropped(media, det)
         crops_mode = {"mode": "auto-detected" if is_crops else "detect", "reason": crops_reason}
     else:
         is_crops = bool(crops)
@@ -531,13 +692,40 @@ def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16
     if is_crops and (media.media != "image").any():
         raise ValueError(f"crops=True but {int((media.media != 'image').sum())} files are videos; "
                          "crops mode takes folders of face images")
-    det, det_note = (None, None) if is_crops else make_detector(detector, detect_side=detect_side,
-                                                                 min_confidence=min_confidence)
+    if is_crops or detector == "none":
+        det, det_note = None, None
+    elif det is None:
+        det, det_note = make_detector(detector, detect_side=detect_side, min_confidence=min_confidence)
+    out_created = not out.exists()
     crops_dir = out / "crops"
-    if crops_dir.is_dir() and (out / META_NAME).is_file():   # stale crops of an earlier preparation
-        shutil.rmtree(crops_dir)
+    if (out / META_NAME).is_file():   # an earlier preparation: its manifest goes first (it names these crops)
+        mpath.unlink(missing_ok=True)
+        (out / META_NAME).unlink()
+        shutil.rmtree(crops_dir, ignore_errors=True)
+    crops_created = not crops_dir.exists()
+    written: list[Path] = []
+    try:
+        return _crop_all(root, media, notes, is_crops, det, n_frames, size, margin, min_face, min_face_rate, crops_dir,
+                         written, {"root": str(root), "params": params, "notes": notes, "cache_key": cache_key,
+                                   "content_fingerprint": content, "crops": crops_mode},
+                         {"requested": detector, "fallback": det_note, "detect_side": int(detect_side)}, mpath)
+    except BaseException:   # a refused or failed run leaves no partial output (crops without a manifest)
+        if crops_created:
+            shutil.rmtree(crops_dir, ignore_errors=True)
+        for p in written:
+            p.unlink(missing_ok=True)
+        if out_created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _crop_all(root: Path, media: pd.DataFrame, notes: dict, is_crops: bool, det, n_frames: int, size: int,
+              margin: float, min_face: int, min_face_rate: float, crops_dir: Path, written: list[Path], meta: dict,
+              detection: dict, mpath: Path) -> Path:
+    """The crops of every listed file and the manifest (``written`` collects the crop files as they land)."""
     t0 = time.perf_counter()
-    rows, skipped, no_face, per_video = [], [], [], {}
+    rows, no_face, per_video = [], [], {}
+    skipped = notes.get("unreadable", []) + notes.get("outside_root", [])
     n_sampled = 0
     for m in media.itertuples(index=False):
         try:
@@ -548,8 +736,13 @@ def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16
         except (ValueError, FileNotFoundError, OSError) as exc:
             skipped.append({"path": m.path, "reason": str(exc)})
             continue
+        h, w = frames.shape[1:3]
+        if det is None and min(h, w) < min_face:   # the whole image (crops mode) or its central square is the face
+            skipped.append({"path": m.path, "reason": f"{w}x{h} px: under the minimum face size of {min_face} px "
+                                                      "on the short side"})
+            continue
         n_sampled += len(frames)
-        if is_crops or det is None:
+        if det is None:
             cands, faces = [[] for _ in frames], [None] * len(frames)
         else:
             cands = [det.detect(fr) for fr in frames]
@@ -558,20 +751,23 @@ def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16
                                                "manipulation": m.manipulation, "split": m.split, "n_sampled": 0,
                                                "n_faces": 0, "n_candidates": 0, "n_off_track": 0})
         vr["n_sampled"] += len(frames)
-        d = crops_dir / m.video_id
+        rel = Path(m.path).relative_to(root)          # one crop name per source file: its path in the root
+        d = crops_dir / rel if m.media == "video" else (crops_dir / rel).parent
         d.mkdir(parents=True, exist_ok=True)
         for fr, fi, cs, face in zip(frames, idx, cands, faces):
             vr["n_candidates"] += len(cs)
             vr["n_off_track"] += len(cs) - (face is not None)
-            if det is not None and not is_crops and face is None:
+            if det is not None and (face is None or min(face.w, face.h) < min_face):
                 no_face.append({"path": m.path, "frame_index": int(fi),
-                                "reason": "no face detected" if not cs else "no candidate on the video's face track"})
+                                "reason": "no face detected" if not cs else
+                                "no candidate on the video's face track" if face is None else
+                                f"face {face.box[2]}x{face.box[3]} px: under the minimum face size of {min_face} px"})
                 continue
             vr["n_faces"] += 1
             crop = resize_image(fr, size) if is_crops else crop_face(fr, None if face is None else face.box,
                                                                       size=size, margin=margin)
-            name = f"{int(fi):05d}.png" if fi >= 0 else f"{Path(m.path).stem}.png"
-            p = d / name
+            p = d / (f"{int(fi):05d}.png" if fi >= 0 else f"{rel.name}.png")
+            written.append(p)
             if not cv2.imwrite(str(p), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):  # False, not an exception
                 raise OSError(f"{p}: could not write the face crop (disk full or not writable); nothing was cached")
             rows.append({"path": str(p), "label": int(m.label), "dataset": m.dataset, "manipulation": m.manipulation,
@@ -597,19 +793,19 @@ def prepare(root: str | os.PathLike, *, layout: str = "auto", n_frames: int = 16
         log.warning(msg)
     synthetic = bool(len(df) and (df.dataset == "synthetic").all())
     detection = {"detector": "none (crops mode)" if is_crops else (det.name if det is not None else "none"),
-                 "requested": detector, "fallback": det_note, "detect_side": int(detect_side),
-                 "min_confidence": None if det is None else det.min_confidence, "min_face_rate": float(min_face_rate),
+                 **detection, "min_confidence": None if det is None else det.min_confidence,
+                 "min_face_rate": float(min_face_rate), "min_face": int(min_face),
                  "per_video": report, "low_rate_videos": low if det is not None else [],
                  "n_off_track": int(sum(v["n_off_track"] for v in report))}
-    meta = {"synthetic": synthetic, "kind": "video_frames", "root": str(root), "params": params, "notes": notes,
-            "cache_key": cache_key, "content_fingerprint": content, "crops": crops_mode, "detection": detection,
+    meta = {"synthetic": synthetic, "kind": "video_frames", **meta, "detection": detection,
             "n_media": int(len(media)), "n_media_skipped": len(skipped), "n_frames_sampled": n_sampled,
             "n_frames_no_face": len(no_face), "face_rate": (n_sampled - len(no_face)) / n_sampled if n_sampled else 0.0,
             "skipped": skipped, "no_face": no_face, "prepare_s": time.perf_counter() - t0}
     if not len(df):
-        raise ValueError(f"prepare: no usable frames in {root} ({len(skipped)} unreadable files, "
+        raise ValueError(f"prepare: no usable frames in {root} ({len(skipped)} files skipped, "
                          f"{len(no_face)} frames without a face); first problems: {(skipped + no_face)[:3]}")
     return save_manifest(df, mpath, meta)
+
 
 def prepared_manifest(root: str | os.PathLike, **kw: Any) -> pd.DataFrame:
     """``prepare`` then load: the manifest DataFrame of a prepared dataset."""

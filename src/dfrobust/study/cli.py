@@ -151,25 +151,31 @@ def data_prepare(root: str = typer.Argument(..., help="Dataset root folder (rela
                  force: bool = typer.Option(False, "--force", help="Prepare again even if the cache is valid."),
                  layout: str = typer.Option("auto", help="ffpp, dfdc, celebdf, uadfv, folder or auto."),
                  n_frames: int = typer.Option(16, "--n-frames", help="Frames sampled evenly per video."),
-                 size: int = typer.Option(256, help="Crop size in pixels."),
-                 margin: float = typer.Option(1.3, help="Face box enlargement before cropping."),
+                 size: int = typer.Option(256, help="Crop size in pixels (16-1024)."),
+                 margin: float = typer.Option(1.3, help="Face box enlargement before cropping (1-4)."),
                  detector: str = typer.Option("auto", help="auto (MTCNN, else Haar), mtcnn, haar or none."),
                  detect_side: int = typer.Option(960, "--detect-side", help="Longest side frames are resized to "
                                                  "before face detection (0: full resolution)."),
                  min_face_rate: float = typer.Option(0.8, "--min-face-rate", help="Warn about videos with a face "
                                                      "in fewer sampled frames than this."),
+                 min_face: Optional[int] = typer.Option(None, "--min-face", help="Smallest face kept (pixels on its "
+                                                        "short side; default 32); smaller ones are skipped and counted."),
                  crops: Optional[bool] = typer.Option(None, "--crops/--no-crops", help="The images are face crops: "
-                                                      "resize without detecting (default: auto-detect)."),
+                                                      "resize without detecting (default: recognised by content)."),
+                 names: str = typer.Option("auto", "--names", help="How image names give the video id: auto, "
+                                           "video-frame-face (<video>-<frame>-<face>) or video-frame "
+                                           "(<video>_<frame>); sub-folders are videos either way."),
                  group_regex: Optional[str] = typer.Option(None, "--group-regex", help="Regex with a group (?P<id>) "
-                                                           "giving an image's video id from its file name.")) -> None:
+                                                           "giving an image's video id from its file name "
+                                                           "(instead of --names).")) -> None:
     """Prepare a real dataset (frames sampled evenly, one face tracked per video and cropped) into a manifest."""
     from ..data import prepare as prep
 
-    kw = {} if group_regex is None else {"group_regex": group_regex}
-    try:
+    kw = {} if min_face is None else {"min_face": min_face}
+    try:   # every option is checked by prepare before anything is read
         path = prep.prepare(root, layout=layout, n_frames=n_frames, size=size, margin=margin, detector=detector,
-                            detect_side=detect_side, min_face_rate=min_face_rate, crops=crops, out_dir=out,
-                            force=force, **kw)
+                            detect_side=detect_side, min_face_rate=min_face_rate, crops=crops, names=names,
+                            group_regex=group_regex, out_dir=out, force=force, **kw)
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     from ..data import detection_report, load_manifest
@@ -179,6 +185,12 @@ def data_prepare(root: str = typer.Argument(..., help="Dataset root folder (rela
     low = detection_report(df).query("low")
     console.print(f"{len(df)} crops from {meta['n_media']} files ({meta['n_skipped']} skipped), detector "
                   f"{meta['detection']['detector']}, faces in {meta['face_rate']:.0%} of sampled frames", highlight=False)
+    mode = "crops (resized, no detection)" if meta["crops"]["mode"] in ("given", "auto-detected") else "detect faces"
+    console.print(f"mode: {mode} ({meta['crops']['mode']}: {meta['crops']['reason']})", highlight=False, markup=False)
+    if "video_ids" in meta["notes"]:
+        console.print(f"video ids: {meta['notes']['video_ids']}", highlight=False, markup=False)
+    for s in meta["skipped"][:3]:
+        console.print(f"skipped: {s['path']}: {s['reason']}", highlight=False, markup=False)
     for note in ("fakes_without_original", "missing_files"):
         if note in meta["notes"]:
             console.print(f"note: {note.replace('_', ' ')}: {meta['notes'][note]['count']}", highlight=False)
