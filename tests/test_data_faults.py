@@ -83,26 +83,37 @@ def test_same_stem_with_two_extensions_gives_two_crops(tmp_path):
         assert np.array_equal(cv2.imread(r.path), want), r.path
 
 
-def test_an_unreadable_sub_folder_is_counted_not_taken_for_empty(tmp_path, monkeypatch):
-    """chmod 000 as an unprivileged user (we run as root: scandir of that folder raises PermissionError)."""
+def test_an_unreadable_sub_folder_is_counted_not_taken_for_empty(tmp_path, monkeypatch, data_home):
+    """chmod 000 as an unprivileged user (we run as root: listing that folder raises PermissionError, and so does
+    reading one file); the command line says "2 skipped" and why, where it said "0 skipped"."""
     root = _folder(tmp_path / "ds", names=())
     for j in range(2):
         _img(root / "real" / "vid_a" / f"{j:04d}.png", seed=j)
         _img(root / "real" / "vid_b" / f"{j:04d}.png", seed=10 + j)
-    locked = (root / "real" / "vid_b").resolve()
-    scandir = os.scandir
+    _img(root / "fake" / "vid_c" / "0000.png")
+    locked, closed = (root / "real" / "vid_b").resolve(), (root / "fake" / "vid_c" / "0000.png").resolve()
+    scandir, read_bytes = os.scandir, Path.read_bytes
 
     def guarded(path="."):
         if Path(os.fsdecode(path)) == locked:
             raise PermissionError(13, "Permission denied", os.fsdecode(path))
         return scandir(path)
 
+    def guarded_read(self):
+        if self.resolve() == closed:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_bytes(self)
+
     monkeypatch.setattr(os, "scandir", guarded)
-    df = _prepared(root, tmp_path)
+    monkeypatch.setattr(Path, "read_bytes", guarded_read)
+    r = _cli(root, "--out", tmp_path / "out", "--crops", "--size", "32")
+    assert r.exit_code == 0, r.output
+    assert "(2 skipped)" in r.output and "folder not readable (Permission denied)" in r.output
+    df = load_manifest(tmp_path / "out")
     meta = df.attrs["meta"]
     assert not (df.video_id == "real/vid_b").any() and (df.video_id == "real/vid_a").sum() == 2
-    bad = [s for s in meta["skipped"] if Path(s["path"]) == locked]
-    assert meta["n_skipped"] == 1 and len(bad) == 1 and "not readable" in bad[0]["reason"]
+    why = {Path(s["path"]).resolve(): s["reason"] for s in meta["skipped"]}
+    assert set(why) == {locked, closed} and "not readable" in why[locked] and "Permission denied" in why[closed]
 
 
 @pytest.mark.parametrize("kw", [{"crops": True}, {"crops": False, "detector": "none"}])
