@@ -7,10 +7,11 @@ The package follows the study's pipeline, one home per job (``docs/ARCHITECTURE.
     models       detectors behind one interface, published MesoNet weights, training
     attacks      FGSM / PGD / CW (torchattacks), masked NES, the progressive (video) driver
     explainers   Grad-CAM, LIME, RISE, SOBOL, XRAI, random — one interface; SLIC segments
+    certify      certified bounds (IBP, CROWN) on the detector's margin; certified RR records
     metrics      RA, RR, complementary metrics, bootstrap, linearity, faithfulness (reductions of records)
-    experiments  per-chapter record builders and tables (robustness, videos, xai)
+    experiments  per-chapter record builders, tables and parameter checks (robustness, videos, xai, certified, …)
     figures      seaborn figures used by the book
-    study        study spec, papermill runner, Jupyter Book build, the ``dfrobust`` CLI
+    study        study spec, papermill runner, Jupyter Book build, the ``dfrobust`` CLI, the sweep, perf helpers
 
 Each home imports only homes listed above it (``core`` imports none); a test walks the imports.
 """
