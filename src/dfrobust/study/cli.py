@@ -219,7 +219,7 @@ def train(model: str = typer.Argument(..., help="meso4, mesoinception4, resnet34
     from ..models.train import val_auc
 
     console.print(f"{model}: checkpoint {td.checkpoint} (trained in {td.train_time_s:.1f} s on {td.device}; "
-                  f"validation AUC {val_auc(td):.3f})")
+                  f"validation AUC {val_auc(td):.3f})", highlight=False, soft_wrap=True)  # the path whole, on one line
 
 
 def main() -> None:  # pragma: no cover - entry point
