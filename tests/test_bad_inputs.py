@@ -58,10 +58,12 @@ def guard(data_home, monkeypatch):
 
 # ----------------------------------------------------------------------------- helpers for the cases
 def _cli(*args, env=None):
+    """The CLI with ``args`` (an argument may be a function of the test's tmp folder)."""
     from dfrobust.study.cli import app
 
     def run(tmp):
-        res = CliRunner().invoke(app, list(args), env=env(tmp) if callable(env) else env)
+        argv = [a(tmp) if callable(a) else a for a in args]
+        res = CliRunner().invoke(app, argv, env=env(tmp) if callable(env) else env)
         out = (res.output or "") + (getattr(res, "stderr", "") if _separate_stderr(res) else "")
         if isinstance(res.exception, Expensive):
             raise res.exception
@@ -143,6 +145,23 @@ def _with_file_home(fn):
     return run
 
 
+def _symlink_loop(tmp):
+    """A path that is a symlink loop (a -> b -> a)."""
+    (tmp / "loop_a").symlink_to(tmp / "loop_b")
+    (tmp / "loop_b").symlink_to(tmp / "loop_a")
+    return str(tmp / "loop_a")
+
+
+def _closed_port(tmp):
+    """The address of a local TCP port nothing listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"tcp://127.0.0.1:{port}"
+
+
 def _truncated_jpeg(tmp):
     import cv2
 
@@ -221,6 +240,51 @@ CASES = [
     ("cli-prepare-bad-detector", _cli("data", "prepare", str(ROOT / "notebooks"), "--detector", "yolo"),
      r"detector='yolo'"),
     ("cli-prepare-n-frames-0", _cli("data", "prepare", str(ROOT / "notebooks"), "--n-frames", "0"), r"n_frames=0"),
+    # issue 27: every chapter's parameters (01 and 06 included) checked before the first chapter starts
+    ("cli-01-pairs-per-group-0", _cli("run", "01_data", "-p", "pairs_per_group=0"), r"pairs_per_group=0"),
+    ("cli-01-strip-frames-negative", _cli("run", "01_data", "-p", "strip_frames=-1"), r"strip_frames=-1"),
+    ("cli-01-device-tpu", _cli("run", "01_data", "-p", "device=tpu"), r"device='tpu'"),
+    ("cli-01-seed-negative", _cli("run", "01_data", "-p", "seed=-1"), r"seed=-1"),
+    ("cli-06-bench-scale-huge", _cli("run", "06_performance", "-p", "bench_scale=huge"), r"bench_scale='huge'"),
+    ("cli-06-budget-negative", _cli("run", "06_performance", "-p", "budget_min=-1"), r"budget_min=-1"),
+    ("cli-06-budget-nan", _cli("run", "06_performance", "-p", "budget_min=nan"), r"budget_min=nan"),
+    ("cli-06-sweep-workers-negative", _cli("run", "06_performance", "-p", "sweep_workers=-3"), r"sweep_workers=-3"),
+    ("cli-book-06-refused-before-01-runs", _cli("book", "--no-build", "-p", "bench_scale=huge"), r"bench_scale='huge'"),
+    ("cli-04-eps-max-above-1", _cli("run", "04_videos", "-p", "eps_max=1.5"), r"eps_max=1\.5"),
+    ("cli-07-eps-max-above-1", _cli("run", "07_certified", "-p", "eps_max=1.5"), r"eps_max=1\.5"),
+    ("cli-07-eps-max-negative-named-as-written", _cli("run", "07_certified", "-p", "eps_max=-0.01"),
+     r"^eps_max=-0\.01: expected"),
+    ("cli-07-n-eps-70-short", _cli("run", "07_certified", "-p", "n_eps=70"), r"^(?=.{0,160}$)n_eps=70: expected"),
+    *[(f"cli-{nb[:2]}-seed-2-32", _cli("run", nb, "-p", "seed=4294967296"), r"seed=4294967296")
+      for nb in ("01_data", "02_models", "03_robustness", "04_videos", "05_xai", "07_certified")],
+    ("cli-train-seed-2-32", _cli("train", "meso4", "--seed", "4294967296"), r"seed=4294967296"),
+    ("cli-synth-seed-2-32", _cli("data", "synth", "--seed", "4294967296"), r"seed=4294967296"),
+    ("cli-03-n-b-1e9", _cli("run", "03_robustness", "-p", "n_b=1000000000"), r"n_b=1000000000"),
+    ("cli-03-n-eps-1e8", _cli("run", "03_robustness", "-p", "n_eps=100000000"), r"n_eps=100000000"),
+    ("cli-07-n-b-1e9", _cli("run", "07_certified", "-p", "n_b=1000000000"), r"n_b=1000000000"),
+    ("cli-05-n-boot-1e9", _cli("run", "05_xai", "-p", "n_boot=1000000000"), r"n_boot=1000000000"),
+    ("cli-p-hash-kept-in-models", _cli("run", "03_robustness", "-p", "models=meso4 #,resnet34"), r"'meso4 #'"),
+    ("cli-p-hash-kept-in-data-root", _cli("run", "01_data", "-p", "data_root=/no/such/x #1"), r"/no/such/x #1"),
+    ("cli-p-yaml-bool-not-read", _cli("run", "03_robustness", "-p", "models=no"), r"'no' is unknown"),
+    ("cli-data-root-unknown-user", _cli("run", "01_data", "-p", "data_root=~nosuchuser/x"), r"~nosuchuser/x"),
+    ("cli-data-home-unknown-user", _cli("run", "01_data", env={"DFROBUST_DATA_HOME": "~nosuchuser/x"}),
+     r"DFROBUST_DATA_HOME='~nosuchuser/x'"),
+    ("cli-data-root-symlink-loop", _cli("run", "01_data", "-p", lambda tmp: f"data_root={_symlink_loop(tmp)}"),
+     r"data_root=.*loop_a.*symlink loop"),
+    ("cli-data-home-symlink-loop", _cli("run", "01_data", env=lambda tmp: {"DFROBUST_DATA_HOME": _symlink_loop(tmp)}),
+     r"DFROBUST_DATA_HOME=.*loop_a.*symlink loop"),
+    ("cli-sweep-memory-abc", _cli("sweep", "--profile", "quick", "--cluster", "slurm", "--dry-run", "--memory", "abc"),
+     r"memory='abc'"),
+    ("cli-sweep-walltime-bad", _cli("sweep", "--profile", "quick", "--cluster", "slurm", "--dry-run", "--walltime",
+                                    "4 hours"), r"walltime='4 hours'"),
+    ("cli-sweep-workers-huge", _cli("sweep", "--profile", "quick", "--workers", "100000"), r"workers=100000"),
+    ("cli-sweep-scheduler-unreachable", _cli("sweep", "--profile", "quick", "--scheduler", _closed_port),
+     r"scheduler='tcp://127\.0\.0\.1:\d+': cannot connect"),
+    ("params-seed-2-32", call(_lazy("dfrobust.core.params", "check_seed"), 2 ** 32), r"seed=4294967296"),
+    ("params-count-above-bound", call(_lazy("dfrobust.core.params", "check_int"), 10 ** 9, "n_b", 2, 64),
+     r"n_b=1000000000"),
+    ("paths-data-root-unknown-user", call(_lazy("dfrobust.core.paths", "real_data_root"), "~nosuchuser/x"),
+     r"data_root='~nosuchuser/x'"),
     # core.params
     ("params-empty-list", call(core_params.split_list, " , ", "models"), r"models=' , '"),
     ("params-unknown-name", call(core_params.split_list, "a,zz", "tools", allowed=["a", "b"]), r"'zz'"),
@@ -315,6 +379,17 @@ def _chapter_cases():
         ("models", "seed", -1, r"seed=-1"), ("certified", "models", "resnet34", r"'resnet34' is unknown"),
         ("certified", "method", "exact", r"method='exact'"), ("certified", "n_eps", 1, r"n_eps=1"),
         ("certified", "crown_budget", -2, r"crown_budget=-2"), ("certified", "b_show", "x", r"b_show='x'"),
+        # issue 27
+        ("data", "pairs_per_group", 0, r"pairs_per_group=0"), ("data", "strip_frames", -1, r"strip_frames=-1"),
+        ("data", "device", "tpu", r"device='tpu'"), ("data", "seed", -1, r"seed=-1"),
+        ("data", "seed", 2 ** 32, r"seed=4294967296"), ("data", "train_meso4", "yes", r"train_meso4='yes'"),
+        ("robustness", "seed", 2 ** 32, r"seed=4294967296"), ("robustness", "n_b", 10 ** 9, r"n_b=1000000000"),
+        ("robustness", "n_eps", 10 ** 8, r"n_eps=100000000"), ("videos", "seed", 2 ** 32, r"seed=4294967296"),
+        ("videos", "eps_max", 1.5, r"eps_max=1\.5"), ("videos", "n_b", 10 ** 9, r"n_b=1000000000"),
+        ("xai", "seed", 2 ** 32, r"seed=4294967296"), ("xai", "n_boot", 10 ** 9, r"n_boot=1000000000"),
+        ("models", "seed", 2 ** 32, r"seed=4294967296"), ("certified", "seed", 2 ** 32, r"seed=4294967296"),
+        ("certified", "eps_max", 1.5, r"eps_max=1\.5"), ("certified", "eps_max", -0.01, r"^eps_max=-0\.01"),
+        ("certified", "n_eps", 70, r"^(?=.{0,120}$)n_eps=70"), ("certified", "n_b", 10 ** 9, r"n_b=1000000000"),
     ]
 
 

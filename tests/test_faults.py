@@ -366,3 +366,74 @@ def test_every_chapter_that_reads_data_takes_the_data_root():
             assert "data_root" in study.declared_parameters(nb.template), nb.name
             calls = re.findall(r"get_manifest\([^)]*\)", code)
             assert calls and all("data_root=" in c for c in calls), (nb.name, calls)
+
+
+# ----------------------------------------------------------------------------- issue 27 (and 26): the command line
+TINY_STUDY = """\
+profiles: {quick: "tiny: the smallest benchmark and training dfrobust train accepts"}
+settings:
+  synthetic:
+    quick: {n_per_group: 5, n_identities: 5, size: 64, n_videos: 1, video_seconds: 0.5, fps: 8, frames_per_video: 4}
+  training:
+    quick:
+      meso4: {input_size: 32, epochs: 1, patience: 1, batch_size: 8, bn_recalib: 0, threads: 1}
+notebooks:
+  - {name: 01_data, template: notebooks/01_data.ipynb}
+"""
+
+
+def test_dfrobust_train_runs_end_to_end_writes_the_checkpoint_and_exits_0(tmp_path, monkeypatch):
+    """Issue 26: ``dfrobust train`` trained and saved, then crashed on a relative import
+    (``dfrobust.study.models``). Run on a tiny project (its own study.yml: 60 images, one epoch at 32 px)."""
+    from dfrobust.study.cli import app
+
+    project = tmp_path / "project"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "notebooks" / "study.yml").write_text(TINY_STUDY)
+    monkeypatch.setenv("DFROBUST_HOME", str(project))
+    monkeypatch.setenv("DFROBUST_DATA_HOME", str(tmp_path / "home"))
+    res = CliRunner().invoke(app, ["train", "meso4", "--profile", "quick"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    ckpts = list((tmp_path / "home" / "checkpoints").glob("meso4-quick-*.pt"))
+    assert len(ckpts) == 1 and ckpts[0].with_suffix(".nc").is_file()
+    assert f"checkpoint {ckpts[0]} " in res.output and "validation AUC" in res.output
+
+
+def test_a_relative_data_root_and_data_home_are_taken_from_the_cwd_and_reach_the_kernel_absolute(
+        tmp_path, monkeypatch, mini_study):
+    """Issue 27: the preflight checked a relative data_root against the shell's cwd, the kernel (which runs
+    in the project root) read it against the project root. Both now get the path from where the command
+    was typed, resolved once and passed on absolute; so does a relative $DFROBUST_DATA_HOME."""
+    import json
+
+    from dfrobust.study import runner
+
+    here = tmp_path / "where_the_user_is"
+    (here / "ds").mkdir(parents=True)
+    monkeypatch.chdir(here)  # outside the project (found through DFROBUST_HOME)
+    monkeypatch.setenv("DFROBUST_HOME", str(ROOT))
+    monkeypatch.setenv("DFROBUST_DATA_HOME", "home_rel")
+    s = mini_study(tmp_path, extra_params='data_root: str = ""  # a dataset folder\n',
+                   body="import json\nfrom dfrobust.core import paths\n"
+                        "pathlib.Path(marker).write_text(json.dumps({'root': str(pathlib.Path(data_root).resolve()), "
+                        "'is_dir': pathlib.Path(data_root).is_dir(), 'home': str(paths.data_home())}))\n")
+    marker = tmp_path / "seen.json"
+    plan = runner.plan_study("quick", study=s, overrides={"data_root": "ds", "marker": str(marker)})
+    assert plan[0][1]["data_root"] == str((here / "ds").resolve())
+    runner.run_study("quick", study=s, overrides={"data_root": "ds", "marker": str(marker)}, out_dir=tmp_path / "out",
+                     log=lambda m: None)
+    seen = json.loads(marker.read_text())
+    assert seen == {"root": str((here / "ds").resolve()), "is_dir": True, "home": str((here / "home_rel").resolve())}
+
+
+def test_the_cli_shows_where_a_relative_data_root_points(tmp_path, monkeypatch, data_home):
+    from dfrobust.study import runner
+    from dfrobust.study.cli import app
+
+    (tmp_path / "ds").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DFROBUST_HOME", str(ROOT))
+    monkeypatch.setattr(runner, "run_study", lambda *a, **k: [])  # the plan is real; nothing runs
+    res = CliRunner().invoke(app, ["run", "01_data", "-p", "data_root=ds"])
+    assert res.exit_code == 0, res.output
+    assert f"data_root='ds' is {(tmp_path / 'ds').resolve()}" in " ".join(res.output.split())

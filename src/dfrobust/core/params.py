@@ -1,7 +1,11 @@
-"""Parsers shared by every parameter check: comma-separated lists and integer lists.
+"""Parsers and checks shared by every parameter check: lists, integers, numbers, seeds.
 
 Notebook parameters arrive as literals (papermill) or as ``-p key=value`` strings; a list can be
 ``"a,b"`` or ``["a", "b"]``. One parser serves every chapter so that the errors read the same.
+
+Counts have upper bounds (:data:`MAX_GRID`, :data:`MAX_BOOT`, :data:`MAX_COUNT`), checked before
+anything is allocated: a typo such as ``n_b=1000000000`` is a one-line error, not a MemoryError
+minutes into the run. The bounds are far above the paper profile's values.
 """
 
 from __future__ import annotations
@@ -68,10 +72,44 @@ def check_eps(eps: float, *, what: str = "eps") -> float:
     return value
 
 
+#: seeds every generator of the study accepts: numpy's legacy RandomState and scikit-learn take [0, 2**32)
+SEED_LIMIT = 2 ** 32
+#: radii or bounds of a sweep grid (the paper profile: 12 radii, 21 bounds); a grid is allocated per
+#: model x attack x bootstrap resample, so this bounds the memory of every summary
+MAX_GRID = 64
+#: bootstrap resamples (the paper profile: 2000)
+MAX_BOOT = 20_000
+#: images, pairs, videos, frames, masks, iterations: any other count (the paper profile's largest: 4000)
+MAX_COUNT = 1_000_000
+
+
+def check_int(value, what: str, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as an int in [``lo``, ``hi``] (None: unbounded), else a one-line ValueError naming ``what``."""
+    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
+    if bad or (lo is not None and value < lo) or (hi is not None and value > hi):
+        rng = f"in [{lo}, {hi}]" if lo is not None and hi is not None else f">= {lo}" if lo is not None \
+            else f"<= {hi}" if hi is not None else ""
+        raise ValueError(f"{what}={value!r}: expected an integer {rng}".rstrip())
+    return int(value)
+
+
+def check_number(value, what: str, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> float:
+    """``value`` as a finite float in the interval (``lo_open``/``hi_open``: bound excluded), else a one-line
+    ValueError naming ``what``."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+    if ok:
+        v = float(value)
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        raise ValueError(f"{what}={value!r}: expected a number in {'(' if lo_open else '['}{lo:g}, "
+                         f"{hi:g}{')' if hi_open else ']'}")
+    return float(value)
+
+
 def check_seed(seed, what: str = "seed") -> int:
-    """``seed`` as an int >= 0 (numpy's SeedSequence refuses negative seeds), else a one-line ValueError."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"{what}={seed!r}: expected an integer >= 0")
-    if int(seed) < 0:
-        raise ValueError(f"{what}={seed!r}: expected an integer >= 0")
+    """``seed`` as an int in [0, 2**32) (numpy refuses negative seeds, its legacy generator and scikit-learn
+    larger ones), else a one-line ValueError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{what}={seed!r}: expected an integer in [0, 2**32)")
     return int(seed)

@@ -39,9 +39,26 @@ def data_home() -> Path:
     use); one that is a file, or lies under a file, is a one-line ``NotADirectoryError``.
     """
     env = os.environ.get("DFROBUST_DATA_HOME")
-    home = Path(env).expanduser().resolve() if env else project_root() / "data"
+    home = user_path(env, "DFROBUST_DATA_HOME") if env else project_root() / "data"
     check_folder(home, "DFROBUST_DATA_HOME" if env else "data home")
     return home
+
+
+def user_path(value: str | os.PathLike, what: str) -> Path:
+    """A path the user gave, as an absolute resolved path: ``~`` expanded, a relative path taken from the
+    current working directory (where the command was typed). An unknown ``~user`` or a symlink loop is a
+    one-line ValueError naming ``what`` as the user wrote it."""
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # ~user of an unknown user (or no home folder at all)
+        user = str(value).split("/", 1)[0]
+        raise ValueError(f"{what}={str(value)!r}: {user} is not a known user's home folder; expected a folder "
+                         "path") from None
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13, then OSError)
+        raise ValueError(f"{what}={str(value)!r}: cannot be resolved ({exc}); expected a folder path, not a "
+                         "symlink loop") from None
 
 
 def check_folder(path: Path, what: str) -> Path:
@@ -94,8 +111,10 @@ def generated_book_dir() -> Path:
 
 def real_data_root(explicit: str | os.PathLike | None = None) -> Path | None:
     """The real-dataset root: the explicit value, else ``$DFROBUST_DATA_ROOT``, else None."""
-    value = explicit or os.environ.get("DFROBUST_DATA_ROOT")
-    return Path(value).expanduser().resolve() if value else None
+    if explicit:
+        return user_path(explicit, "data_root")
+    value = os.environ.get("DFROBUST_DATA_ROOT")
+    return user_path(value, "DFROBUST_DATA_ROOT") if value else None
 
 
 def shared_realdata() -> Path | None:

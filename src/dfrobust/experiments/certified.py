@@ -15,7 +15,7 @@ import xarray as xr
 from .. import certify, metrics
 from ..metrics import verdicts
 from ..core.device import prepare_run
-from ..core.params import split_list
+from ..core.params import MAX_COUNT, MAX_GRID, check_int, check_number, check_seed, split_list
 from ..core.profiles import check_profile
 from .robustness import check_sweep
 
@@ -32,12 +32,23 @@ def check_params(*, profile: str, seed: int, models: str, method: str, crown_bud
     ``budget`` (None: CROWN everywhere), ``device`` (threads capped, seeds set) and ``params``.
     """
     check_profile(profile)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed={seed!r}: expected an integer >= 0")
+    check_seed(seed)
     model_list = split_list(models, "models", allowed=CERTIFIABLE)
+    check_number(eps_max, "eps_max", 0, 1, lo_open=True)
     if isinstance(n_eps, bool) or not isinstance(n_eps, int) or n_eps < 2:
         raise ValueError(f"n_eps={n_eps!r}: expected an integer >= 2 (0 and at least one radius)")
-    eps_grid = [0.0] + [round(eps_max / 2 ** k, 8) for k in range(n_eps - 2, -1, -1)]
+    def grid(n):
+        return [0.0] + [round(eps_max / 2 ** k, 8) for k in range(n - 2, -1, -1)]
+
+    def distinct(n):
+        return len(set(grid(n))) == n
+
+    if n_eps > MAX_GRID or not distinct(n_eps):  # halving below the grid's 1e-8 precision repeats radii
+        most = max(n for n in range(2, MAX_GRID + 1) if distinct(n))
+        raise ValueError(f"n_eps={n_eps!r}: expected an integer in [2, {most}] for eps_max={eps_max!r} (the radii "
+                         "eps_max/2**k repeat below 1e-8)")
+    eps_grid = grid(n_eps)
+    check_int(n_b, "n_b", 2, MAX_GRID)
     b_grid = metrics.linspace_grid(b_max, n_b, what="b")
     try:
         b_panels = [float(v) for v in split_list(b_show, "b_show")]
@@ -50,8 +61,7 @@ def check_params(*, profile: str, seed: int, models: str, method: str, crown_bud
     if isinstance(crown_budget, bool) or not isinstance(crown_budget, int) or crown_budget < -1:
         raise ValueError(f"crown_budget={crown_budget!r}: expected an integer >= -1 (-1: every neuron)")
     for name, v in {"n_samples": n_samples, "pgd_steps": pgd_steps, "batch_size": batch_size}.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r}: expected an integer >= 1")
+        check_int(v, name, 1, MAX_COUNT)
     if isinstance(min_val_auc, bool) or not isinstance(min_val_auc, (int, float)) or not 0 <= min_val_auc <= 1:
         raise ValueError(f"min_val_auc={min_val_auc!r}: expected a number in [0, 1]")
     dev = prepare_run(device, seed)

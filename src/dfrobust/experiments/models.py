@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..core.device import prepare_run
-from ..core.params import split_list
+from ..core.params import check_seed, split_list
 from ..core.profiles import check_profile
 from ..models import MODELS
 from ..metrics import verdicts
@@ -30,8 +30,7 @@ def check_params(*, profile: str, seed: int, models: str, device: str, data_root
     (a torch.device, threads capped and seeds set) and ``params`` (provenance of the run).
     """
     check_profile(profile)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed={seed!r}: expected an integer >= 0")
+    check_seed(seed)
     model_list = split_list(models, "models", allowed=MODELS)
     if not isinstance(port_check, bool):
         raise ValueError(f"port_check={port_check!r}: expected True or False")

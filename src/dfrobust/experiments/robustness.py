@@ -751,23 +751,18 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     ``shard_size`` images per cell (part of every cell's identity), ``workers`` 0 for the cells in
     this process, N for a local dask cluster of N single-threaded workers (records identical).
     """
-    from ..core.params import split_list
+    from ..core.params import MAX_BOOT, MAX_COUNT, MAX_GRID, check_int, check_number, check_seed, split_list
     from ..core.profiles import check_profile
     from ..models import MODELS
 
-    def integer(name, v, lo=1):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < lo:
-            raise ValueError(f"{name}={v!r}: expected an integer >= {lo}")
-        return int(v)
+    def integer(name, v, lo=1, hi=MAX_COUNT):
+        return check_int(v, name, lo, hi)
 
     def number(name, v, lo, hi, *, open_lo=False):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or v < lo or v > hi or (open_lo and v == lo):
-            raise ValueError(f"{name}={v!r}: expected a number in {'(' if open_lo else '['}{lo:g}, {hi:g}]")
-        return float(v)
+        return check_number(v, name, lo, hi, lo_open=open_lo)
 
     check_profile(profile)
-    integer("seed", seed, 0)
+    check_seed(seed)
     model_list = split_list(models, "models", allowed=MODELS)
     attack_list = split_list(attacks, "attacks", allowed=_attacks.ATTACKS)
     for a in attack_list:
@@ -778,16 +773,16 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     number("eps_max", eps_max, 0, 1, open_lo=True)
     if eps_max <= eps_min:
         raise ValueError(f"eps_max={eps_max!r}: expected a radius above eps_min={eps_min!r}")
-    integer("n_eps", n_eps)
+    integer("n_eps", n_eps, 1, MAX_GRID)
     integer("shard_size", shard_size)
-    integer("workers", workers, 0)
+    integer("workers", workers, 0, 256)
     eps_grid = metrics.log_grid(eps_min, eps_max, n_eps)
     number("b_max", b_max, 0, 1, open_lo=True)
-    n_b = integer("n_b", n_b, 2)
+    n_b = integer("n_b", n_b, 2, MAX_GRID)
     b_grid = metrics.linspace_grid(b_max, n_b, what="b")
     for name, v in {"n_samples": n_samples, "pgd_steps": pgd_steps, "cw_search_steps": cw_search_steps,
                     "cw_steps": cw_steps, "n_boot": n_boot}.items():
-        integer(name, v, 2 if name == "n_boot" else 1)
+        integer(name, v, 2 if name == "n_boot" else 1, MAX_BOOT if name == "n_boot" else MAX_COUNT)
     c_lo, c_hi = _attacks.DEFAULTS["cw"]["c_min"], _attacks.DEFAULTS["cw"]["c_max"]
     number("cw_c_init", cw_c_init, c_lo, c_hi)
     number("cw_lr", cw_lr, 0, 10, open_lo=True)

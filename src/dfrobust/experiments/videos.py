@@ -55,6 +55,7 @@ import xarray as xr
 from .. import metrics
 from ..attacks.progressive import PROGRESSIVE_ATTACKS, _no_progressive, progressive_factory
 from ..core.device import prepare_run
+from ..core.params import MAX_BOOT, MAX_COUNT, MAX_GRID, check_int, check_number, check_seed
 from ..data.sampling import check_video_meta, select_frames
 from . import robustness
 
@@ -445,17 +446,12 @@ def _log_grid(eps_min: float, eps_max: float, n: int) -> list[float]:
     return list(metrics.grids.log_grid(eps_min, eps_max, n))
 
 
-def _int(name: str, v, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < minimum:
-        raise ValueError(f"{name}={v!r}: expected an integer >= {minimum}")
-    return int(v)
+def _int(name: str, v, minimum: int, maximum: int = MAX_COUNT) -> int:
+    return check_int(v, name, minimum, maximum)
 
 
 def _num(name: str, v, lo: float, hi: float, *, open_lo: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v) \
-            or v > hi or (v <= lo if open_lo else v < lo):
-        raise ValueError(f"{name}={v!r}: expected a number in {'(' if open_lo else '['}{lo:g}, {hi:g}]")
-    return float(v)
+    return check_number(v, name, lo, hi, lo_open=open_lo)
 
 
 def check_params(*, data_root: str = "", profile: str, seed: int, models: str, attacks: str, modes: str, aggregate: str,
@@ -476,14 +472,18 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
 
     if not isinstance(profile, str) or not profile:
         raise ValueError(f"profile={profile!r}: expected a profile name such as 'quick' or 'default'")
-    seed = _int("seed", seed, 0)
+    seed = check_seed(seed)
     model_list = core_params.split_list(models, "models", allowed=MODELS)
     attack_list = core_params.split_list(attacks, "attacks", allowed=PROGRESSIVE_ATTACKS)
     mode_list = check_modes(modes)
     agg = check_aggregate(aggregate)
-    n_eps = _int("n_eps", n_eps, 2)
+    _num("eps_min", eps_min, 0, 1, open_lo=True)
+    _num("eps_max", eps_max, 0, 1, open_lo=True)
+    if eps_max <= eps_min:
+        raise ValueError(f"eps_max={eps_max!r}: expected a radius above eps_min={eps_min!r}")
+    n_eps = _int("n_eps", n_eps, 2, MAX_GRID)
     eps_grid = _log_grid(eps_min, eps_max, n_eps)
-    n_b = _int("n_b", n_b, 21)
+    n_b = _int("n_b", n_b, 21, MAX_GRID)
     b_max = _num("b_max", b_max, 0, 1, open_lo=True)
     b_grid = metrics.linspace_grid(b_max, n_b, what="b")
     attack_list, eps_grid = robustness.check_sweep(attack_list, eps_grid, b_grid=b_grid)
@@ -497,7 +497,7 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     frame_stride = _int("frame_stride", frame_stride, 0)
     max_videos = _int("max_videos", max_videos, 0)
     pgd_steps = _int("pgd_steps", pgd_steps, 1)
-    n_boot = _int("n_boot", n_boot, 100)
+    n_boot = _int("n_boot", n_boot, 100, MAX_BOOT)
     lin_margin = _num("lin_margin", lin_margin, 0, 1, open_lo=True)
     alpha = _num("alpha", alpha, 0, 0.5, open_lo=True)
     if alpha >= 0.5:

@@ -39,7 +39,7 @@ from torch import nn
 from .. import explainers as _explain
 from ..attacks import MaskedNES
 from ..core.device import auto_batch_size, describe, pick_device, prepare_run
-from ..core.params import int_list, split_list
+from ..core.params import MAX_BOOT, MAX_COUNT, check_int, check_number, check_seed, int_list, split_list
 from ..data.sampling import balanced, select_pairs
 from ..explainers.segments import area_budget, area_mask, rank_segments, slic_segments, topk_mask
 from ..metrics.faithfulness import THRESHOLD
@@ -343,22 +343,12 @@ class XAISettings:
     device_name: str = ""    # its description, for the page and the provenance
 
 
-def _int(name: str, value, lo: int = 1, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name}={value!r}: expected an integer {rng}")
-    return int(value)
+def _int(name: str, value, lo: int = 1, hi: int = MAX_COUNT) -> int:
+    return check_int(value, name, lo, hi)
 
 
 def _float(name: str, value, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-    if ok:
-        v = float(value)
-        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        raise ValueError(f"{name}={value!r}: expected a number in {'(' if lo_open else '['}{lo:g}, "
-                         f"{hi:g}{')' if hi_open else ']'}")
-    return float(value)
+    return check_number(value, name, lo, hi, lo_open=lo_open, hi_open=hi_open)
 
 
 def check_params(*, data_root: str = "", models: str, xception_sizes: str, tools: str, top_k: str, n_pairs: int, xception_pairs: int,
@@ -372,6 +362,8 @@ def check_params(*, data_root: str = "", models: str, xception_sizes: str, tools
 
     model_names = split_list(models, "models", allowed=MODELS)
     sizes = int_list(xception_sizes, "xception_sizes", minimum=8) if str(xception_sizes).strip() else []
+    for size in sizes:  # an input of size x size pixels per image, per explainer sample
+        check_int(size, "xception_sizes", 8, 1024)
     tool_names = split_list(tools, "tools", allowed=_explain.TOOLS)
     if "random" not in tool_names:
         raise ValueError(f"tools={tools!r}: expected the 'random' baseline among them (every verdict is against it)")
@@ -381,7 +373,7 @@ def check_params(*, data_root: str = "", models: str, xception_sizes: str, tools
         raise ValueError(f"top_k={top_k!r}: {max(ks)} exceeds n_segments={n_segments}; expected k <= n_segments")
     n_pairs = _int("n_pairs", n_pairs)
     xception_pairs = _int("xception_pairs", xception_pairs, lo=0)
-    _int("seed", seed, lo=0)
+    check_seed(seed)
     nes = dict(steps=_int("nes_iters", nes_iters), n_pairs=_int("nes_pairs", nes_pairs),
                sigma=_float("nes_sigma", nes_sigma, 0, 1, lo_open=True),
                eps=_float("eps", eps, 0, 1, lo_open=True), alpha=_float("alpha", alpha, 0, 1, lo_open=True))
@@ -392,7 +384,7 @@ def check_params(*, data_root: str = "", models: str, xception_sizes: str, tools
                        "sobol": dict(grid=_int("sobol_grid", sobol_grid), nb_design=_int("sobol_design", sobol_design)),
                        "xrai": dict(steps=_int("xrai_steps", xrai_steps), algorithm=xrai_algorithm)}
     _int("deletion_steps", deletion_steps)
-    _int("n_boot", n_boot, lo=100)
+    _int("n_boot", n_boot, lo=100, hi=MAX_BOOT)
     if gallery_k not in ks:
         raise ValueError(f"gallery_k={gallery_k!r}: expected one of top_k={ks}")
     _float("margin", margin, 0, 1, lo_open=True, hi_open=True)

@@ -42,7 +42,12 @@ def _run_with_progress(profile: str, **kw):
 
     from .runner import plan_study, run_study
 
-    plan_study(profile, **{k: v for k, v in kw.items() if k in ("only", "overrides", "study")})
+    plan = plan_study(profile, **{k: v for k, v in kw.items() if k in ("only", "overrides", "study")})
+    given = (kw.get("overrides") or {}).get("data_root")
+    used = next((p["data_root"] for _, p in plan if p.get("data_root")), None)
+    if given and used and used != given:  # say where a relative (or ~) data root points
+        console.print(f"data_root={given!r} is {used} (relative paths are taken from the current folder)",
+                      highlight=False, soft_wrap=True)
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as bar:
@@ -223,10 +228,10 @@ def train(model: str = typer.Argument(..., help="meso4, mesoinception4, resnet34
         td = get_trained(model, get_manifest(profile, "images", seed=seed), profile=profile, seed=seed, device=device)
     except (StudyError, ValueError, OSError) as exc:
         _fail(str(exc))
-    from .models.train import val_auc
+    from ..models.train import val_auc
 
     console.print(f"{model}: checkpoint {td.checkpoint} (trained in {td.train_time_s:.1f} s on {td.device}; "
-                  f"validation AUC {val_auc(td):.3f})")
+                  f"validation AUC {val_auc(td):.3f})", highlight=False, soft_wrap=True)  # the path whole, on one line
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -44,15 +44,16 @@ def notebook_timings(out_dir: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["notebook", "profile", "wall_s", "finished"])
 
 
-def check_params(*, bench_scale: str, budget_min: float, device: str) -> dict[str, Any]:
+def check_params(*, bench_scale: str, budget_min: float, device: str, sweep_workers: int = 2) -> dict[str, Any]:
     """The performance appendix's one validation call: ``device`` (torch device), ``device_name``
     and ``bench_args`` (the arguments every bench script gets)."""
     from ..core import device as D
+    from ..core.params import check_int, check_number
 
     if bench_scale not in ("small", "full"):
         raise ValueError(f"bench_scale={bench_scale!r}: expected 'small' or 'full'")
-    if isinstance(budget_min, bool) or not isinstance(budget_min, (int, float)) or budget_min < 0:
-        raise ValueError(f"budget_min={budget_min!r}: expected a number of minutes >= 0 (0: no budget)")
+    check_number(budget_min, "budget_min", 0, 7 * 24 * 60)  # minutes; 0: no budget
+    check_int(sweep_workers, "sweep_workers", 1, 256)     # dask workers of bench_sweep.py
     dev = D.pick_device(device)
     return {"device": dev, "device_name": D.describe(dev),
             "bench_args": ["--device", str(dev)] + (["--full"] if bench_scale == "full" else [])}

@@ -97,8 +97,7 @@ def run_notebook(study: Study, name: str, profile: str, overrides: Mapping[str, 
                  force: bool = False, out_dir: Path | None = None, log: Callable[[str], None] = print) -> RunResult:
     """Execute one notebook of the study with the profile's parameters (plus overrides)."""
     nb = study.notebook(name)
-    params = resolve_params(study, nb, profile, overrides)
-    check_data_context(params, where=f" (notebook {nb.name})")
+    params = check_data_context(resolve_params(study, nb, profile, overrides), where=f" (notebook {nb.name})")
     preflight(nb, params)
     return _execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log)
 
@@ -222,17 +221,23 @@ def clean_stale_stages(root: Path | None = None, log: Callable[[str], None] = pr
     return removed
 
 
+#: chapters whose ``check_params`` lives outside ``experiments`` (the appendix measures the study itself)
+CHECK_HOMES = {"performance": "dfrobust.study.perf"}
+
+
 def chapter_check(name: str):
-    """The chapter's ``check_params`` (``experiments.<stem>`` of notebook ``NN_<stem>``), or None."""
+    """The chapter's ``check_params`` (``experiments.<stem>`` of notebook ``NN_<stem>``, or the module
+    :data:`CHECK_HOMES` names for the stem), or None."""
     import importlib
 
     stem = name.split("_", 1)[1] if "_" in name and name.split("_", 1)[0].isdigit() else None
     if not stem or not stem.isidentifier():
         return None
+    home = CHECK_HOMES.get(stem, f"dfrobust.experiments.{stem}")
     try:
-        mod = importlib.import_module(f"dfrobust.experiments.{stem}")
+        mod = importlib.import_module(home)
     except ModuleNotFoundError as exc:
-        if exc.name != f"dfrobust.experiments.{stem}":
+        if exc.name != home:
             raise  # the module exists but a dependency is missing: say so
         return None
     return getattr(mod, "check_params", None)
@@ -278,17 +283,25 @@ def preflight(nb, params: Mapping[str, Any]) -> None:
                          f"(notebook {nb.name}, profile {params.get('profile', '')})") from None
 
 
-def check_data_context(params: Mapping[str, Any], *, where: str = "") -> None:
-    """One-line errors, before anything runs, for a data home that is a file and a data root that is not a folder."""
+def check_data_context(params: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
+    """One-line errors, before anything runs, for a data home that is a file and a data root that is not a
+    folder (an unknown ``~user`` and a symlink loop included). Returns ``params`` with ``data_root`` made
+    absolute: a relative root is taken from the current folder, where the command was typed (the kernel
+    runs in the project root, so it gets the absolute path)."""
     data_home()  # NotADirectoryError naming $DFROBUST_DATA_HOME when it is a file
     explicit = params.get("data_root") or None
     env = os.environ.get("DFROBUST_DATA_ROOT") if params.get("profile") == "paper" else None
-    if explicit or env:
+    if not (explicit or env):
+        return dict(params)
+    try:
         root = real_data_root(explicit or env)
-        if not root.is_dir():
-            what = f"data_root={explicit!r}" if explicit else f"$DFROBUST_DATA_ROOT={env!r}"
-            state = "is a file" if root.exists() else "does not exist"
-            raise StudyError(f"{what}{where}: {root} {state}; expected the folder of a real dataset")
+    except ValueError as exc:
+        raise StudyError(f"{exc}{where}") from None
+    if not root.is_dir():
+        what = f"data_root={explicit!r}" if explicit else f"$DFROBUST_DATA_ROOT={env!r}"
+        state = "is a file" if root.exists() else "does not exist"
+        raise StudyError(f"{what}{where}: {root} {state}; expected the folder of a real dataset")
+    return {**params, "data_root": str(root)} if explicit else dict(params)
 
 
 def notices(notebook: Path) -> list[str]:
@@ -327,10 +340,18 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
         return RunResult(name, output, False, 0.0, params)
     log(f"[run ] {name} ({why}) with {params_json(params)}")
     partial = out_dir / f"{name}.partial.ipynb"
+    # paths in the environment are the user's, relative to where the command was typed; the kernel runs in
+    # the project root, so it gets them absolute
+    kernel_env = {}
+    if os.environ.get("DFROBUST_DATA_HOME"):
+        kernel_env["DFROBUST_DATA_HOME"] = str(data_home())
+    if os.environ.get("DFROBUST_DATA_ROOT") and params.get("profile") == "paper":
+        kernel_env["DFROBUST_DATA_ROOT"] = str(real_data_root())
     clean_stale_stages(log=log)
     stage = Path(tempfile.mkdtemp(prefix=f"{_STAGE}{name}-{os.getpid()}-", dir=results_dir()))
     t0 = time.perf_counter()
-    saved = {k: os.environ.get(k) for k in ("DFROBUST_HOME", STAGE_ENV)}
+    saved = {k: os.environ.get(k) for k in ("DFROBUST_HOME", STAGE_ENV, *kernel_env)}
+    os.environ.update(kernel_env)
     os.environ["DFROBUST_HOME"] = str(project_root())  # the kernel inherits it: notebooks find the project
     os.environ[STAGE_ENV] = str(stage)                  # results go here until the notebook succeeded
     try:
@@ -407,8 +428,7 @@ def plan_study(profile: str, *, only: list[str] | None = None, overrides: Mappin
         # one notebook: every override is its own (unknown names are reported by resolve_params);
         # several: each takes the overrides it declares
         mine = overrides if len(names) == 1 else {k: v for k, v in overrides.items() if k in declared}
-        params = resolve_params(study, nb, profile, mine)
-        check_data_context(params, where=f" (notebook {nb.name})")
+        params = check_data_context(resolve_params(study, nb, profile, mine), where=f" (notebook {nb.name})")
         plan.append((nb, params))
     unknown = [k for k in overrides if k not in accepted]
     if unknown:
@@ -466,8 +486,8 @@ DOWNLOADS = "downloads"  # book/generated/downloads/<chapter>/<result>.nc
 
 
 def _cli_value(value: Any) -> str:
-    """``value`` as ``-p`` reads it back (YAML literal), quoted for the shell."""
-    import yaml
+    """``value`` as ``-p`` reads it back (:func:`~dfrobust.study.spec.parse_override`), on one line."""
+    from .spec import parse_override
 
     if isinstance(value, bool):
         text = "true" if value else "false"
@@ -481,11 +501,8 @@ def _cli_value(value: Any) -> str:
         text = repr(value)
     else:
         text = str(value)
-        try:
-            same = text != "" and yaml.safe_load(text) == text
-        except yaml.YAMLError:
-            same = False
-        if not same:
+        # quoted (JSON) unless -p reads it back as this very string; control characters (a newline) escaped
+        if text == "" or not text.isprintable() or parse_override(f"v={text}")[1] != text:
             text = json.dumps(text)
     return text
 
@@ -515,7 +532,12 @@ def _profile_baseline(name: str, template: Path, profile: str) -> dict[str, Any]
 
 
 def _cell_text(value: Any) -> str:
-    text = json.dumps(value) if isinstance(value, str) and (value == "" or value != value.strip()) else str(value)
+    """``value`` for a code span in a Markdown table cell: on one line (a string with surrounding spaces or a
+    control character such as a newline is shown JSON-quoted, escapes visible), no backtick to close the span,
+    pipes escaped for the table. Inside the code span Markdown and HTML are shown as text, not interpreted."""
+    text = str(value)
+    if (isinstance(value, str) and (text == "" or text != text.strip())) or not text.isprintable():
+        text = json.dumps(text)
     return text.replace("|", "\\|").replace("`", "'")
 
 

@@ -118,24 +118,39 @@ def declared_parameters(template: str | Path) -> dict[str, dict[str, Any]]:
     return params
 
 
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
+_INT = re.compile(r"[-+]?\d+")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_SPECIAL = re.compile(r"([-+]?)\.?(inf|nan)", re.I)  # YAML's .inf/.nan (what the re-run box writes) or inf/nan
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` from the command line; the value is read as YAML (so 3 → int, 0.1 → float, true → bool)."""
+    """``key=value`` from the command line, the value taken literally: ``true``/``false`` → bool, a decimal
+    integer → int, a decimal number (``1e-3``, ``.inf``, ``nan``) → float, a double-quoted JSON string or a
+    single-quoted one → that string; anything else is the text as typed (surrounding spaces removed).
+
+    No YAML: a ``#`` stays in the value (``-p "data_root=/data/run #1"`` is that folder, not ``/data/run``
+    with a comment cut off), and ``yes``, ``on``, ``010`` or ``[a]`` are not read as bool, octal or list.
+    """
     if "=" not in text:
         raise StudyError(f"-p {text!r}: expected key=value")
     key, raw = text.split("=", 1)
-    key = key.strip()
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    if value is None:
-        value = raw
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):  # YAML 1.1 reads 1e-3 as a string
-        value = float(value)
-    return key, value
+    key, raw = key.strip(), raw.strip()
+    if raw.lower() in ("true", "false"):
+        return key, raw.lower() == "true"
+    if _INT.fullmatch(raw):
+        return key, int(raw)
+    if _FLOAT.fullmatch(raw):
+        return key, float(raw)
+    if m := _SPECIAL.fullmatch(raw):
+        return key, float(m.group(1) + m.group(2))
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        try:
+            return key, str(json.loads(raw))
+        except ValueError:
+            return key, raw
+    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
+        return key, raw[1:-1].replace("''", "'")
+    return key, raw
 
 
 def check_params(template: str | Path, params: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:

@@ -454,14 +454,55 @@ def make_client(*, workers: int = 0, scheduler: str | None = None, device: str =
 
 # ----------------------------------------------------------------------------- SLURM
 
+#: what each text option of a SLURM job may hold: every value lands in a shell script (``#SBATCH`` lines
+#: and the worker's command line), so anything else (a newline, ``;``, ``$``, a space) is refused
+SLURM_PATTERNS = {
+    "queue": (r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*", "a SLURM partition name (letters, digits, _ . -; several "
+                                                      "separated by commas)"),
+    "account": (r"[A-Za-z0-9_.-]+", "a SLURM account name (letters, digits, _ . -)"),
+    "memory": (r"\d+(\.\d+)?\s?([kKMGTP]i?B?|B)?", "a size such as 64GB, 500MB or 1.5TiB"),
+    "walltime": (r"\d+(:\d{2}){0,2}|\d+-\d{1,2}(:\d{2}){0,2}", "a SLURM time: minutes, HH:MM:SS or D-HH:MM:SS"),
+    "python": (r"[A-Za-z0-9_./+-]+", "a path to a Python interpreter (no spaces or shell characters)"),
+    "scheduler": (r"[a-z][a-z0-9+]*://[A-Za-z0-9_.:\[\]-]+", "a scheduler address such as tcp://host:8786"),
+}
+#: the scheduler address a dry run shows in place of the real one
+SCHEDULER_PLACEHOLDER = "tcp://<scheduler-address>:8786"
+
+
+def _slurm_text(name: str, value: str) -> str:
+    """``value`` if it matches :data:`SLURM_PATTERNS` ``[name]`` whole, else a one-line ValueError naming it."""
+    import re
+
+    pattern, what = SLURM_PATTERNS[name]
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        raise ValueError(f"{name}={value!r}: expected {what}")
+    return value
+
+
 def slurm_options(*, jobs: int = 1, gpus_per_job: int = 1, cores: int = 8, memory: str = "64GB",
                   walltime: str = "04:00:00", queue: str | None = None, account: str | None = None,
                   python: str | None = None, prologue: Sequence[str] = ()) -> dict[str, Any]:
     """Keyword arguments of ``dask_jobqueue.SLURMCluster`` / ``SLURMJob`` for GPU jobs: one worker
-    process per job, one thread, ``--gres=gpu:N`` and the ``GPU`` resource the cells ask for."""
-    for name, v in (("jobs", jobs), ("gpus_per_job", gpus_per_job), ("cores", cores)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r}: expected an integer >= 1")
+    process per job, one thread, ``--gres=gpu:N`` and the ``GPU`` resource the cells ask for.
+
+    Every value is checked before it reaches the job script (one-line ValueError naming it): the counts
+    as integers in a range, the texts against :data:`SLURM_PATTERNS`, ``prologue`` lines on one line each."""
+    from dask.utils import parse_bytes
+
+    from ..core.params import check_int
+
+    for name, v, hi in (("jobs", jobs, 10_000), ("gpus_per_job", gpus_per_job, 64), ("cores", cores, 1024)):
+        check_int(v, name, 1, hi)
+    _slurm_text("memory", memory)
+    if parse_bytes(memory) <= 0:
+        raise ValueError(f"memory={memory!r}: expected a size above 0")
+    _slurm_text("walltime", walltime)
+    for name, v in (("queue", queue), ("account", account), ("python", python)):
+        if v is not None:
+            _slurm_text(name, v)
+    for line in prologue:
+        if not isinstance(line, str) or not line.isprintable():
+            raise ValueError(f"prologue line {line!r}: expected one line of shell")
     return dict(cores=1, processes=1, job_cpu=int(cores), memory=memory, walltime=walltime, queue=queue,
                 account=account, python=python or "python", job_name="dfrobust-sweep",
                 job_extra_directives=[f"--gres=gpu:{gpus_per_job}"],
@@ -470,10 +511,12 @@ def slurm_options(*, jobs: int = 1, gpus_per_job: int = 1, cores: int = 8, memor
                 job_script_prologue=["export OMP_NUM_THREADS=1", *prologue])
 
 
-def slurm_job_script(scheduler: str = "tcp://<scheduler-address>:8786", **kw) -> str:
+def slurm_job_script(scheduler: str = SCHEDULER_PLACEHOLDER, **kw) -> str:
     """The SLURM job script each worker job would run, without starting a cluster (the dry run)."""
     from dask_jobqueue.slurm import SLURMJob
 
+    if scheduler != SCHEDULER_PLACEHOLDER:
+        _slurm_text("scheduler", scheduler)
     return SLURMJob(scheduler=scheduler, name="dfrobust-sweep-worker", **slurm_options(**kw)).job_script()
 
 

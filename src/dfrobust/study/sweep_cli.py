@@ -53,18 +53,22 @@ def sweep(profile: str = typer.Option("default", "--profile", help="Study profil
         _fail(str(exc))
     if cluster not in (None, "local", "slurm"):
         _fail(f"cluster={cluster!r}: expected 'slurm' (or omit it for a local cluster)")
-    for name, v, lo in (("workers", workers, 0), ("jobs", jobs, 1), ("gpus_per_job", gpus_per_job, 1),
-                        ("cores", cores, 1)):
-        if v < lo:
-            _fail(f"{name}={v!r}: expected an integer >= {lo}")
     if dry_run and cluster != "slurm":
         _fail("--dry-run: expected --cluster slurm (the dry run prints the SLURM job script)")
     if device not in ("auto", "cpu", "cuda"):
         _fail(f"device={device!r}: expected auto, cpu or cuda")
+    from ..core.params import check_int
     from . import sweep as S
 
     slurm = dict(jobs=jobs, gpus_per_job=gpus_per_job, cores=cores, memory=memory, walltime=walltime, queue=queue,
                  account=account)
+    try:  # every option checked before any data, model or cluster: one line naming it
+        check_int(workers, "workers", 0, 256)
+        S.slurm_options(**slurm)  # counts in range, texts against a strict pattern (they land in a shell script)
+        if scheduler and cluster != "slurm":
+            check_scheduler(scheduler)
+    except ValueError as exc:
+        _fail(str(exc))
     if dry_run:
         print(S.slurm_job_script(**slurm))
         return
@@ -117,12 +121,35 @@ def sweep(profile: str = typer.Option("default", "--profile", help="Study profil
     print(path)
 
 
+def check_scheduler(address: str, timeout: float = 5.0) -> str:
+    """``address`` if a TCP connection to it opens within ``timeout`` seconds, else a one-line ValueError:
+    an unreachable scheduler is found before any detector is trained, not after."""
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, loc = parse_address(address)
+        host, port = parse_host_port(loc)
+    except (ValueError, TypeError):
+        raise ValueError(f"scheduler={address!r}: expected an address such as tcp://host:8786") from None
+    if scheme not in ("tcp", "tls"):
+        raise ValueError(f"scheduler={address!r}: expected a tcp:// or tls:// address")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ValueError(f"scheduler={address!r}: cannot connect to {host}:{port} within {timeout:g} s "
+                         f"({exc.strerror or exc}); expected a running dask scheduler") from None
+    return address
+
+
 def _plan(profile: str, param, device: str):
     """Chapter 03's parameters resolved (template defaults, the profile, ``-p`` overrides) and checked,
     its set-up (detectors trained or loaded, here, once) and its cells: the notebook's own."""
     from ..experiments import robustness
     from . import sweep as S
-    from .runner import check_arguments
+    from .runner import check_arguments, check_data_context
     from .spec import load_study, parse_override, resolve_params
 
     study = load_study()
@@ -130,7 +157,8 @@ def _plan(profile: str, param, device: str):
     overrides = dict(parse_override(p) for p in param or [])
     if device != "auto":
         overrides["device"] = device
-    q = check_arguments(nb, {**resolve_params(study, nb, profile, overrides), "profile": profile})
+    resolved = check_data_context(resolve_params(study, nb, profile, overrides))  # data root: absolute, a folder
+    q = check_arguments(nb, {**resolved, "profile": profile})
     p = robustness.check_params(**q)  # the run's values, else the template's defaults (as the runner's preflight)
     setup = robustness.setup(p, profile=profile)
     if not setup.analysed:
