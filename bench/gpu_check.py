@@ -183,7 +183,8 @@ def stage_env(a) -> dict:
     for k, v in info.items():
         print(f"  {k}: {v}")
     if not info["cuda_available"]:
-        raise RuntimeError("torch sees no CUDA device")
+        _save(a, "env", info)
+        raise SystemExit(f"env: torch {torch.__version__} sees no CUDA device; the GPU stages are skipped")
     return info
 
 
@@ -335,8 +336,9 @@ def stage_oom(a) -> dict:
     used = int(capped["batch_size"])
     print(f"  peak {peak / 2**20:.0f} MiB at batch {a.oom_images}; capped at {allowed / 2**20:.0f} MiB: "
           f"batch {a.oom_images} -> {used}", flush=True)
-    sweep.run_cell(cell(used), tmp / "direct")
-    parts = [sweep.merge_shards([c], tmp / d) for c, d in ((big, "capped"), (cell(used), "direct"), (big, "full"))]
+    direct = cell(used)
+    sweep.run_cell(direct, tmp / "direct")
+    parts = [sweep.merge_shards([c], tmp / d) for c, d in ((big, "capped"), (direct, "direct"), (big, "full"))]
     same = all(bool(np.array_equal(parts[0][v].values.astype(float), parts[1][v].values.astype(float), equal_nan=True))
                for v in ("p_adv", "p_adv_fake", "l2", "linf", "ssim", "pred_adv"))
     vs_full = compare_records(parts[2], parts[0], atol=a.atol)
@@ -482,9 +484,9 @@ def main(argv=None) -> int:
             log.write(head + "\n")
             entry["status"], entry["wall_s"] = _run(cmd, cap, log)
             entry["wall_s"] = round(entry["wall_s"], 1)
-            if entry["status"] in ("ok", "timeout") and result.is_file():  # a stage past its cap: what it saved
+            if result.is_file():  # a stage stopped at its cap (or failed) reports what it had saved
                 entry["report"] = json.loads(result.read_text())
-                if entry["status"] == "timeout":
+                if entry["status"] != "ok":
                     entry["report"]["partial"] = True
                 elif entry["report"].get("mismatch"):
                     entry["status"] = "mismatch"
