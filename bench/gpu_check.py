@@ -10,9 +10,9 @@ others still run), in this order:
   steps, shard size, detector sizes, from notebooks/study.yml) on a reduced sample of **synthetic**
   noise images with random-weight detectors, on one dask GPU worker (:func:`dfrobust.study.sweep.make_client`),
   every sample attacked at every radius (the worst case: no sample settles); CW-L2 minimal
-  perturbations timed on a few images; both extrapolated linearly to the profile's images. Then the
-  records of a small subset (a few images, three radii, random starts off) computed on CUDA (TF32 off)
-  and on the CPU must agree within ``--atol`` (mismatch: exit 1);
+  perturbations timed on a few images; both extrapolated linearly to the profile's images;
+* ``ch03_check`` — the records of a small subset (a few images, three radii, random starts off)
+  computed on CUDA (TF32 off) and on the CPU must agree within ``--atol`` (else a mismatch: exit 1);
 * ``oom`` — the out-of-memory path for real: a ResNet-34 PGD cell runs once, the process's GPU memory is
   then capped (``torch.cuda.set_per_process_memory_fraction``) below its peak, and the same cell must
   recover by halving its batch (:func:`dfrobust.core.device.halving_retry`) with records identical to a
@@ -54,14 +54,14 @@ REQUIRED = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "p
             "cv2": "opencv-python-headless", "yaml": "PyYAML", "dask": "dask", "distributed": "distributed",
             "torchattacks": "torchattacks", "lime": "lime", "saliency": "saliency", "pytorch_grad_cam": "grad-cam",
             "ttach": "ttach", "lazy_importer": "lazy-importer", "tornado": "tornado", "zict": "zict", "tblib": "tblib",
-            "locket": "locket", "partd": "partd"}
+            "locket": "locket"}
 #: the device of the stages (a constant, so a rehearsal on a CPU can swap it)
 DEVICE = "cuda"
 #: the options a stage run in a child gets from the driver
 STAGE_ARGS = ("ch03_images", "cw_images", "check_images", "oom_images", "atol")
 #: the distributions the H200 image lacks (KINDS.md's package list): carried as wheels (bench/README.md)
 CARRIED = ["torchattacks", "lime", "saliency", "grad-cam", "ttach", "lazy-importer", "h5netcdf", "dask", "distributed",
-           "tornado", "zict", "tblib", "locket", "partd", "importlib_metadata"]
+           "tornado", "zict", "tblib", "locket", "importlib_metadata"]
 
 
 @dataclass
