@@ -17,7 +17,7 @@ import torch
 
 from dfrobust import attacks
 from dfrobust.core.device import describe, pick_device, seed_everything
-from dfrobust.study.perf import bench_parser, finish_bench
+from dfrobust.study.perf import bench_parser, finish_bench, sync
 
 
 def main(argv=None) -> dict:
@@ -45,8 +45,10 @@ def main(argv=None) -> dict:
     for name in ("pgd", "cwinf", "rr"):
         atk = attacks.make_attack(name, model, eps=args.eps, seed=0, steps=args.steps)
         atk(x[:1], yhat[:1])  # warm-up
+        sync(dev)
         t0 = time.perf_counter()
         adv = atk(x, yhat)
+        sync(dev)             # queued GPU work counts
         times[name] = time.perf_counter() - t0
         with torch.no_grad():
             change[name] = round(float((attacks.prob_of(model(adv), yhat) - p0).abs().mean()), 4)

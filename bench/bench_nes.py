@@ -15,7 +15,7 @@ import torch
 from dfrobust.core.device import describe, pick_device
 from dfrobust.models import build
 from dfrobust.attacks.nes import MaskedNES
-from dfrobust.study.perf import bench_parser, finish_bench
+from dfrobust.study.perf import bench_parser, finish_bench, sync
 
 
 def main(argv=None):
@@ -40,9 +40,11 @@ def main(argv=None):
         labels = model(x).argmax(1)        # correctly classified at the start ...
     kw = dict(steps=a.steps, n_pairs=a.pairs, eps=1e-6, alpha=1e-7)  # ... and tiny steps: no early stop, equal queries
     MaskedNES(model, **kw)(x[:1], labels[:1], mask[:1])              # warm-up
+    sync(dev)
     t0 = time.perf_counter()
     atk = MaskedNES(model, **kw)
     atk(x, labels, mask)
+    sync(dev)                                                        # queued GPU work counts
     t_batched = time.perf_counter() - t0
     q_batched = int(atk.last_queries.sum())
     t0 = time.perf_counter()
@@ -51,6 +53,7 @@ def main(argv=None):
         atk1 = MaskedNES(model, **kw)
         atk1(x[i:i + 1], labels[i:i + 1], mask[i:i + 1])
         q_loop += int(atk1.last_queries.sum())
+    sync(dev)
     t_loop = time.perf_counter() - t0
     return finish_bench(a, describe(dev), [
         {"what": f"masked NES, {a.n} images: per-sample loop vs one batch per step", "fast_s": t_batched,

@@ -23,14 +23,24 @@ import torch
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; otherwise the named device (validated)."""
+    """``auto`` → CUDA when available, else CPU; otherwise the named device (validated: a one-line
+    ValueError for an unknown name, CUDA on a machine without it, or ``cuda:N`` past the visible GPUs)."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested not in ("cpu", "cuda") and not requested.startswith("cuda:"):
-        raise ValueError(f"device={requested!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
+    expected = "expected 'auto', 'cpu', 'cuda' or 'cuda:N'"
+    if not isinstance(requested, str) or (requested not in ("cpu", "cuda") and not requested.startswith("cuda:")):
+        raise ValueError(f"device={requested!r}: {expected}")
+    try:
+        dev = torch.device(requested)
+    except RuntimeError:  # 'cuda:x', 'cuda:-1'
+        raise ValueError(f"device={requested!r}: {expected}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={requested!r}: CUDA is not available on this machine; use 'auto' or 'cpu'")
-    return torch.device(requested)
+    n = torch.cuda.device_count() if dev.type == "cuda" else 0
+    if dev.index is not None and dev.index >= n:
+        raise ValueError(f"device={requested!r}: this machine has {n} visible GPU{'s' * (n != 1)}; "
+                         f"expected 'cuda' or 'cuda:N' with N < {n}")
+    return dev
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -8,6 +8,9 @@
 * :func:`run_bench` runs one of the ``bench/`` scripts in a fresh interpreter and returns its
   JSON report. The scripts measure their ratios side by side in one run (never as timed
   tests); running them as subprocesses keeps their timings free of the notebook's own state.
+* :func:`gpu_report_table` reads the report of the prepared GPU check (``bench/gpu_check.sh``,
+  ``gpu_check.json``) and lays its ratios beside this build's CPU ones, each against its goal
+  (:data:`GPU_GOALS`).
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def notebook_timings(out_dir: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["notebook", "profile", "wall_s", "finished"])
 
 
-def check_params(*, bench_scale: str, budget_min: float, device: str, sweep_workers: int = 2) -> dict[str, Any]:
+def check_params(*, bench_scale: str, budget_min: float, device: str, sweep_workers: int = 2,
+                 gpu_report: str = "") -> dict[str, Any]:
     """The performance appendix's one validation call: ``device`` (torch device), ``device_name``
     and ``bench_args`` (the arguments every bench script gets)."""
     from ..core import device as D
@@ -54,6 +58,8 @@ def check_params(*, bench_scale: str, budget_min: float, device: str, sweep_work
         raise ValueError(f"bench_scale={bench_scale!r}: expected 'small' or 'full'")
     check_number(budget_min, "budget_min", 0, 7 * 24 * 60)  # minutes; 0: no budget
     check_int(sweep_workers, "sweep_workers", 1, 256)     # dask workers of bench_sweep.py
+    if gpu_report:
+        gpu_report_table(gpu_report)  # the GPU check's report (bench/gpu_check.sh) read and validated now
     dev = D.pick_device(device)
     return {"device": dev, "device_name": D.describe(dev),
             "bench_args": ["--device", str(dev)] + (["--full"] if bench_scale == "full" else [])}
@@ -171,3 +177,70 @@ def finish_bench(args, device: str, ratios: list[dict[str, Any]], **details: Any
     if getattr(args, "json", ""):
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
     return report
+
+
+#: format tag of ``gpu_check.json`` (written by ``bench/gpu_check.py``)
+GPU_REPORT_FORMAT = "dfrobust-gpu-check-1"
+#: the GPU check's goals (issue 28): (bench script stem, index of its ratio; -1 = the last, the headline)
+#: -> (comparison, threshold, text). A ratio is slow path / fast path (:func:`finish_bench`); bench_pgd's
+#: is one PGD step over one forward+backward, so "at least 0.7 of that roofline" is a ratio <= 1/0.7.
+#: ``("ch03", "projected_min")``: chapter 03 at the paper profile on one GPU, projected in minutes.
+GPU_GOALS = {("bench_pgd", 0): ("<=", 1 / 0.7, "<= 1.43: a step at >= 0.7 of the forward+backward roofline"),
+             ("bench_nes", 0): (">=", 20.0, ">= 20x"),
+             ("bench_lime", -1): (">=", 5.0, ">= 5x"),
+             ("ch03", "projected_min"): ("<=", 30.0, "<= 30 min on one GPU")}
+GPU_TABLE_COLUMNS = ["benchmark", "what", "gpu", "cpu", "goal", "met", "gpu_device"]
+
+
+def gpu_report_table(path: str | Path, cpu: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The GPU check's report as one table: every ratio of its benchmark stages (``gpu``) beside the
+    same script's ratio of this build (``cpu``: rows ``benchmark``, ``ratio`` as the appendix's
+    benchmark table, matched by script and position; NaN when absent), the projected chapter-03
+    time, each with its goal (:data:`GPU_GOALS`) and whether it is met. A failed stage gives no row;
+    one stopped at its cap gives what it saved (a bench script saves nothing before its end). One-line ValueError when ``path`` is not a readable ``gpu_check.json``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"gpu_report={str(path)!r}: no such file; expected the gpu_check.json written by "
+                         "bench/gpu_check.sh")
+    try:
+        rep = json.loads(p.read_text())
+        if rep.get("format") != GPU_REPORT_FORMAT or not isinstance(rep.get("stages"), list):
+            raise ValueError
+        device = str(rep["device"])
+        stages = [(str(s["name"]), str(s.get("script", "")), str(s["status"]), s.get("report") or {})
+                  for s in rep["stages"]]
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        raise ValueError(f"gpu_report={str(path)!r}: not a GPU check report; expected a gpu_check.json "
+                         f"of format {GPU_REPORT_FORMAT!r} (bench/gpu_check.sh)") from None
+    cpu_ratios: dict[str, list] = {}
+    if cpu is not None and len(cpu):
+        for b, r in zip(cpu["benchmark"], cpu["ratio"]):
+            cpu_ratios.setdefault(str(b), []).append(float(r))
+
+    def goal(key, value):
+        if key not in GPU_GOALS or value != value:
+            return "", None
+        op, thr, text = GPU_GOALS[key]
+        return text, bool(value <= thr if op == "<=" else value >= thr)
+
+    rows = []
+    for name, script, status, r in stages:
+        if status not in ("ok", "timeout", "mismatch"):
+            continue
+        stem = script.removesuffix(".py")
+        if stem and isinstance(r.get("ratios"), list):
+            n = len(r["ratios"])
+            own = cpu_ratios.get(stem, []) if name == stem else []  # a variant run (other model) has no CPU twin
+            for i, ratio in enumerate(r["ratios"]):
+                value = float(ratio["ratio"])
+                text, met = goal((stem, i), value) if (stem, i) in GPU_GOALS else goal((stem, i - n), value)
+                rows.append({"benchmark": name, "what": str(ratio["what"]), "gpu": value,
+                             "cpu": own[i] if i < len(own) else float("nan"), "goal": text, "met": met,
+                             "gpu_device": device})
+        elif "projected_min" in r:
+            value = float(r["projected_min"])
+            text, met = goal(("ch03", "projected_min"), value)
+            rows.append({"benchmark": name, "what": "chapter 03 at the paper profile, projected minutes "
+                         f"({r.get('basis', '')})", "gpu": round(value, 1), "cpu": float("nan"), "goal": text,
+                         "met": met, "gpu_device": device})
+    return pd.DataFrame(rows, columns=GPU_TABLE_COLUMNS)

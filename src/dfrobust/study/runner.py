@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import __version__
-from ..core.paths import data_home, generated_book_dir, project_root, real_data_root, results_dir
+from ..core.paths import data_home, generated_book_dir, project_root, real_data_root, results_dir, user_path
 from ..core.results import PRODUCERS, STAGE_ENV
 from ..core.profiles import load_spec
 from .spec import Study, StudyError, declared_parameters, load_study, params_json, resolve_params
@@ -283,12 +283,20 @@ def preflight(nb, params: Mapping[str, Any]) -> None:
                          f"(notebook {nb.name}, profile {params.get('profile', '')})") from None
 
 
+#: path parameters besides ``data_root`` that a run resolves against the folder where the command was typed
+USER_PATHS = ("gpu_report",)
+
+
 def check_data_context(params: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
     """One-line errors, before anything runs, for a data home that is a file and a data root that is not a
     folder (an unknown ``~user`` and a symlink loop included). Returns ``params`` with ``data_root`` made
     absolute: a relative root is taken from the current folder, where the command was typed (the kernel
     runs in the project root, so it gets the absolute path)."""
     data_home()  # NotADirectoryError naming $DFROBUST_DATA_HOME when it is a file
+    try:  # other path parameters: taken from the current folder too, like data_root
+        params = {**params, **{k: str(user_path(params[k], k)) for k in USER_PATHS if params.get(k)}}
+    except ValueError as exc:
+        raise StudyError(f"{exc}{where}") from None
     explicit = params.get("data_root") or None
     env = os.environ.get("DFROBUST_DATA_ROOT") if params.get("profile") == "paper" else None
     if not (explicit or env):

@@ -399,7 +399,7 @@ def cell_cost(cell: Cell) -> float:
 
 
 def default_workers(device: str = "cpu") -> int:
-    """One worker per GPU; on CPU one single-threaded worker per 2 cores (at least 1)."""
+    """One worker per visible GPU (at least 1); on CPU one single-threaded worker per 2 cores (at least 1)."""
     if device == "cuda":
         import torch
 
@@ -409,13 +409,20 @@ def default_workers(device: str = "cpu") -> int:
 
 def gpu_worker_specs(n_gpus: int) -> dict[str, dict]:
     """SpecCluster worker specs: one nanny-managed worker per GPU with ``resources={"GPU": 1}`` and
-    its own ``CUDA_VISIBLE_DEVICES`` (so ``cuda`` in each worker is its own GPU)."""
+    its own ``CUDA_VISIBLE_DEVICES`` (so ``cuda`` in each worker is its own GPU). Worker i gets the
+    i-th GPU *this process* sees: the i-th entry of its own ``CUDA_VISIBLE_DEVICES`` when that is set
+    (a SLURM or shared node's allocation, e.g. ``2,3``), else GPU i."""
     from distributed import Nanny
 
     if isinstance(n_gpus, bool) or not isinstance(n_gpus, int) or n_gpus < 1:
         raise ValueError(f"n_gpus={n_gpus!r}: expected an integer >= 1")
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = [d.strip() for d in mask.split(",") if d.strip()] if mask is not None else [str(i) for i in range(n_gpus)]
+    if n_gpus > len(visible):
+        raise ValueError(f"n_gpus={n_gpus}: expected at most {len(visible)}, the GPUs in "
+                         f"CUDA_VISIBLE_DEVICES={mask!r}")
     return {f"gpu-{i}": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1},
-                                                   "env": {"CUDA_VISIBLE_DEVICES": str(i), "OMP_NUM_THREADS": "1"}}}
+                                                   "env": {"CUDA_VISIBLE_DEVICES": visible[i], "OMP_NUM_THREADS": "1"}}}
             for i in range(n_gpus)}
 
 
@@ -440,9 +447,15 @@ def make_client(*, workers: int = 0, scheduler: str | None = None, device: str =
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with dask.config.set(WORKER_CONFIG):
         if device == "cuda":
+            import torch
             from distributed import Scheduler, SpecCluster
 
+            have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if have == 0:
+                raise ValueError("device='cuda': CUDA is not available on this machine; expected device='cpu'")
             n = workers or default_workers("cuda")
+            if n > have:  # a worker past the last GPU would see none and fail every cell it gets
+                raise ValueError(f"workers={n}: expected at most {have} (one worker per GPU; this machine has {have})")
             cluster = SpecCluster(workers=gpu_worker_specs(n),
                                   scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}})
         else:
