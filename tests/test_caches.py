@@ -177,14 +177,13 @@ def test_a_checkpoint_made_for_another_profile_and_seed_is_not_loaded_as_the_cac
                                                                                       capsys):
     from test_models import FAST, _tiny_manifest
 
+    from dfrobust.models import build
     from dfrobust.models.train import get_trained, load_checkpoint, predict_proba, save_checkpoint
 
     monkeypatch.setenv("DFROBUST_DATA_HOME", str(tmp_path / "home"))
     df = _tiny_manifest(tmp_path / "data")
     td = get_trained("meso4", df, profile="quick", seed=0, device="cpu", **{**FAST, "epochs": 2})
-    torch.manual_seed(5)
-    from dfrobust.models import build
-
+    torch.manual_seed(5)  # another detector, saved as made for profile default, seed 7, other data
     save_checkpoint(build("meso4", 32).eval(), td.checkpoint, profile="default", seed=7, hparams=td.hparams,
                     data_fingerprint="elsewhere")
     capsys.readouterr()
@@ -199,14 +198,15 @@ def test_a_checkpoint_made_for_another_profile_and_seed_is_not_loaded_as_the_cac
 
 
 # --------------------------------------------------------------------------- 6. writing a result
-def test_an_hdf5_error_while_writing_a_result_is_one_line_naming_the_final_file(data_home, monkeypatch):
+@pytest.mark.parametrize("kind", [RuntimeError, OSError])
+def test_an_hdf5_error_while_writing_a_result_is_one_line_naming_the_final_file(data_home, monkeypatch, kind):
     target = paths.results_dir("quick") / "rr_records.nc"
 
-    def hdf5_full(self, tmp, *a, **k):
-        open(tmp, "wb").write(b"partial")
-        raise RuntimeError(f"Can't write data (file write failed: time = Thu Dec  3, filename = '{tmp}', "
-                           f"file descriptor = 5, errno = {errno.ENOSPC}, error message = 'No space left on device', "
-                           "buf = 0x1, total write size = 4096)")
+    def hdf5_full(self, *a, **k):  # HDF5's text (h5py raises it as an OSError without errno, or a RuntimeError)
+        tmp = target.parent / ".rr_records.nc.abcd1234.tmp"
+        raise kind(f"Can't close file (file write failed: time = Thu Dec  3 17:58:18 2026\n, filename = '{tmp}', "
+                   f"file descriptor = 3, errno = {errno.ENOSPC}, error message = 'No space left on device', "
+                   "buf = 0x1, total write size = 2048, bytes this sub-write = 2048, offset = 4096)")
 
     monkeypatch.setattr(xr.Dataset, "to_netcdf", hdf5_full)
     with pytest.raises(OSError) as info:
@@ -216,3 +216,33 @@ def test_an_hdf5_error_while_writing_a_result_is_one_line_naming_the_final_file(
     assert f"{target}: cannot write the result (No space left on device); nothing was written there" in msg
     assert ".tmp" not in msg
     assert not list(target.parent.iterdir()), "the temporary file is removed"
+
+
+def test_a_full_disk_while_writing_a_result_is_one_line_and_leaves_nothing(data_home, monkeypatch):
+    """The bytes are made in memory and written with plain I/O, so a full disk is the OS's ENOSPC (HDF5
+    writing to a full disk itself reports it in object destructors, or crashes the process)."""
+    target = paths.results_dir("quick") / "rr_records.nc"
+    results.save(xr.Dataset({"v": ((), 1.0)}), target)
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(bytes(data)[:100])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: Full(real_fdopen(fd, *a, **k)))
+    with pytest.raises(OSError) as info:
+        results.save(xr.Dataset({"v": ((), 2.0)}), target)
+    assert f"{target}: cannot write the result (No space left on device)" in str(info.value)
+    monkeypatch.undo()
+    assert [p.name for p in target.parent.iterdir()] == ["rr_records.nc"], "no temporary file left"
+    assert float(results.load(target)["v"]) == 1.0, "the previous result is kept"

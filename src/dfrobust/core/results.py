@@ -7,8 +7,9 @@ Conventions every experiment follows:
 * each data variable carries ``units`` and ``long_name`` attrs;
 * dataset attrs carry provenance (see :func:`provenance`); nested values are JSON strings
   because netCDF attributes must be scalars, strings or 1-D arrays;
-* files are written to a temporary name in the same folder and renamed into place, so a
-  crash never leaves a half-written result that a later run would trust;
+* files are made in memory, written to a temporary name in the same folder and renamed into
+  place, so a crash never leaves a half-written result that a later run would trust, and a full
+  disk is one plain ``OSError`` (HDF5 writing to a full disk reports it in destructors, or crashes);
 * the bytes are reproducible: the same data and attributes give the same file (HDF5 object
   times are not recorded by h5netcdf); only the provenance attributes in :data:`VOLATILE`
   (when and how long) differ between two runs of the same computation
@@ -133,15 +134,17 @@ def identity(path: str | os.PathLike) -> str | None:
 
 
 def _write_error(exc: Exception, tmp: str | None) -> tuple[int | None, str]:
-    """``(errno, cause in a few words)`` of a failed write: the OS's (HDF5 puts its ``errno`` and
-    ``error message`` inside a RuntimeError's text), else the error's first line; never the temporary
-    file's name."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    """``(errno, cause in a few words, one line)`` of a failed write: the OS's (HDF5 puts its ``errno`` and
+    ``error message`` inside the text of an OSError or RuntimeError, over several lines), else the error's
+    text; never the temporary file's name."""
+    text = " ".join(str(getattr(exc, "strerror", None) or exc).split())
     code = getattr(exc, "errno", None)
     if code is None and (m := re.search(r"errno = (\d+)", text)):
         code = int(m.group(1))
-    hdf5 = re.search(r"error message = '([^']*)'", text)
-    reason = getattr(exc, "strerror", None) or (hdf5.group(1) if hdf5 else f"{type(exc).__name__}: {text}".rstrip(": "))
+    if hdf5 := re.search(r"error message = '([^']*)'", text):
+        reason = hdf5.group(1)
+    else:
+        reason = text if getattr(exc, "strerror", None) else f"{type(exc).__name__}: {text}".rstrip(": ")
     return code, reason.replace(str(tmp), "the temporary file") if tmp else reason
 
 
@@ -167,9 +170,12 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
             ds[name] = ds[name].astype(str)
     tmp = None
     try:
+        # into memory first: HDF5 writing to a full disk reports it late (in its object destructors, as
+        # "Exception ignored" tracebacks) and can crash the process; a plain write fails with ENOSPC
+        data = ds.to_netcdf(engine=ENGINE)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        ds.to_netcdf(tmp, engine=ENGINE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary readable files
         os.replace(tmp, path)
     except Exception as exc:  # noqa: BLE001 - disk full, permissions, HDF5's RuntimeErrors: one line naming the file

@@ -2,7 +2,9 @@
 
 A notebook is skipped when its *run key* — a hash of the template, its parameters and the
 helper package (version and source) — matches the stamp of the last successful run, so a
-second ``make book`` re-executes nothing. Every notebook's parameters are validated before
+second ``make book`` re-executes nothing. The stamp also holds what the run read (:func:`data_context`):
+the data home and root, the synthetic data sets and the stamps of the chapters it reads (``reads:``
+in ``study.yml``); a change to any of them re-runs it. Every notebook's parameters are validated before
 the first one runs: names and types (the spec), the data home and data root, and the chapter's
 own ``check_params`` (:func:`preflight`). Results are staged per run (``.stage-<notebook>-<pid>-*``
 under the results folder) and committed only on success; the stage of a run whose process is
