@@ -148,6 +148,16 @@ def _write_error(exc: Exception, tmp: str | None) -> tuple[int | None, str]:
     return code, reason.replace(str(tmp), "the temporary file") if tmp else reason
 
 
+def _in_memory(ds: xr.Dataset) -> memoryview:
+    """The netCDF bytes of ``ds``. Under a dask.distributed worker (the sweep's cells) xarray would lock the
+    in-memory target with a distributed lock, which refuses a non-file key: the local scheduler's lock is
+    the right one for a write that never leaves this process."""
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return ds.to_netcdf(engine=ENGINE)
+
+
 def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename).
 
@@ -172,7 +182,7 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     try:
         # into memory first: HDF5 writing to a full disk reports it late (in its object destructors, as
         # "Exception ignored" tracebacks) and can crash the process; a plain write fails with ENOSPC
-        data = ds.to_netcdf(engine=ENGINE)
+        data = _in_memory(ds)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
