@@ -437,3 +437,21 @@ def test_the_cli_shows_where_a_relative_data_root_points(tmp_path, monkeypatch, 
     res = CliRunner().invoke(app, ["run", "01_data", "-p", "data_root=ds"])
     assert res.exit_code == 0, res.output
     assert f"data_root='ds' is {(tmp_path / 'ds').resolve()}" in " ".join(res.output.split())
+
+
+def test_the_cli_prints_the_runners_log_lines_as_written(monkeypatch, data_home):
+    """rich read "[skip]" and "[run ]" as markup and dropped them: the log lines lost their prefixes."""
+    from typer.testing import CliRunner
+
+    from dfrobust.study import cli, runner
+
+    monkeypatch.setattr(runner, "plan_study", lambda profile, **kw: [])
+
+    def run_study(profile, *, log, progress, **kw):
+        log("[skip] 01_data: unchanged (template, parameters verified)")
+        log("[run ] 03_robustness (package changed)")
+        return []
+
+    monkeypatch.setattr(runner, "run_study", run_study)
+    res = CliRunner().invoke(cli.app, ["book", "--profile", "quick", "--no-build"])
+    assert "[skip] 01_data: unchanged" in res.output and "[run ] 03_robustness" in res.output, res.output

@@ -7,8 +7,9 @@ Conventions every experiment follows:
 * each data variable carries ``units`` and ``long_name`` attrs;
 * dataset attrs carry provenance (see :func:`provenance`); nested values are JSON strings
   because netCDF attributes must be scalars, strings or 1-D arrays;
-* files are written to a temporary name in the same folder and renamed into place, so a
-  crash never leaves a half-written result that a later run would trust;
+* files are made in memory, written to a temporary name in the same folder and renamed into
+  place, so a crash never leaves a half-written result that a later run would trust, and a full
+  disk is one plain ``OSError`` (HDF5 writing to a full disk reports it in destructors, or crashes);
 * the bytes are reproducible: the same data and attributes give the same file (HDF5 object
   times are not recorded by h5netcdf); only the provenance attributes in :data:`VOLATILE`
   (when and how long) differ between two runs of the same computation
@@ -21,6 +22,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -118,31 +120,78 @@ def staged(path: str | os.PathLike) -> Path:
     return Path(stage) / rel
 
 
+#: attribute naming what a file under the results folder is (``<profile>/<name>.nc``, written by :func:`save`,
+#: checked by :func:`load`): a result copied over another one's name is refused, not read as that one
+IDENTITY = "result"
+
+
+def identity(path: str | os.PathLike) -> str | None:
+    """``<profile>/<name>.nc`` for a file under the results folder, else None (no identity to check)."""
+    try:
+        return Path(path).resolve().relative_to(results_dir().resolve()).as_posix()
+    except (OSError, ValueError):
+        return None
+
+
+def _write_error(exc: Exception, tmp: str | None) -> tuple[int | None, str]:
+    """``(errno, cause in a few words, one line)`` of a failed write: the OS's (HDF5 puts its ``errno`` and
+    ``error message`` inside the text of an OSError or RuntimeError, over several lines), else the error's
+    text; never the temporary file's name."""
+    text = " ".join(str(getattr(exc, "strerror", None) or exc).split())
+    code = getattr(exc, "errno", None)
+    if code is None and (m := re.search(r"errno = (\d+)", text)):
+        code = int(m.group(1))
+    if hdf5 := re.search(r"error message = '([^']*)'", text):
+        reason = hdf5.group(1)
+    else:
+        reason = text if getattr(exc, "strerror", None) else f"{type(exc).__name__}: {text}".rstrip(": ")
+    return code, reason.replace(str(tmp), "the temporary file") if tmp else reason
+
+
+def _in_memory(ds: xr.Dataset) -> memoryview:
+    """The netCDF bytes of ``ds``. Under a dask.distributed worker (the sweep's cells) xarray would lock the
+    in-memory target with a distributed lock, which refuses a non-file key: the local scheduler's lock is
+    the right one for a write that never leaves this process."""
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return ds.to_netcdf(engine=ENGINE)
+
+
 def save(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write ``ds`` to ``path`` atomically (temporary file in the same folder, then rename).
 
     Under the study runner the file goes to the run's staging folder (:func:`staged`) and is
-    moved to ``path`` when the notebook has succeeded. Returns ``path`` either way.
+    moved to ``path`` when the notebook has succeeded. Returns ``path`` either way. A file under the
+    results folder carries its identity (:data:`IDENTITY`). Any error while writing (disk full, HDF5's
+    own errors) is one ``OSError`` line naming ``path`` and the cause; the temporary file is removed.
     """
     final = Path(path)
     path = staged(final)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds = ds.copy()
     ds.attrs = _clean_attrs(ds.attrs)
+    ds.attrs.pop(IDENTITY, None)  # a loaded result saved under another name is that other file
+    if (ident := identity(final)) is not None:
+        ds.attrs[IDENTITY] = ident
     for name in list(ds.variables):
         ds[name].attrs = _clean_attrs(ds[name].attrs)
         if ds[name].dtype == object:  # strings: h5netcdf wants str, not mixed objects
             ds[name] = ds[name].astype(str)
     tmp = None
     try:
+        # into memory first: HDF5 writing to a full disk reports it late (in its object destructors, as
+        # "Exception ignored" tracebacks) and can crash the process; a plain write fails with ENOSPC
+        data = _in_memory(ds)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        ds.to_netcdf(tmp, engine=ENGINE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary readable files
         os.replace(tmp, path)
-    except OSError as exc:  # disk full, permissions, HDF5 write errors: one line naming the file
-        reason = exc.strerror or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        raise OSError(exc.errno, f"{final}: cannot write the result ({reason}); nothing was written there") from None
+    except Exception as exc:  # noqa: BLE001 - disk full, permissions, HDF5's RuntimeErrors: one line naming the file
+        code, reason = _write_error(exc, tmp)
+        msg = f"{final}: cannot write the result ({reason}); nothing was written there"
+        raise (OSError(msg) if code is None else OSError(code, msg)) from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -180,7 +229,13 @@ def rebuild_command(path: str | os.PathLike) -> str:
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:
-    """Read a result fully into memory (the file is closed afterwards); one-line errors name the file."""
+    """Read a result fully into memory (the file is closed afterwards); one-line errors name the file.
+
+    A file under the results folder must carry its own identity (:data:`IDENTITY`, written by :func:`save`):
+    another result copied over its name (``video_records.nc`` as ``rr_records.nc``), or one copied from
+    another profile's folder, is refused in one line naming the file and the command that rebuilds it.
+    """
+    want = identity(path)  # what the file at ``path`` must be (checked below)
     path = Path(path)
     if staged(path).is_file():  # written earlier by the running notebook itself
         path = staged(path)
@@ -188,10 +243,15 @@ def load(path: str | os.PathLike) -> xr.Dataset:
         raise FileNotFoundError(f"no result file at {path}; run the notebook that produces it first")
     try:
         with xr.open_dataset(path, engine=ENGINE) as ds:
-            return ds.load()
+            ds = ds.load()
     except (OSError, ValueError, KeyError, IndexError, TypeError, RuntimeError) as exc:  # h5py/netCDF errors
         raise OSError(f"{path}: unreadable result file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                       f"rebuild it with: {rebuild_command(path)}") from None
+    have = ds.attrs.get(IDENTITY)
+    if want is not None and have != want:
+        what = f"holds {have}" if have else "carries no identity (written before results were labelled, or not by dfrobust)"
+        raise OSError(f"{path}: this file {what}, not {want}; rebuild it with: {rebuild_command(path)}")
+    return ds
 
 
 def parameters(ds: xr.Dataset) -> dict[str, Any]:

@@ -36,11 +36,12 @@ import hashlib
 import io
 import json
 import os
+import reprlib
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -203,10 +204,17 @@ def save_checkpoint(model: Detector, path: str | os.PathLike, **meta: Any) -> Pa
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, name: str | None = None, device: str | torch.device = "cpu") -> Detector:
+class CheckpointMismatch(ValueError):
+    """A valid checkpoint whose stored metadata is not what the caller expects (another profile, seed, ...)."""
+
+
+def load_checkpoint(path: str | os.PathLike, name: str | None = None, device: str | torch.device = "cpu", *,
+                    expect: Mapping[str, Any] | None = None) -> Detector:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``) into a new detector.
 
-    ``name``: the architecture expected; a checkpoint of another one is a ValueError.
+    ``name``: the architecture expected; a checkpoint of another one is a ValueError. ``expect``: metadata
+    the checkpoint must have been saved with (e.g. profile, seed, hparams, data_fingerprint: what
+    :func:`get_trained` keys its cache on); the first difference is a :class:`CheckpointMismatch` naming it.
     """
     path = Path(path)
     if name is not None:
@@ -224,6 +232,15 @@ def load_checkpoint(path: str | os.PathLike, name: str | None = None, device: st
     arch = payload.get("arch")
     if name is not None and arch != name:
         raise ValueError(f"checkpoint {path} holds architecture {arch!r}; expected {name!r}")
+    if expect:
+        try:
+            meta = json.loads(payload.get("meta") or "{}")
+        except (TypeError, ValueError):
+            meta = {}
+        for k, v in json.loads(json.dumps(dict(expect), sort_keys=True, default=str)).items():
+            if meta.get(k) != v:
+                raise CheckpointMismatch(f"checkpoint {path} was saved with {k}={reprlib.repr(meta.get(k))}; "
+                                         f"expected {k}={reprlib.repr(v)}")
     model = build(arch, int(payload["input_size"]))
     try:
         model.load_state_dict(payload["state_dict"])
@@ -628,11 +645,17 @@ def get_trained(name: str, manifest: pd.DataFrame, *, profile: str = "quick", se
     key = cache_key(name, fingerprint, hp, seed)
     ckpt = checkpoints_dir() / f"{name}-{profile}-{key}.pt"
     rec_path = ckpt.with_suffix(".nc")
+    identity = {"profile": profile, "seed": seed, "hparams": hp, "data_fingerprint": fingerprint}
     if ckpt.is_file() and rec_path.is_file():
-        model = load_checkpoint(ckpt, name, dev)
-        record = load(rec_path)
-        return TrainedDetector(model=model, input_size=model.input_size, record=record, checkpoint=ckpt,
-                               train_time_s=float(record["train_time_s"]), device=str(dev), cached=True, hparams=hp)
+        try:
+            model = load_checkpoint(ckpt, name, dev, expect=identity)
+        except CheckpointMismatch as exc:  # another run's checkpoint at this key's path: not this cache entry
+            print(f"NOTICE: {exc}; retraining {name} for this key")
+        else:
+            record = load(rec_path)
+            return TrainedDetector(model=model, input_size=model.input_size, record=record, checkpoint=ckpt,
+                                   train_time_s=float(record["train_time_s"]), device=str(dev), cached=True,
+                                   hparams=hp)
 
     size = hp["input_size"]
     parts, skipped = {}, []
@@ -666,7 +689,7 @@ def get_trained(name: str, manifest: pd.DataFrame, *, profile: str = "quick", se
         synthetic = bool(meta["synthetic"])
     else:
         synthetic = "dataset" in manifest.columns and bool((manifest["dataset"] == "synthetic").all())
-    save_checkpoint(model, ckpt, profile=profile, seed=seed, hparams=hp, data_fingerprint=fingerprint)
+    save_checkpoint(model, ckpt, **identity)
     record = _record(name, metrics, history, hp=hp, profile=profile, seed=seed, device=describe(dev),
                      train_time_s=train_time, fingerprint=fingerprint, checkpoint=ckpt,
                      counts={s: len(parts[s][2]) for s in parts}, skipped=skipped, synthetic=synthetic)

@@ -56,7 +56,10 @@ def _run_with_progress(profile: str, **kw):
         def advance(name: str, i: int, n: int) -> None:
             bar.update(task, total=n, completed=i, description=f"{profile}: {name}")
 
-        return run_study(profile, log=bar.console.print, progress=advance, **kw)
+        def log(line: str) -> None:  # the runner's lines as written: "[run ]", "[skip]" are text, not rich markup
+            bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+        return run_study(profile, log=log, progress=advance, **kw)
 
 
 @app.command()

@@ -2,7 +2,9 @@
 
 A notebook is skipped when its *run key* — a hash of the template, its parameters and the
 helper package (version and source) — matches the stamp of the last successful run, so a
-second ``make book`` re-executes nothing. Every notebook's parameters are validated before
+second ``make book`` re-executes nothing. The stamp also holds what the run read (:func:`data_context`):
+the data home and root, the synthetic data sets and the stamps of the chapters it reads (``reads:``
+in ``study.yml``); a change to any of them re-runs it. Every notebook's parameters are validated before
 the first one runs: names and types (the spec), the data home and data root, and the chapter's
 own ``check_params`` (:func:`preflight`). Results are staged per run (``.stage-<notebook>-<pid>-*``
 under the results folder) and committed only on success; the stage of a run whose process is
@@ -110,10 +112,67 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def data_context(params: Mapping[str, Any]) -> dict[str, str]:
-    """What a run read besides its parameters: the data home, the data root and a fingerprint of the root.
+def synthetic_fingerprints(params: Mapping[str, Any]) -> dict[str, str]:
+    """A content key of each synthetic data set the run could read: ``{<set>/<part>: hash}``.
 
-    The fingerprint hashes the root's file listing (relative paths, sizes, mtimes), so adding,
+    ``<set>`` is a folder of ``paths.synth_dir()`` made for the run's profile (and seed, when the run
+    has one); ``<part>`` its ``images``, ``videos`` or ``video_frames``. The hash covers every file's
+    relative path, size and mtime (ns) and the bytes of the small files that say what the images are
+    (``*.csv``, ``*.json``: the manifests and labels), so an edited manifest or a replaced image changes it.
+    """
+    from ..core.paths import synth_dir
+
+    profile, seed = params.get("profile"), params.get("seed")
+    if not profile:
+        return {}
+    root = synth_dir()
+    pattern = f"{profile}-s{int(seed)}-*" if isinstance(seed, int) and not isinstance(seed, bool) else f"{profile}-s*"
+    out = {}
+    for part in sorted(p for p in root.glob(f"{pattern}/*") if p.is_dir()):
+        h = hashlib.sha256()
+        for f in sorted(part.rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(part).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                if f.suffix in (".csv", ".json"):
+                    h.update(f.read_bytes())
+        out[part.relative_to(root).as_posix()] = h.hexdigest()[:16]
+    return out
+
+
+def reads(name: str, template: Path) -> list[str]:
+    """The chapters whose results or stamps notebook ``name`` reads: the ``reads:`` list of its entry in
+    the study spec beside ``template`` (``notebooks/study.yml``), empty when it has none."""
+    import yaml
+
+    spec = Path(template).parent / "study.yml"
+    try:
+        entries = (yaml.safe_load(spec.read_text()) or {}).get("notebooks") or []
+    except (OSError, yaml.YAMLError):
+        return []
+    entry = next((e for e in entries if isinstance(e, dict) and e.get("name") == name), {})
+    found = entry.get("reads") or []
+    if not isinstance(found, list) or not all(isinstance(r, str) for r in found):
+        raise StudyError(f"{spec}: notebook {name!r} has reads={found!r}; expected a list of notebook names")
+    return found
+
+
+def upstream_stamps(upstream: Sequence[str], out_dir: Path) -> dict[str, str]:
+    """``{chapter: hash of its run stamp}`` for the chapters a notebook reads ("absent" when one never
+    ran): a chapter that re-ran (new stamp: new key, outputs, timings) changes it."""
+    out = {}
+    for up in upstream:
+        stamp = _stamp_path(out_dir / f"{up}.ipynb")
+        out[up] = _sha256(stamp)[:16] if stamp.is_file() else "absent"
+    return out
+
+
+def data_context(params: Mapping[str, Any], upstream: Sequence[str] = (), out_dir: Path | None = None) -> dict[str, Any]:
+    """What a run read besides its parameters: the data home, the data root and a fingerprint of the root,
+    the synthetic data sets of its profile (:func:`synthetic_fingerprints`) and the stamps of the chapters
+    it reads (:func:`upstream_stamps`, ``reads:`` in the study spec).
+
+    The root fingerprint hashes the root's file listing (relative paths, sizes, mtimes), so adding,
     removing or replacing a file of a real dataset re-executes the notebooks that read it.
     """
     root = real_data_root(params.get("data_root") or None)
@@ -123,11 +182,17 @@ def data_context(params: Mapping[str, Any]) -> dict[str, str]:
             if p.is_file():
                 st = p.stat()
                 h.update(f"{p.relative_to(root).as_posix()}|{st.st_size}|{int(st.st_mtime)}\n".encode())
-    return {"data_home": str(data_home()), "data_root": str(root or ""), "data_fingerprint": h.hexdigest()[:16]}
+    return {"data_home": str(data_home()), "data_root": str(root or ""), "data_fingerprint": h.hexdigest()[:16],
+            "synthetic": synthetic_fingerprints(params),
+            "upstream": upstream_stamps(upstream, out_dir or generated_book_dir())}
 
 
-def _why_rerun(stamp: Path, output: Path, key: str, context: Mapping[str, str]) -> str:
-    """Empty when the cached run can be trusted, else the reason it cannot (for the log)."""
+def _why_rerun(stamp: Path, output: Path, key: str, context: Mapping[str, Any]) -> str:
+    """Empty when the cached run can be trusted, else the reason it cannot (for the log).
+
+    Synthetic data sets: each one the stamp recorded (those present when the run ended) must be
+    unchanged; a set made later (by another chapter) is not one this run read.
+    """
     if not output.is_file() or not stamp.is_file():
         return "no previous run"
     try:
@@ -136,9 +201,22 @@ def _why_rerun(stamp: Path, output: Path, key: str, context: Mapping[str, str]) 
         return "run stamp unreadable"
     if info.get("key") != key:
         return "template, parameters, settings or package changed"
+    was = info.get("context") or {}
     for k, v in context.items():
-        if info.get("context", {}).get(k) != v:
-            return f"{k} changed ({info.get('context', {}).get(k)!r} -> {v!r})"
+        if k == "synthetic":
+            if not isinstance(was.get(k), dict):
+                return "synthetic data not recorded by the previous run"
+            for part, fp in was[k].items():
+                if part not in v:
+                    return f"synthetic data {part} is gone"
+                if v[part] != fp:
+                    return f"synthetic data {part} changed since the run"
+        elif k == "upstream":
+            for up, fp in v.items():
+                if (was.get(k) or {}).get(up) != fp:
+                    return f"{up} re-ran since this run (this notebook reads its results or stamp)"
+        elif was.get(k) != v:
+            return f"{k} changed ({was.get(k)!r} -> {v!r})"
     for out in info.get("outputs", []):
         p = Path(out["path"])
         if not p.is_file():
@@ -341,7 +419,8 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
     output = out_dir / f"{name}.ipynb"
     stamp = _stamp_path(output)
     key = run_key(template, params)
-    context = data_context(params)
+    upstream = reads(name, template)
+    context = data_context(params, upstream, out_dir)
     why = "forced" if force else _why_rerun(stamp, output, key, context)
     if not why:
         log(f"[skip] {name}: unchanged (template, parameters, settings, package, data and outputs verified)")
@@ -384,6 +463,7 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
     for line in notices(output):
         log(f"[note] {name}: {line}")
     wall = time.perf_counter() - t0
+    context = data_context(params, upstream, out_dir)  # after the run: the data it generated and read
     stamp.write_text(json.dumps({"key": key, "params": params, "template": str(template),
                                  "package": package_fingerprint(), "context": context, "outputs": outputs,
                                  "wall_s": round(wall, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},

@@ -109,7 +109,7 @@ def sweep(profile: str = typer.Option("default", "--profile", help="Study profil
             gpu = dev == "cuda" and (cluster == "slurm" or (not scheduler and workers > 0))
             _, rep = S.run_chapter03(cells, profile=profile, params=params, client=client, progress=advance, gpu=gpu,
                                      save_to=path, **prov)
-    except RuntimeError as exc:  # failed cells: the finished shards stay, a re-run computes only the others
+    except (RuntimeError, OSError) as exc:  # failed cells (the finished shards stay) or the records not written
         _fail(str(exc), code=1)
     finally:
         if client is not None:
