@@ -57,8 +57,8 @@ def check_params(*, profile: str, seed: int, models: str, method: str, crown_bud
             raise ValueError(f"{name}={v!r}: expected an integer >= 1")
     if isinstance(min_val_auc, bool) or not isinstance(min_val_auc, (int, float)) or not 0 <= min_val_auc <= 1:
         raise ValueError(f"min_val_auc={min_val_auc!r}: expected a number in [0, 1]")
-    check_weights(model_list, weights)
     check_data_root(profile, data_root)
+    check_weights(model_list, weights)
     dev = prepare_run(device, seed)
     b_ref_used = min(b_grid, key=lambda b: abs(b - b_ref))
     params = dict(profile=profile, seed=seed, data_root=str(data_root or ""), models=model_list, method=method,

@@ -34,8 +34,8 @@ def check_params(*, profile: str, seed: int, models: str, device: str, data_root
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r}: expected an integer >= 0")
     model_list = split_list(models, "models", allowed=DETECTORS)
-    check_weights(model_list, weights)
     check_data_root(profile, data_root)
+    check_weights(model_list, weights)
     if not isinstance(port_check, bool):
         raise ValueError(f"port_check={port_check!r}: expected True or False")
     if isinstance(min_val_auc, bool) or not isinstance(min_val_auc, (int, float)) or not 0 <= min_val_auc <= 1:

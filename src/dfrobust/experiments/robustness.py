@@ -814,8 +814,8 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     for a in names:
         _attacks.check_options(a, **attack_kw.get(a, {}))
     cw_kw = cw_options(c_init=cw_c_init, search_steps=cw_search_steps, steps=cw_steps, lr=cw_lr)
-    check_weights(model_list, weights)
     check_data_root(profile, data_root)
+    check_weights(model_list, weights)
     dev = prepare_run(device, seed)  # every check passed: device (one-line error if absent), threads, seeds
     positive = [e for e in eps if e > 0]
     eps_ref_used = min(positive, key=lambda e: abs(e - eps_ref))

@@ -510,8 +510,8 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     real_frames = _int("real_frames", real_frames, 1)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
-    check_weights(model_list, weights)
     check_data_root(profile, data_root)
+    check_weights(model_list, weights)
     dev = prepare_run(device, seed)  # every check passed: device (one-line error if absent), threads, seeds
     out = dict(profile=profile, seed=seed, data_root=str(data_root or ""), models=model_list, attacks=attack_list,
                modes=mode_list, aggregate=agg, eps_grid=list(eps_grid), b_grid=list(b_grid),
