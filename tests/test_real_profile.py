@@ -171,3 +171,16 @@ def test_the_real_profile_book_builds_on_the_shared_ffpp_samples(realdata, data_
     prov = json.loads(models.attrs["detectors"])
     assert prov["meso4_df"]["sha256"] == PUBLISHED["Meso4_DF.h5"]
     assert prov["mesoinception_df"]["sha256"] == PUBLISHED["MesoInception_DF.h5"]
+
+
+def test_the_group_table_of_data_without_demographic_groups_is_empty_not_an_error():
+    """Real datasets carry no demographic labels (group ""): chapter 03 said "No objects to concatenate"."""
+    from test_metrics import _records
+
+    from dfrobust.experiments import robustness
+
+    rec = _records([0.9, 0.2, 0.6, 0.3], [[0.85, 0.25, 0.3, 0.3]], [1, 0, 1, 1])
+    empty = robustness.group_table(rec.assign_coords(group=("sample", [""] * 4)), eps=0.1, b=0.1, n_boot=100)
+    assert empty.empty and list(empty.columns) == ["model", "attack", "group", "metric", "value", "lo", "hi", "n"]
+    two = robustness.group_table(rec.assign_coords(group=("sample", ["a", "a", "b", "b"])), eps=0.1, b=0.1, n_boot=100)
+    assert sorted(two["group"].unique()) == ["a", "b"] and set(two["metric"]) == {"RA", "RR"}

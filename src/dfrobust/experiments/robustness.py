@@ -512,9 +512,9 @@ def ra_rr_with_ci(records: xr.Dataset, b_grid: Sequence[float], *, by: str = "sa
 
 def group_table(records: xr.Dataset, *, eps: float, b: float, by: str = "sample", n_boot: int = 1000,
                 seed: int = 0, coord: str = "group") -> pd.DataFrame:
-    """RA and RR(ε, b) per demographic group with bootstrap CIs (long table)."""
-
-
+    """RA and RR(ε, b) per demographic group with bootstrap CIs (long table; empty, with the columns,
+    when no sample has a group: real data without demographic labels)."""
+    columns = ["model", "attack", "group", "metric", "value", "lo", "hi", "n"]
     if coord not in records.coords:
         raise ValueError(f"coord={coord!r}: not a sample coordinate of the records")
     rec = records.sel(eps=[eps], method="nearest")
@@ -527,8 +527,10 @@ def group_table(records: xr.Dataset, *, eps: float, b: float, by: str = "sample"
         for name, ds in (("RA", ra), ("RR", rr.isel(b=0, drop=True))):
             df = ds.isel(eps=0, drop=True).to_dataframe()[["estimate", "lo", "hi"]].reset_index()
             rows.append(df.assign(group=g, metric=name, n=sub.sizes["sample"]))
+    if not rows:
+        return pd.DataFrame(columns=columns)
     out = pd.concat(rows, ignore_index=True).rename(columns={"estimate": "value"})
-    return out[["model", "attack", "group", "metric", "value", "lo", "hi", "n"]]
+    return out[columns]
 
 
 def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, ra_margin: float = 0.05,
