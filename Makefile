@@ -1,10 +1,14 @@
-# The study's two commands:  make book  (runs the study with PROFILE and builds the HTML book)
+# The study's two commands:  make book  (runs the study with PROFILE and builds the HTML book;
+#                                        PROFILE=real DATA_ROOT=... WEIGHTS=...: a real dataset, published MesoNets)
 #                            make test  (runs the test suite)
 #                            make linkcheck (checks the book's external links; needs network)
 # Both create .venv on first use and reuse it afterwards.
 PYTHON  ?= python3.11
 VENV    ?= .venv
 PROFILE ?= default
+# a real dataset and the published MesoNet weights: make book PROFILE=real DATA_ROOT=/data/ffpp WEIGHTS=/data/mesonet
+DATA_ROOT ?=
+WEIGHTS   ?=
 BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed
 
@@ -25,7 +29,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(BIN)/dfrobust book --profile $(PROFILE)
+	$(BIN)/dfrobust book --profile $(PROFILE) $(if $(DATA_ROOT),-p data_root=$(DATA_ROOT)) $(if $(WEIGHTS),-p weights=$(WEIGHTS))
 
 quick:
 	$(MAKE) book PROFILE=quick

@@ -17,8 +17,14 @@ import yaml
 
 from .paths import project_root
 
-#: the study's profiles, smallest first (``study.yml`` describes them; a test checks they agree)
-PROFILES = ("quick", "default", "paper")
+#: the study's profiles, synthetic ones smallest first, then ``real`` (``study.yml`` describes them; a test
+#: checks they agree)
+PROFILES = ("quick", "default", "paper", "real")
+#: profiles that read ``$DFROBUST_DATA_ROOT`` when no ``data_root`` parameter is given
+ENV_DATA_ROOT = ("paper", "real")
+#: profiles that run on a real data root only: the published MesoNet weights on a real dataset, no synthetic
+#: fallback (``make book PROFILE=real DATA_ROOT=... WEIGHTS=...``)
+REAL_ONLY = ("real",)
 
 
 def check_profile(profile: str) -> str:
@@ -26,6 +32,16 @@ def check_profile(profile: str) -> str:
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r}: unknown; expected one of {', '.join(PROFILES)}")
     return profile
+
+
+def check_data_root(profile: str, data_root: str | None = "") -> None:
+    """A one-line ValueError when ``profile`` runs on real data only and neither ``data_root`` nor
+    ``$DFROBUST_DATA_ROOT`` names its folder (the chapters' ``check_params`` call it before any work)."""
+    import os
+
+    if profile in REAL_ONLY and not (data_root or os.environ.get("DFROBUST_DATA_ROOT")):
+        raise ValueError(f"profile={profile!r} runs on a real dataset: set data_root=PATH "
+                         "(make book PROFILE=real DATA_ROOT=PATH WEIGHTS=PATH) or $DFROBUST_DATA_ROOT to its folder")
 
 
 def spec_path() -> Path:

@@ -4,7 +4,8 @@
 
 * ``quick`` / ``default``: synthetic data generated on first use under ``paths.synth_dir()``;
 * ``paper``: the real dataset at ``data_root`` (or ``$DFROBUST_DATA_ROOT``); without one, the
-  paper-scale synthetic benchmark, with a printed and logged notice.
+  paper-scale synthetic benchmark, with a printed and logged notice;
+* ``real``: the real dataset at ``data_root`` (or ``$DFROBUST_DATA_ROOT``); without one, a one-line error.
 
 An explicit ``data_root`` is honoured by every profile (the profile then sets how many frames
 and videos are prepared, ``settings.real`` in notebooks/study.yml).
@@ -19,11 +20,11 @@ import pandas as pd
 
 from ..core import paths
 from ..core.params import check_seed
-from ..core.profiles import PROFILES, check_profile, settings
+from ..core.profiles import ENV_DATA_ROOT, PROFILES, check_data_root, check_profile, settings
 from .manifest import GROUPS, load_images, load_manifest, save_manifest
-from .report import detection_report, leaks, manipulation_counts, split_table
+from .report import data_note, dataset_label, detection_report, leaks, manipulation_counts, split_table
 
-__all__ = ["GROUPS", "KINDS", "PROFILES", "detection_report", "get_manifest", "leaks", "load_images",
+__all__ = ["GROUPS", "KINDS", "PROFILES", "data_note", "dataset_label", "detection_report", "get_manifest", "leaks", "load_images",
            "load_manifest", "manipulation_counts", "save_manifest", "split_table"]
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ def get_manifest(profile: str, kind: str = "images", *, seed: int = 0, data_root
     check_seed(seed)
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}: expected one of {KINDS}")
-    root = paths.real_data_root(data_root or None) if (data_root or profile == "paper") else None
+    check_data_root(profile, data_root)
+    root = paths.real_data_root(data_root or None) if (data_root or profile in ENV_DATA_ROOT) else None
     if root is not None:
         from .prepare import prepare
 

@@ -7,6 +7,7 @@ synthetic benchmark (no detection step) the detection report is empty.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 DETECTION_COLUMNS = ["video_id", "label", "manipulation", "split", "n_sampled", "n_faces", "rate", "n_candidates",
@@ -58,3 +59,39 @@ def leaks(manifest: pd.DataFrame) -> dict[str, list[str]]:
         n = manifest[manifest[col] != ""].groupby(col).split.nunique()
         out[col] = sorted(n[n > 1].index)
     return out
+
+
+#: long names of the ``dataset`` values of prepared real data (the manifest's ``dataset`` column)
+DATASET_NAMES = {"ffpp": "FaceForensics++", "dfdc": "DFDC", "celebdf": "Celeb-DF-v2", "uadfv": "UADFV",
+                 "folder": "real/fake folder"}
+
+
+def dataset_label(manifest: pd.DataFrame) -> str:
+    """What the results of ``manifest`` are labelled with on the pages and in the results' attrs.
+
+    ``synthetic`` for the study's benchmark; for real data ``real`` and the dataset's name with the
+    folder it was prepared from, e.g. ``real FaceForensics++ (ffpp)``.
+    """
+    _check(manifest)
+    meta = manifest.attrs.get("meta") or {}
+    if meta.get("synthetic", "dataset" not in manifest.columns):
+        return "synthetic"
+    names = sorted(set(manifest["dataset"].astype(str))) if "dataset" in manifest.columns else []
+    long = ", ".join(DATASET_NAMES.get(n, n) for n in names) or "dataset"
+    root = str(meta.get("root") or "")
+    return f"real {long}" + (f" ({root.rstrip('/').rsplit('/', 1)[-1]})" if root else "")
+
+
+def data_note(manifest: pd.DataFrame) -> str:
+    """The landing page's note on where this build's results come from (plain text, one paragraph)."""
+    label = dataset_label(manifest)
+    if label == "synthetic":
+        return ("The datasets of the papers (FaceForensics++, Celeb-DF-v2, UADFV) sit behind access forms and cannot "
+                "be downloaded by the study: every result of this build comes from the study's synthetic deepfake "
+                "benchmark (procedurally rendered faces of six demographic groups with face-swap and reenactment "
+                "fakes; see the data chapter). It reproduces the mechanics of the papers' experiments, not their numbers.")
+    n_videos = manifest["video_id"].astype(str).replace("", np.nan).nunique() if "video_id" in manifest.columns else 0
+    return (f"Every result of this build comes from {label} data: {len(manifest)} face crops"
+            + (f" of {n_videos} videos" if n_videos else "") + " prepared by the study from its data root. The "
+            "numbers are this data's, at this build's sample sizes; the intervals on each page say how far they "
+            "decide anything.")

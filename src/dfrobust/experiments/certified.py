@@ -16,16 +16,19 @@ from .. import certify, metrics
 from ..metrics import verdicts
 from ..core.device import prepare_run
 from ..core.params import MAX_COUNT, MAX_GRID, check_int, check_number, check_seed, split_list
-from ..core.profiles import check_profile
+from ..core.profiles import check_data_root, check_profile
+from ..models.published import PUBLISHED_DETECTORS, check_weights
 from .robustness import check_sweep
 
 #: the detectors whose layers the bounds support
-CERTIFIABLE = ("meso4", "mesoinception4")
+#: (the published MesoNet weights too: dfrobust.models.published)
+CERTIFIABLE = ("meso4", "mesoinception4", *PUBLISHED_DETECTORS)
 
 
 def check_params(*, profile: str, seed: int, models: str, method: str, crown_budget: int, eps_max: float,
                  n_eps: int, b_max: float, n_b: int, b_show: str, b_ref: float, n_samples: int, pgd_steps: int,
-                 batch_size: int, device: str, data_root: str = "", min_val_auc: float = 0.7) -> dict:
+                 batch_size: int, device: str, data_root: str = "", min_val_auc: float = 0.7,
+                 weights: str = "") -> dict:
     """Every parameter checked (one-line ValueError naming it) before any data, bound or attack.
 
     Returns ``models``, ``eps_grid``, ``b_grid``, ``b_show`` (panel bounds), ``b_ref`` (grid value),
@@ -64,12 +67,14 @@ def check_params(*, profile: str, seed: int, models: str, method: str, crown_bud
         check_int(v, name, 1, MAX_COUNT)
     if isinstance(min_val_auc, bool) or not isinstance(min_val_auc, (int, float)) or not 0 <= min_val_auc <= 1:
         raise ValueError(f"min_val_auc={min_val_auc!r}: expected a number in [0, 1]")
+    check_data_root(profile, data_root)
+    check_weights(model_list, weights)
     dev = prepare_run(device, seed)
     b_ref_used = min(b_grid, key=lambda b: abs(b - b_ref))
     params = dict(profile=profile, seed=seed, data_root=str(data_root or ""), models=model_list, method=method,
                   crown_budget=crown_budget, eps_grid=eps_grid, b_grid=b_grid, b_show=b_panels, b_ref=b_ref_used,
                   n_samples=n_samples, pgd_steps=pgd_steps, batch_size=batch_size, min_val_auc=float(min_val_auc),
-                  device=str(dev))
+                  device=str(dev), weights=str(weights or ""))
     return {"models": model_list, "eps_grid": eps_grid, "b_grid": b_grid, "b_show": b_panels, "b_ref": b_ref_used,
             "budget": None if crown_budget < 0 else int(crown_budget), "device": dev, "params": params}
 

@@ -13,8 +13,9 @@ import pandas as pd
 
 from ..core.device import prepare_run
 from ..core.params import check_seed, split_list
-from ..core.profiles import check_profile
-from ..models import MODELS
+from ..core.profiles import check_data_root, check_profile
+from ..models import DETECTORS
+from ..models.published import check_weights, is_published
 from ..metrics import verdicts
 from ..models.train import resolve_hparams
 
@@ -23,7 +24,7 @@ AUC_TARGETS = {"meso4": 0.95, "mesoinception4": 0.95, "resnet34": 0.85, "xceptio
 
 
 def check_params(*, profile: str, seed: int, models: str, device: str, data_root: str = "",
-                 port_check: bool = True, min_val_auc: float = 0.7) -> dict:
+                 port_check: bool = True, min_val_auc: float = 0.7, weights: str = "") -> dict:
     """Every parameter checked (one-line ValueError naming it) before any data or model work.
 
     Returns ``models`` (list), ``hparams`` (detector -> resolved training values), ``device``
@@ -31,15 +32,17 @@ def check_params(*, profile: str, seed: int, models: str, device: str, data_root
     """
     check_profile(profile)
     check_seed(seed)
-    model_list = split_list(models, "models", allowed=MODELS)
+    model_list = split_list(models, "models", allowed=DETECTORS)
+    check_data_root(profile, data_root)
+    check_weights(model_list, weights)
     if not isinstance(port_check, bool):
         raise ValueError(f"port_check={port_check!r}: expected True or False")
     if isinstance(min_val_auc, bool) or not isinstance(min_val_auc, (int, float)) or not 0 <= min_val_auc <= 1:
         raise ValueError(f"min_val_auc={min_val_auc!r}: expected a number in [0, 1]")
-    hparams = {m: resolve_hparams(m, profile) for m in model_list}
+    hparams = {m: resolve_hparams(m, profile) for m in model_list if not is_published(m)}  # trained ones
     dev = prepare_run(device, seed)
     params = dict(profile=profile, seed=seed, models=model_list, data_root=str(data_root or ""),
-                  min_val_auc=float(min_val_auc), device=str(dev))
+                  min_val_auc=float(min_val_auc), device=str(dev), weights=str(weights or ""))
     return {"models": model_list, "hparams": hparams, "device": dev, "params": params}
 
 

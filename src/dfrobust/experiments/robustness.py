@@ -512,9 +512,9 @@ def ra_rr_with_ci(records: xr.Dataset, b_grid: Sequence[float], *, by: str = "sa
 
 def group_table(records: xr.Dataset, *, eps: float, b: float, by: str = "sample", n_boot: int = 1000,
                 seed: int = 0, coord: str = "group") -> pd.DataFrame:
-    """RA and RR(ε, b) per demographic group with bootstrap CIs (long table)."""
-
-
+    """RA and RR(ε, b) per demographic group with bootstrap CIs (long table; empty, with the columns,
+    when no sample has a group: real data without demographic labels)."""
+    columns = ["model", "attack", "group", "metric", "value", "lo", "hi", "n"]
     if coord not in records.coords:
         raise ValueError(f"coord={coord!r}: not a sample coordinate of the records")
     rec = records.sel(eps=[eps], method="nearest")
@@ -527,8 +527,10 @@ def group_table(records: xr.Dataset, *, eps: float, b: float, by: str = "sample"
         for name, ds in (("RA", ra), ("RR", rr.isel(b=0, drop=True))):
             df = ds.isel(eps=0, drop=True).to_dataframe()[["estimate", "lo", "hi"]].reset_index()
             rows.append(df.assign(group=g, metric=name, n=sub.sizes["sample"]))
+    if not rows:
+        return pd.DataFrame(columns=columns)
     out = pd.concat(rows, ignore_index=True).rename(columns={"estimate": "value"})
-    return out[["model", "attack", "group", "metric", "value", "lo", "hi", "n"]]
+    return out[columns]
 
 
 def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, ra_margin: float = 0.05,
@@ -738,7 +740,7 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                  cw_search_steps: int, cw_steps: int, cw_lr: float, n_boot: int, rr_level: float, eps_ref: float,
                  b_ref: float, ra_margin: float, rr_margin: float, alpha: float, ra_lo: float, ra_hi: float,
                  radii: str, target_half_width: float, min_val_auc: float, device: str, shard_size: int = 32,
-                 workers: int = 0) -> dict:
+                 workers: int = 0, weights: str = "") -> dict:
     """Every parameter of the RA-vs-RR chapter checked before any data or model is touched, then
     the run set up (device chosen, seeds set, CPU threads capped at 2).
 
@@ -753,7 +755,9 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     """
     from ..core.params import MAX_BOOT, MAX_COUNT, MAX_GRID, check_int, check_number, check_seed, split_list
     from ..core.profiles import check_profile
-    from ..models import MODELS
+    from ..models import DETECTORS as MODELS
+    from ..core.profiles import check_data_root
+    from ..models.published import check_weights
 
     def integer(name, v, lo=1, hi=MAX_COUNT):
         return check_int(v, name, lo, hi)
@@ -807,6 +811,8 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     for a in names:
         _attacks.check_options(a, **attack_kw.get(a, {}))
     cw_kw = cw_options(c_init=cw_c_init, search_steps=cw_search_steps, steps=cw_steps, lr=cw_lr)
+    check_data_root(profile, data_root)
+    check_weights(model_list, weights)
     dev = prepare_run(device, seed)  # every check passed: device (one-line error if absent), threads, seeds
     positive = [e for e in eps if e > 0]
     eps_ref_used = min(positive, key=lambda e: abs(e - eps_ref))
@@ -818,7 +824,7 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                   b_ref=float(b_ref_used), ra_margin=float(ra_margin), rr_margin=float(rr_margin),
                   alpha=float(alpha), ra_window=[float(ra_lo), float(ra_hi)], radii=radii,
                   target_half_width=float(target_half_width), min_val_auc=float(min_val_auc), device=str(dev),
-                  shard_size=int(shard_size), workers=int(workers))
+                  shard_size=int(shard_size), workers=int(workers), weights=str(weights or ""))
     return {"models": model_list, "attacks": names, "eps_grid": eps, "b_grid": b_grid,
             "eps_ref": eps_ref_used, "b_ref": b_ref_used, "attack_kw": attack_kw, "cw_kw": cw_kw,
             "device": dev, "params": params}
@@ -842,7 +848,10 @@ class Setup:
 
     @property
     def data_label(self) -> str:
-        return "synthetic" if self.synthetic else "real"
+        """``synthetic``, or ``real`` and the dataset's name (:func:`dfrobust.data.dataset_label`)."""
+        from ..data import dataset_label
+
+        return dataset_label(self.manifest)
 
 
 def setup(p: Mapping, *, profile: str) -> Setup:
@@ -851,15 +860,18 @@ def setup(p: Mapping, *, profile: str) -> Setup:
     and ``dfrobust sweep`` both call it, so they attack the same images with the same weights."""
     from ..data import get_manifest, sampling
     from ..models import quality_gate
-    from ..models.train import get_trained
+    from ..models.published import evaluation_manifest, get_detector
 
     q = p["params"]
     seed = int(q["seed"])
     manifest = get_manifest(profile, "images", seed=seed, data_root=q["data_root"] or None)
     synthetic = bool(manifest.attrs.get("meta", {}).get("synthetic", True))
-    trained = {m: get_trained(m, manifest, profile=profile, seed=seed, device=str(p["device"])) for m in p["models"]}
+    trained = {m: get_detector(m, manifest, weights=q.get("weights", ""), profile=profile, seed=seed,
+                               device=str(p["device"])) for m in p["models"]}
     gate = quality_gate(trained, q["min_val_auc"])
     analysed = [m for m in p["models"] if bool(gate.set_index("model").loc[m, "analysed"])]
+    # published detectors only: every split is held out for them (dfrobust.models.published)
+    manifest = evaluation_manifest(manifest, p["models"])
     sel = sampling.select_samples(manifest, q["n_samples"], seed=seed)
     size = max(trained[m].input_size for m in (analysed or p["models"]))
     return Setup(manifest, synthetic, trained, gate, analysed, sel, int(size))

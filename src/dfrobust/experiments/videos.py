@@ -458,7 +458,8 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                  eps_min: float, eps_max: float, n_eps: int, b_max: float, n_b: int, eps_ref: float, b_ref: float,
                  frames_per_video: int, frame_stride: int, max_videos: int, pgd_steps: int,
                  n_boot: int, level: str, ramp: bool, lin_margin: float,
-                 alpha: float, target_videos: int, min_val_auc: float, real_frames: int, device: str) -> dict:
+                 alpha: float, target_videos: int, min_val_auc: float, real_frames: int, device: str,
+                 weights: str = "") -> dict:
     """Every parameter of the images-vs-videos chapter checked before any data or model is touched.
 
     One-line ValueError naming the parameter and what is expected. Returns the canonical values:
@@ -468,7 +469,9 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     attack settings.
     """
     from ..core import params as core_params
-    from ..models import MODELS
+    from ..models import DETECTORS as MODELS
+    from ..core.profiles import check_data_root
+    from ..models.published import check_weights
 
     if not isinstance(profile, str) or not profile:
         raise ValueError(f"profile={profile!r}: expected a profile name such as 'quick' or 'default'")
@@ -507,6 +510,8 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     real_frames = _int("real_frames", real_frames, 1)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
+    check_data_root(profile, data_root)
+    check_weights(model_list, weights)
     dev = prepare_run(device, seed)  # every check passed: device (one-line error if absent), threads, seeds
     out = dict(profile=profile, seed=seed, data_root=str(data_root or ""), models=model_list, attacks=attack_list,
                modes=mode_list, aggregate=agg, eps_grid=list(eps_grid), b_grid=list(b_grid),
@@ -514,7 +519,8 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                frames_per_video=frames_per_video, frame_stride=frame_stride or None, max_videos=max_videos,
                attack_kw=robustness.attack_options(attack_list, steps=pgd_steps),
                n_boot=n_boot, level=level, ramp=bool(ramp), lin_margin=lin_margin, alpha=alpha,
-               target_videos=target_videos, min_val_auc=min_val_auc, real_frames=real_frames, device=str(dev))
+               target_videos=target_videos, min_val_auc=min_val_auc, real_frames=real_frames, device=str(dev),
+               weights=str(weights or ""))
     out["params"] = dict(out)  # the provenance of the run (JSON-serialisable)
     out["dev"] = dev
     return out

@@ -356,11 +356,13 @@ def check_params(*, data_root: str = "", models: str, xception_sizes: str, tools
                  lime_samples: int, rise_masks: int, sobol_grid: int, sobol_design: int, xrai_steps: int,
                  xrai_algorithm: str, deletion_steps: int, n_boot: int, gallery_k: int, margin: float,
                  masks: str, area_per_k: float, min_val_auc: float, device: str, seed: int = 0,
-                 **_ignored: Any) -> XAISettings:
+                 weights: str = "", **_ignored: Any) -> XAISettings:
     """Every parameter of the XAI chapter checked before any data or model: one-line errors naming it."""
-    from ..models import MODELS
+    from ..models import DETECTORS as MODELS
+    from ..models.published import check_weights
 
     model_names = split_list(models, "models", allowed=MODELS)
+    check_weights(model_names, weights)
     sizes = int_list(xception_sizes, "xception_sizes", minimum=8) if str(xception_sizes).strip() else []
     for size in sizes:  # an input of size x size pixels per image, per explainer sample
         check_int(size, "xception_sizes", 8, 1024)

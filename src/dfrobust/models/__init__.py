@@ -30,8 +30,12 @@ from torch import nn
 
 from .gate import DEFAULT_MIN_VAL_AUC, analysed_models, quality_gate
 from .meso import Meso4Net, MesoInception4Net
+from .published import PUBLISHED_DETECTORS
 
 MODELS = ("meso4", "mesoinception4", "resnet34", "xception")
+#: every detector name a chapter accepts: the architectures it trains, then the published MesoNet weights
+#: (:mod:`dfrobust.models.published`: ``meso4_df`` ... resolved against the ``weights`` folder)
+DETECTORS = MODELS + tuple(PUBLISHED_DETECTORS)
 
 #: name -> (default input size, smallest accepted input size, mean, std, description)
 SPECS: dict[str, dict] = {
@@ -212,5 +216,5 @@ def architecture_table(sizes: dict[str, int] | None = None):
     return pd.DataFrame(rows)
 
 
-__all__ = ["MODELS", "SPECS", "Detector", "build", "check_name", "count_parameters", "architecture_table",
+__all__ = ["MODELS", "DETECTORS", "SPECS", "Detector", "build", "check_name", "count_parameters", "architecture_table",
            "quality_gate", "analysed_models", "DEFAULT_MIN_VAL_AUC"]

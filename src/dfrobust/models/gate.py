@@ -4,6 +4,10 @@ A detector whose validation AUC (on identities it was not trained on, read from 
 record) is below ``threshold`` is "not analysed: near chance": its robust accuracy, robust
 ratio, video or XAI numbers would measure noise, so chapters report the reason instead.
 The validation split decides, never the test split the chapters report on.
+
+Published weights (:mod:`dfrobust.models.published`) are gated by the same rule on the data they are
+evaluated on: their record's ``val_auc_best`` is the AUC on that data's ``val`` split, or, where that
+split lacks a class, on every frame of the data (``gate_data`` in the record; :data:`~.published.GATE_RULE`).
 """
 
 from __future__ import annotations

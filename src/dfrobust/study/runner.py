@@ -362,7 +362,7 @@ def preflight(nb, params: Mapping[str, Any]) -> None:
 
 
 #: path parameters besides ``data_root`` that a run resolves against the folder where the command was typed
-USER_PATHS = ("gpu_report",)
+USER_PATHS = ("gpu_report", "weights")
 
 
 def check_data_context(params: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
@@ -432,6 +432,10 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
     kernel_env = {}
     if os.environ.get("DFROBUST_DATA_HOME"):
         kernel_env["DFROBUST_DATA_HOME"] = str(data_home())
+    from ..models.published import WEIGHTS_ENV, weights_dir
+
+    if os.environ.get(WEIGHTS_ENV):
+        kernel_env[WEIGHTS_ENV] = str(weights_dir())
     if os.environ.get("DFROBUST_DATA_ROOT") and params.get("profile") == "paper":
         kernel_env["DFROBUST_DATA_ROOT"] = str(real_data_root())
     clean_stale_stages(log=log)

@@ -74,7 +74,9 @@ SHARD_FORMAT = "dfrobust-shard-1"
 
 @dataclass(frozen=True)
 class DetectorRef:
-    """A detector as a cell sees it: architecture, checkpoint file and that file's sha256."""
+    """A detector as a cell sees it: its name, weight file and that file's sha256. The file is a
+    checkpoint of :func:`dfrobust.models.train.save_checkpoint`, or for a published name
+    (:mod:`dfrobust.models.published`) the authors' Keras ``.h5``."""
 
     name: str
     checkpoint: str
@@ -149,10 +151,12 @@ def data_fingerprint(df: pd.DataFrame) -> str:
 
 
 def detector_ref(name: str, checkpoint: str | os.PathLike) -> DetectorRef:
-    """A :class:`DetectorRef` for a checkpoint written by :func:`dfrobust.models.train.save_checkpoint`."""
+    """A :class:`DetectorRef` for a checkpoint written by :func:`dfrobust.models.train.save_checkpoint`
+    (for a published detector name: its Keras weight file)."""
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint={str(path)!r}: no such file; expected a dfrobust checkpoint")
+        raise FileNotFoundError(f"checkpoint={str(path)!r}: no such file; expected a dfrobust checkpoint "
+                                "or, for a published detector, its .h5 weight file")
     return DetectorRef(name, str(path.resolve()), file_sha256(path)[:16])
 
 
@@ -217,9 +221,11 @@ LOADS: dict[str, int] = {}
 def load_detector(ref: DetectorRef, device: str):
     key = (ref.checkpoint, ref.checkpoint_hash, device)
     if key not in _DETECTORS:
+        from ..models import published
         from ..models.train import load_checkpoint
 
-        _DETECTORS[key] = load_checkpoint(ref.checkpoint, ref.name, device)
+        _DETECTORS[key] = (published.load(ref.checkpoint).to(device).eval() if published.is_published(ref.name)
+                           else load_checkpoint(ref.checkpoint, ref.name, device))
         LOADS[ref.name] = LOADS.get(ref.name, 0) + 1
     return _DETECTORS[key]
 
