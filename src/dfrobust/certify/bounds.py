@@ -58,7 +58,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..core.params import check_eps
 
-METHODS = ("ibp", "crown")
+METHODS = ("ibp", "crown", "alpha-crown")
 
 _RESHAPE_METHODS = {"flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous"}
 _SUPPORTED = ("Conv2d, BatchNorm2d (eval), Linear, ReLU, LeakyReLU, MaxPool2d, Dropout, Identity, "
@@ -81,6 +81,38 @@ def _rsum(t: torch.Tensor) -> torch.Tensor:
     """Sum over all but the leading (row) dimension."""
     return t.reshape(t.shape[0], -1).sum(1)
 
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _ksize(kw: dict) -> int:
+    kh, kww = _pair(kw["kernel_size"])
+    return kh * kww
+
+
+def _pool_geometry(kw: dict, in_hw, out_hw):
+    """Kernel, stride, the padding (left, right, top, bottom; negative crops) that makes the
+    pool's output windows exactly the unfolded windows, and the padded size."""
+    (kh, kww), (sh, sw), (ph, pw) = _pair(kw["kernel_size"]), _pair(kw["stride"]), _pair(kw["padding"])
+    hp, wp = (out_hw[0] - 1) * sh + kh, (out_hw[1] - 1) * sw + kww
+    return (kh, kww), (sh, sw), (pw, wp - in_hw[1] - pw, ph, hp - in_hw[0] - ph), (hp, wp)
+
+
+def _windows(t: torch.Tensor, kw: dict, out_shape) -> torch.Tensor:
+    """Max-pool windows of ``t`` [N, C, H, W] as [N, C, K, Ho, Wo] (padding: −inf, as max_pool2d)."""
+    k, st, pads, _ = _pool_geometry(kw, t.shape[-2:], out_shape[1:])
+    u = F.unfold(F.pad(t, pads, value=float("-inf")), k, stride=st)
+    return u.view(t.shape[0], t.shape[1], k[0] * k[1], *out_shape[1:])
+
+
+def _unwindows(w: torch.Tensor, kw: dict, in_shape) -> torch.Tensor:
+    """Adjoint of :func:`_windows`: window coefficients [R, C, K, Ho, Wo] summed onto the input
+    positions [R, C, H, W] (overlapping windows add up)."""
+    R, C, K, ho, wo = w.shape
+    k, st, pads, size = _pool_geometry(kw, in_shape[1:], (ho, wo))
+    out = F.fold(w.reshape(R, C * K, ho * wo), size, k, stride=st)
+    return F.pad(out, tuple(-p for p in pads))
 
 @dataclass
 class _Node:
@@ -112,19 +144,22 @@ class Graph:
         self.name = name
         self.single_logit = single_logit
         self.preact = sorted({n.inputs[0] for n in nodes if n.op in ("relu", "leaky")})
-        # is_box: the node's reachable set is an axis-aligned box (IBP exact there)
+        self.pool_in = sorted({n.inputs[0] for n in nodes if n.op == "maxpool"})
+        # box: the node's reachable set is an axis-aligned box; exact: IBP gives every neuron's
+        # true range (a box through affine maps, then elementwise monotone maps)
         box: list[bool] = []
         exact: list[bool] = []
         for n in nodes:
+            ins = [box[i] for i in n.inputs]
             if n.op == "input":
                 box.append(True)
                 exact.append(True)
-            elif n.op in ("affine", "reshape", "permute"):
-                box.append(box[n.inputs[0]])
-                exact.append(box[n.inputs[0]])
-            else:
+            elif n.op in ("affine", "reshape", "permute", "relu", "leaky", "concat"):
+                box.append(all(ins))
+                exact.append(all(exact[i] for i in n.inputs))
+            else:  # conv, linear, maxpool
                 box.append(False)
-                exact.append(n.op in ("conv", "linear") and box[n.inputs[0]])
+                exact.append(all(ins))
         self.ibp_exact = exact
         self.max_numel = max(math.prod(n.shape) for n in nodes)
         self.n_preact = sum(math.prod(nodes[j].shape) for j in self.preact)
@@ -219,22 +254,23 @@ class Graph:
             k_up = torch.where(unstable, (hi - a * lo) / den, torch.where(active, 1.0, a).to(lo.dtype))
             b_up = torch.where(unstable, lo * (a - k_up), torch.zeros_like(lo))
             k_lo = torch.where(active | (unstable & (hi > -lo)), 1.0, a).to(lo.dtype)
-            cache[j] = (k_lo, k_up, b_up, k_up - k_lo)
-        else:  # maxpool
-            kw = n.p["kw"]
-            lmax, idx = F.max_pool2d(lo, return_indices=True, **kw)
-            umax = F.max_pool2d(hi, **kw)
-            flat = hi.flatten(2).clone()
-            flat.scatter_(2, idx.flatten(2), float("-inf"))
-            u_other = F.max_pool2d(flat.view_as(hi), **kw)
-            exact = lmax >= u_other
-            cache[j] = (idx, exact, umax)
+            cache[j] = (k_lo, k_up, b_up, k_up - k_lo, unstable)
+        else:  # maxpool, window by window (windows may overlap)
+            lw, hw = _windows(lo, n.p["kw"], n.shape), _windows(hi, n.p["kw"], n.shape)
+            lmax, idx = lw.max(2, keepdim=True)
+            umax = hw.max(2).values
+            u_other = hw.scatter(2, idx, float("-inf")).max(2).values
+            cache[j] = (idx, lmax.squeeze(2) >= u_other, umax)
         return cache[j]
 
     # ------------------------------------------------------------------ CROWN backward
     def _backward(self, k: int, A: torch.Tensor, sidx: torch.Tensor, B: dict, cache: dict,
-                  x_lo: torch.Tensor, x_hi: torch.Tensor) -> torch.Tensor:
-        """Lower bound of ``sum(A * node_k)`` per row (row r belongs to sample ``sidx[r]``)."""
+                  x_lo: torch.Tensor, x_hi: torch.Tensor, alpha: dict | None = None) -> torch.Tensor:
+        """Lower bound of ``sum(A * node_k)`` per row (row r belongs to sample ``sidx[r]``).
+
+        ``alpha``: node → per-row lower-relaxation slopes of its unstable neurons (alpha-CROWN),
+        clipped to [negative slope, 1]; the other neurons keep CROWN's adaptive choice.
+        """
         R = A.shape[0]
         acc: dict[int, torch.Tensor] = {k: A}
         bias = torch.zeros(R, dtype=A.dtype, device=A.device)
@@ -274,23 +310,29 @@ class Graph:
             elif n.op == "permute":
                 add(i, a.permute(*n.p["inv"]))
             elif n.op in ("relu", "leaky"):
-                k_lo, k_up, b_up, k_d = self._relax(j, B, cache)
+                k_lo, k_up, b_up, k_d, unst = self._relax(j, B, cache)
                 neg = a.clamp(max=0)
                 bias = bias + _rdot(neg, _take(b_up, sidx))
+                if alpha is not None and j in alpha:
+                    k_lo = torch.where(_take(unst, sidx), alpha[j].clamp(float(n.p.get("slope", 0.0)), 1.0),
+                                       _take(k_lo, sidx))
+                    add(i, a * k_lo + neg * (_take(k_up, sidx) - k_lo))
+                    continue
                 # pos*k_lo + neg*k_up = a*k_lo + neg*(k_up - k_lo): fewer passes over the big rows
                 out = a * _take(k_lo, sidx)
                 out.addcmul_(neg, _take(k_d, sidx))
                 add(i, out)
             elif n.op == "maxpool":
+                # lower: the window's element with the largest lower bound; upper: that element when
+                # its lower bound beats every other upper bound (exact), else the window's max upper
                 idx, exact, umax = self._relax(j, B, cache)
                 pos, neg = a.clamp(min=0), a.clamp(max=0)
                 ex = _take(exact, sidx)
                 bias = bias + _rsum(torch.where(ex, 0.0, neg * _take(umax, sidx)))
                 sel = pos + torch.where(ex, neg, 0.0)
-                shp = self.nodes[i].shape
-                out = torch.zeros(R, shp[0], shp[1] * shp[2], dtype=a.dtype, device=a.device)
-                out.scatter_add_(2, _take(idx, sidx).flatten(2).expand(R, -1, -1), sel.flatten(2))
-                add(i, out.view(R, *shp))
+                ix = _take(idx, sidx).expand(R, *idx.shape[1:])
+                win = torch.zeros(*ix.shape[:2], _ksize(n.p["kw"]), *ix.shape[3:], dtype=a.dtype, device=a.device)
+                add(i, _unwindows(win.scatter(2, ix, sel.unsqueeze(2)), n.p["kw"], self.nodes[i].shape))
             else:
                 raise AssertionError(n.op)
         return bias
@@ -324,15 +366,39 @@ class Graph:
             hi.append(-both[len(a):])
         return torch.cat(lo), torch.cat(hi)
 
+    def _wanted(self, j: int, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Neurons of node ``j`` whose tighter bounds can tighten a relaxation above it, and a
+        score ranking them for a budget: unstable pre-activations (relaxation area −l·u), and
+        the members of inexact max-pool windows that can still be the maximum (width)."""
+        want = torch.zeros_like(lo, dtype=torch.bool)
+        score = torch.zeros_like(lo)
+        if j in self.preact:
+            unst = (lo < 0) & (hi > 0)
+            want |= unst
+            score = torch.where(unst, -lo * hi, score)
+        for n in self.nodes:
+            if n.op == "maxpool" and n.inputs[0] == j:
+                lw, hw = _windows(lo, n.p["kw"], n.shape), _windows(hi, n.p["kw"], n.shape)
+                lmax, idx = lw.max(2, keepdim=True)
+                u_other = hw.scatter(2, idx, float("-inf")).max(2, keepdim=True).values
+                cand = (hw >= lmax) & (lmax < u_other)  # inexact window, member can be the max
+                hit = _unwindows(cand.to(lo.dtype), n.p["kw"], lo.shape[1:]) > 0
+                want |= hit
+                score = torch.where(hit, torch.maximum(score, hi - lo), score)
+        return want, score
+
     def bounds(self, x_lo: torch.Tensor, x_hi: torch.Tensor, method: str = "crown",
                spec: torch.Tensor | None = None, max_bytes: int = 256 * 2**20,
-               crown_budget: int | None = None):
+               crown_budget: int | None = None, alpha_steps: int = 20, alpha_lr: float = 0.5):
         """Bounds of every node (``B``) and of ``sum(spec * output)`` per sample.
 
         ``spec`` [N, *out_shape] (default: the output itself when it is one value).
-        ``crown_budget``: refine at most this many unstable neurons per layer and sample by CROWN
-        (those with the largest ReLU-relaxation area −l·u; the rest keep IBP, still sound);
-        None refines all.
+        ``crown_budget``: refine at most this many neurons per layer and sample by CROWN
+        (ranked by :meth:`_wanted`; the rest keep IBP, still sound); None refines all.
+        ``alpha-crown``: CROWN's intermediate bounds, then the lower-relaxation slopes of the
+        unstable ReLUs in the bound of the spec optimised per sample and direction by
+        ``alpha_steps`` Adam steps (learning rate ``alpha_lr``), keeping the best bound seen —
+        never looser than CROWN, which is its starting point.
         Returns ``(lo [N], hi [N], B, unstable_frac [N])``.
         """
         if method not in METHODS:
@@ -341,30 +407,31 @@ class Graph:
         B: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         cache: dict = {}
         n_unstable = torch.zeros(N, dtype=torch.long, device=x_lo.device)
+        targets = set(self.preact) | set(self.pool_in)
         for j, n in enumerate(self.nodes):
             if n.op == "input":
                 B[j] = (x_lo, x_hi)
                 continue
             lo, hi = self._ibp(n, B)
+            if method != "ibp" and j in targets and not self.ibp_exact[j]:
+                want, score = self._wanted(j, lo, hi)
+                if crown_budget is not None and int(want.flatten(1).sum(1).max()) > crown_budget:
+                    score = torch.where(want, score, float("-inf")).flatten(1)
+                    val, top = score.topk(min(int(crown_budget), score.shape[1]), dim=1)
+                    keep = torch.zeros_like(want.flatten(1))
+                    keep.scatter_(1, top, val > float("-inf"))
+                    want = keep.view_as(want)
+                if want.any():
+                    s_i, pos = want.flatten(1).nonzero(as_tuple=True)
+                    A = torch.zeros(len(s_i), lo[0].numel(), dtype=lo.dtype, device=lo.device)
+                    A[torch.arange(len(s_i), device=lo.device), pos] = 1.0
+                    c_lo, c_hi = self._crown(j, A.view(len(s_i), *n.shape), s_i, B, cache,
+                                             x_lo, x_hi, max_bytes)
+                    lo, hi = lo.flatten(1).clone(), hi.flatten(1).clone()
+                    lo[s_i, pos] = torch.maximum(lo[s_i, pos], c_lo)
+                    hi[s_i, pos] = torch.minimum(hi[s_i, pos], c_hi)
+                    lo, hi = lo.view(N, *n.shape), hi.view(N, *n.shape)
             if j in self.preact:
-                if method == "crown" and not self.ibp_exact[j]:
-                    unst = (lo < 0) & (hi > 0)
-                    if unst.any():
-                        if crown_budget is not None and int(unst.flatten(1).sum(1).max()) > crown_budget:
-                            score = torch.where(unst, -lo * hi, float("-inf")).flatten(1)
-                            val, top = score.topk(min(int(crown_budget), score.shape[1]), dim=1)
-                            keep = torch.zeros_like(unst.flatten(1))
-                            keep.scatter_(1, top, val > float("-inf"))
-                            unst = keep.view_as(unst)
-                        s_i, pos = unst.flatten(1).nonzero(as_tuple=True)
-                        A = torch.zeros(len(s_i), lo[0].numel(), dtype=lo.dtype, device=lo.device)
-                        A[torch.arange(len(s_i), device=lo.device), pos] = 1.0
-                        c_lo, c_hi = self._crown(j, A.view(len(s_i), *n.shape), s_i, B, cache,
-                                                 x_lo, x_hi, max_bytes)
-                        lo, hi = lo.flatten(1).clone(), hi.flatten(1).clone()
-                        lo[s_i, pos] = torch.maximum(lo[s_i, pos], c_lo)
-                        hi[s_i, pos] = torch.minimum(hi[s_i, pos], c_hi)
-                        lo, hi = lo.view(N, *n.shape), hi.view(N, *n.shape)
                 n_unstable += ((lo < 0) & (hi > 0)).flatten(1).sum(1)
             B[j] = (lo, hi)
         last = len(self.nodes) - 1
@@ -376,12 +443,47 @@ class Graph:
         sp, sn = spec.clamp(min=0), spec.clamp(max=0)
         m_lo = _rsum(sp * lo + sn * hi)
         m_hi = _rsum(sp * hi + sn * lo)
-        if method == "crown":
+        if method != "ibp":
             c_lo, c_hi = self._crown(last, spec, torch.arange(N, device=lo.device), B, cache,
                                      x_lo, x_hi, max_bytes, per_sample=False)
             m_lo, m_hi = torch.maximum(m_lo, c_lo), torch.minimum(m_hi, c_hi)
+        if method == "alpha-crown":
+            a_lo, a_hi = self._alpha_crown(last, spec, B, cache, x_lo, x_hi, max_bytes, alpha_steps, alpha_lr)
+            m_lo, m_hi = torch.maximum(m_lo, a_lo), torch.minimum(m_hi, a_hi)
         frac = n_unstable.to(lo.dtype) / max(1, self.n_preact)
         return m_lo, m_hi, B, frac
+
+    def _alpha_crown(self, k, spec, B, cache, x_lo, x_hi, max_bytes, steps, lr):
+        """(lower, upper) of ``sum(spec * node_k)`` per sample with optimised ReLU lower slopes;
+        samples in chunks, each sample's two directions its own rows and slopes."""
+        N = spec.shape[0]
+        relus = [j for j, n in enumerate(self.nodes[:k + 1]) if n.op in ("relu", "leaky")]
+        step = max(1, self._rows_per_chunk(max_bytes, spec.element_size()) // 8)
+        lo, hi = [], []
+        for s0 in range(0, N, step):
+            s1 = min(N, s0 + step)
+            sidx = torch.arange(s0, s1, device=spec.device).repeat(2)
+            A = torch.cat([spec[s0:s1], -spec[s0:s1]])
+            alpha = {j: self._relax(j, B, cache)[0][sidx].clone().requires_grad_(True) for j in relus
+                     if bool(self._relax(j, B, cache)[4][s0:s1].any())}
+            best = None
+            opt = torch.optim.Adam(alpha.values(), lr=lr) if alpha else None
+            for t in range(steps + 1 if alpha else 1):
+                with torch.enable_grad():
+                    val = self._backward(k, A, sidx, B, cache, x_lo, x_hi, alpha)
+                best = val.detach() if best is None else torch.maximum(best, val.detach())
+                if t == steps or opt is None:
+                    break
+                opt.zero_grad()
+                with torch.enable_grad():
+                    (-val.sum()).backward()
+                opt.step()
+                with torch.no_grad():
+                    for j, a in alpha.items():
+                        a.clamp_(float(self.nodes[j].p.get("slope", 0.0)), 1.0)
+            lo.append(best[:s1 - s0])
+            hi.append(-best[s1 - s0:])
+        return torch.cat(lo), torch.cat(hi)
 
 
 # ---------------------------------------------------------------------------- tracing
@@ -440,6 +542,13 @@ def trace(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     def bad(nd, what):
         raise ValueError(f"{name}: unsupported operation {what} at {nd.name!r}; certify supports {_SUPPORTED}")
 
+    def leaky_slope(nd, slope) -> float:
+        # the ReLU-style relaxations need a convex, monotone map: slope > 1 is concave, < 0 not monotone
+        if not 0.0 <= float(slope) <= 1.0:
+            raise ValueError(f"{name}: LeakyReLU(negative_slope={slope!r}) at {nd.name!r}; "
+                             "certify supports negative slopes in [0, 1]")
+        return float(slope)
+
     for nd in gm.graph.nodes:
         if nd.op == "placeholder":
             ids[nd.name] = len(nodes) - 1
@@ -476,7 +585,7 @@ def trace(model: nn.Module, input_shape: Sequence[int] | None = None, *,
             elif isinstance(m, nn.ReLU):
                 node = _Node(nd.name, "relu", [src], shp)
             elif isinstance(m, nn.LeakyReLU):
-                node = _Node(nd.name, "leaky", [src], shp, {"slope": float(m.negative_slope)})
+                node = _Node(nd.name, "leaky", [src], shp, {"slope": leaky_slope(nd, m.negative_slope)})
             elif isinstance(m, nn.MaxPool2d):
                 if m.dilation not in (1, (1, 1)):
                     bad(nd, "MaxPool2d with dilation")
@@ -498,7 +607,7 @@ def trace(model: nn.Module, input_shape: Sequence[int] | None = None, *,
                 node = _Node(nd.name, "relu", [ids[tensor_args[0].name]], shp)
             elif nd.target is F.leaky_relu:
                 slope = nd.kwargs.get("negative_slope", nd.args[1] if len(nd.args) > 1 else 0.01)
-                node = _Node(nd.name, "leaky", [ids[tensor_args[0].name]], shp, {"slope": float(slope)})
+                node = _Node(nd.name, "leaky", [ids[tensor_args[0].name]], shp, {"slope": leaky_slope(nd, slope)})
             elif nd.target is torch.flatten:
                 node = _Node(nd.name, "reshape", [ids[tensor_args[0].name]], shp)
             elif nd.target is operator.getitem:
