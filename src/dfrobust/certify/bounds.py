@@ -1,4 +1,4 @@
-"""Bounds on a detector's logit margin over an L∞ ball: IBP and CROWN (backward linear relaxation).
+"""Bounds on a detector's logit margin over an L∞ ball: IBP, CROWN and alpha-CROWN (backward linear relaxation).
 
 For a two-class detector with clean prediction ŷ, the margin ``m(x) = z_ŷ(x) − z_other(x)``
 gives ``P(ŷ | x) = σ(m(x))``; :func:`margin_bounds` returns ``m_lo <= m(x') <= m_hi`` for every
@@ -15,26 +15,38 @@ textbook methods for exactly the operations the MesoNets use, on a graph traced 
 (the maintained tracer, so no hand-written model walk):
 
 * convolution (any padding/stride/dilation, so the inception branches' dilated 3x3 convs),
-  eval-mode batch-norm and the detector's input normalisation (per-channel affine maps),
-  dense layers, ``ReLU``, ``LeakyReLU``, max-pooling (any kernel/stride, ``ceil_mode``),
-  channel concatenation (the inception branches), flatten/permute/squeeze/reshape, and
-  dropout/identity (identity in eval mode). Anything else is a one-line ``ValueError``.
+  eval-mode batch-norm and the detector's input normalisation (per-channel affine maps, scales
+  of either sign), dense layers, ``ReLU``, ``LeakyReLU`` with a negative slope in [0, 1] (other
+  slopes make the map concave or non-monotone and are refused), max-pooling (any kernel, stride
+  and padding, ``ceil_mode``; overlapping windows are relaxed window by window), channel
+  concatenation (the inception branches), flatten/permute/squeeze/reshape, and dropout/identity
+  (identity in eval mode). Anything else is a one-line ``ValueError``.
 * **IBP** (Gowal et al. 2018): interval arithmetic layer by layer, in centre/radius form for
   the linear layers (exact for one affine layer).
 * **CROWN** (Zhang et al. 2018): the margin is bounded by a linear function of the input,
   propagated backwards with linear relaxations: ReLU/LeakyReLU get the chord as upper bound and
   a line through the origin with slope 1 or the negative slope as lower bound (the adaptive
-  choice); max-pool gets DeepPoly's relaxation (the window element with the largest lower bound
-  below, the largest upper bound above; exactly that element when its lower bound beats every
-  other upper bound). Pre-activation bounds of every ReLU/LeakyReLU whose IBP bound is not
-  already exact are refined by CROWN for the neurons IBP leaves unstable (stable neurons gain
-  nothing from tighter bounds); max-pool inputs keep the IBP bounds computed from the refined
-  layers below. Every refined bound, and the final margin, is the **intersection** of the CROWN
-  and the IBP interval, so CROWN is never looser than IBP, neuron by neuron.
-  ``crown_budget`` caps the refined neurons per layer and sample (those with the largest
-  relaxation area −l·u first); the rest keep IBP bounds — sound, cheaper, looser. Its cost per
-  neuron is one backward pass through the layers below, so CROWN costs orders of magnitude more
+  choice); max-pool gets DeepPoly's relaxation per window (the window's element with the largest
+  lower bound below, the window's largest upper bound above; exactly that element when its lower
+  bound beats every other member's upper bound). Intermediate bounds come from the same backward
+  pass (back-substitution), for every neuron whose bound feeds a relaxation: the pre-activations
+  that IBP leaves unstable, and the max-pool inputs that can be the maximum of a window that is not
+  exact yet (layers where IBP is already exact per neuron are skipped). Every refined bound, and
+  the final margin, is the **intersection** of the CROWN and the IBP interval, so CROWN is never
+  looser than IBP, neuron by neuron. A backward row only touches its neuron's receptive field, so
+  rows are chunked by neighbourhood (tiles of ``_TILE`` x ``_TILE`` neurons) and carried on the
+  rectangle they can reach, not the whole image. ``crown_budget`` caps the refined neurons per
+  layer and sample (those with the largest relaxation area −l·u, or width for max-pool inputs,
+  first); the rest keep IBP bounds — sound, cheaper, looser. CROWN costs orders of magnitude more
   than IBP (``bench/bench_certify.py``).
+  Where the width went before (issue 25): max-pool inputs had IBP bounds, so on Meso4 (conv →
+  ReLU → BN → pool) every window below the top looked inexact and its upper bound was IBP's;
+  CROWN bounds on the pool inputs make most windows exact (the pool is then linear) and match an
+  independent implementation's CROWN on the ``../shared/certify`` references.
+* **alpha-CROWN** (Xu et al. 2021): CROWN's intermediate bounds, then the lower-relaxation slopes
+  of the unstable ReLUs in the margin's bound optimised per sample and direction by Adam
+  (``alpha_steps``, ``alpha_lr``), projected to [negative slope, 1] (every such line is a sound
+  lower bound), keeping the best bound seen; it starts from CROWN's slopes, so it is never looser.
 
 Soundness holds in real arithmetic; computations run in float64 (the default ``dtype``), so the
 rounding of a float32 forward pass (~1e-7 relative) is far below any margin the book reports.
