@@ -82,6 +82,7 @@ def main(argv=None) -> dict:
     (a, t_fast), (b, t_slow) = out[True], out[False]
     assert torch.allclose(a[0], b[0], atol=1e-9) and torch.allclose(a[1], b[1], atol=1e-9)
     b8 = f"crown-b{args.budget}"
+    print("mean lower bound of the margin: " + ", ".join(f"{k} {v:+.4f}" for k, v in lo.items()))
     return finish_bench(args, describe(dev), [
         {"what": f"IBP vs CROWN budget {args.budget}, seconds per (sample, eps)", "fast_s": t["ibp"], "slow_s": t[b8]},
         {"what": f"CROWN budget {args.budget} vs full CROWN, seconds per (sample, eps)", "fast_s": t[b8], "slow_s": t["crown"]},

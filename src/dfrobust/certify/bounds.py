@@ -72,6 +72,7 @@ from ..core.params import check_eps
 
 METHODS = ("ibp", "crown", "alpha-crown")
 
+ALPHA_STEPS, ALPHA_LR = 20, 0.5  # alpha-CROWN's Adam steps and learning rate (slopes live in [0, 1])
 _TILE = 4  # CROWN rows are chunked by tiles of _TILE x _TILE neurons (see Graph._backward)
 _RESHAPE_METHODS = {"flatten", "view", "reshape", "squeeze", "unsqueeze", "contiguous"}
 _SUPPORTED = ("Conv2d, BatchNorm2d (eval), Linear, ReLU, LeakyReLU, MaxPool2d, Dropout, Identity, "
@@ -458,7 +459,7 @@ class Graph:
 
     def bounds(self, x_lo: torch.Tensor, x_hi: torch.Tensor, method: str = "crown",
                spec: torch.Tensor | None = None, max_bytes: int = 256 * 2**20,
-               crown_budget: int | None = None, alpha_steps: int = 20, alpha_lr: float = 0.5):
+               crown_budget: int | None = None, alpha_steps: int = ALPHA_STEPS, alpha_lr: float = ALPHA_LR):
         """Bounds of every node (``B``) and of ``sum(spec * output)`` per sample.
 
         ``spec`` [N, *out_shape] (default: the output itself when it is one value).
