@@ -146,7 +146,7 @@ def test_toy_bounds_sound_against_sampling_and_pgd(name, eps):
     pred = (_margin(net, n_out, x, torch.zeros(3, dtype=torch.long)) <= 0).long()  # ŷ = argmax (ties → fake)
     lo, hi = _box(x, eps)
     g = trace(net, (3, 7, 7))
-    res = {m: margin_bounds(g, x, eps, method=m, pred=pred) for m in ("ibp", "crown")}
+    res = {m: margin_bounds(g, x, eps, method=m, pred=pred) for m in METHODS}
     m_clean = _margin(net, n_out, x, pred).detach()
     assert torch.allclose(res["crown"].margin_clean, m_clean, atol=1e-12)
 
@@ -168,6 +168,10 @@ def test_toy_bounds_sound_against_sampling_and_pgd(name, eps):
     w_i = res["ibp"].m_hi - res["ibp"].m_lo
     assert (w_c <= w_i + 1e-12).all()
     assert (w_c < w_i - 1e-9).any()
+    # alpha-CROWN never looser than CROWN, and strictly tighter somewhere (its slopes do move)
+    w_a = res["alpha-crown"].m_hi - res["alpha-crown"].m_lo
+    assert (w_a <= w_c + 1e-12).all()
+    assert (w_a < w_c - 1e-6).any()
 
 
 def test_crown_budget_is_sound_and_between_ibp_and_full_crown():

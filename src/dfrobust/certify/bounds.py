@@ -382,9 +382,11 @@ class Graph:
                 neg = a.clamp(max=0)
                 bias = bias + _rdot(neg, cut(_take(b_up, sidx), o, a))
                 if alpha is not None and j in alpha:
-                    k_lo = torch.where(cut(_take(unst, sidx), o, a),
-                                       cut(alpha[j], o, a).clamp(float(n.p.get("slope", 0.0)), 1.0),
-                                       cut(_take(k_lo, sidx), o, a))
+                    al = cut(alpha[j], o, a)
+                    # clipped value, identity gradient: clamp's gradient is 0 at the bounds, where
+                    # CROWN's slopes (0 or 1) start
+                    al = al + (al.clamp(float(n.p.get("slope", 0.0)), 1.0) - al).detach()
+                    k_lo = torch.where(cut(_take(unst, sidx), o, a), al, cut(_take(k_lo, sidx), o, a))
                     add(i, a * k_lo + neg * (cut(_take(k_up, sidx), o, a) - k_lo), o)
                     continue
                 # pos*k_lo + neg*k_up = a*k_lo + neg*(k_up - k_lo): fewer passes over the big rows
