@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from dfrobust.certify import certified_records, margin_bounds, trace
+from dfrobust.certify import METHODS, certified_records, margin_bounds, trace
 from dfrobust.metrics import largest_certified_eps, rr_certified
 from dfrobust.certify.records import certified_change
 from dfrobust.models import build
@@ -146,7 +146,7 @@ def test_toy_bounds_sound_against_sampling_and_pgd(name, eps):
     pred = (_margin(net, n_out, x, torch.zeros(3, dtype=torch.long)) <= 0).long()  # ŷ = argmax (ties → fake)
     lo, hi = _box(x, eps)
     g = trace(net, (3, 7, 7))
-    res = {m: margin_bounds(g, x, eps, method=m, pred=pred) for m in ("ibp", "crown")}
+    res = {m: margin_bounds(g, x, eps, method=m, pred=pred) for m in METHODS}
     m_clean = _margin(net, n_out, x, pred).detach()
     assert torch.allclose(res["crown"].margin_clean, m_clean, atol=1e-12)
 
@@ -168,6 +168,10 @@ def test_toy_bounds_sound_against_sampling_and_pgd(name, eps):
     w_i = res["ibp"].m_hi - res["ibp"].m_lo
     assert (w_c <= w_i + 1e-12).all()
     assert (w_c < w_i - 1e-9).any()
+    # alpha-CROWN never looser than CROWN, and its lower bound strictly tighter (its slopes move)
+    w_a = res["alpha-crown"].m_hi - res["alpha-crown"].m_lo
+    assert (w_a <= w_c + 1e-12).all()
+    assert (res["alpha-crown"].m_lo > res["crown"].m_lo + 1e-6).any()
 
 
 def test_crown_budget_is_sound_and_between_ibp_and_full_crown():
@@ -282,6 +286,126 @@ def test_single_layer_ibp_is_exact_and_eps_zero_is_the_point():
     assert torch.equal(r.m_lo, r.margin_clean) and torch.equal(r.m_hi, r.margin_clean)
 
 
+# ---------------------------------------------------------------------------- random graphs, overlapping pools
+
+_POOLS = [dict(kernel_size=2, stride=2), dict(kernel_size=3, stride=2, padding=1),
+          dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), dict(kernel_size=(1, 2), stride=1),
+          dict(kernel_size=2, stride=1), dict(kernel_size=3, stride=1, padding=1), dict(kernel_size=2, ceil_mode=True)]
+
+
+class RandomNet(nn.Module):
+    """conv → BN (scales of both signs) → ReLU/LeakyReLU → max-pool → two concatenated branches →
+    max-pool → dense head, every size, slope and pool geometry drawn from ``seed``."""
+
+    def __init__(self, seed, size=7):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+
+        def draw(n):
+            return int(torch.randint(n, (1,), generator=g))
+
+        def act():
+            return nn.ReLU() if draw(2) else nn.LeakyReLU(float(torch.rand(1, generator=g)))
+
+        torch.manual_seed(seed)
+        c1, k = 2 + draw(3), 1 + 2 * draw(2)
+        self.conv = nn.Conv2d(3, c1, k, padding=k // 2 + draw(2))
+        self.bn = nn.BatchNorm2d(c1)
+        with torch.no_grad():
+            self.bn.weight.uniform_(-1.5, 1.5)
+            self.bn.bias.uniform_(-0.3, 0.3)
+            self.bn.running_mean.uniform_(-0.2, 0.2)
+            self.bn.running_var.uniform_(0.3, 2.0)
+        self.act1, self.act2, self.act3 = act(), act(), act()
+        self.pool1 = nn.MaxPool2d(**_POOLS[draw(len(_POOLS))])
+        self.b1 = nn.Conv2d(c1, 1 + draw(2), 1)
+        self.b2 = nn.Conv2d(c1, 2, 3, padding=2, dilation=2)
+        self.pool2 = nn.MaxPool2d(**_POOLS[draw(len(_POOLS))])
+        with torch.no_grad():
+            feat = self._features(torch.zeros(1, 3, size, size)).shape[1]
+        self.n_out = 1 + draw(2)
+        self.d1, self.d2 = nn.Linear(feat, 5), nn.Linear(5, self.n_out)
+
+    def _features(self, x):
+        x = self.pool1(self.act1(self.bn(self.conv(x))))
+        x = torch.cat([torch.relu(self.b1(x)), self.act2(self.b2(x))], dim=1)
+        return self.pool2(x).flatten(1)
+
+    def forward(self, x):
+        y = self.d2(self.act3(self.d1(self._features(x))))
+        return y.squeeze(1) if self.n_out == 1 else y
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_graphs_sound_and_ordered(seed):
+    """Random supported graphs (negative BN scales, overlapping and padded pools, concatenations,
+    LeakyReLU slopes in [0, 1]): no sampled point or PGD point leaves any method's bounds, and each
+    method is never looser than the one it refines (IBP ≥ CROWN ≥ alpha-CROWN in width)."""
+    net = RandomNet(seed).double().eval()
+    x = _images(2, 7, seed=seed)
+    pred = (_margin(net, net.n_out, x, torch.zeros(2, dtype=torch.long)) <= 0).long().detach()
+    g = trace(net, (3, 7, 7))
+    for eps in (0.02, 0.1):
+        lo, hi = _box(x, eps)
+        s_lo, s_hi = _sampled_extremes(lambda p, i: _margin(net, net.n_out, p, pred[i].expand(len(p))).detach(),
+                                       x, lo, hi, 3000, seed=seed)
+        f = lambda z: _margin(net, net.n_out, z, pred)  # noqa: E731
+        found_lo = torch.minimum(s_lo, _pgd_margin(f, x, lo, hi, -1.0, steps=20))
+        found_hi = torch.maximum(s_hi, _pgd_margin(f, x, lo, hi, +1.0, steps=20))
+        width = {}
+        for m in METHODS:
+            r = margin_bounds(g, x, eps, method=m, pred=pred)
+            assert (r.m_lo <= found_lo + TOL).all(), (m, eps, r.m_lo, found_lo)
+            assert (r.m_hi >= found_hi - TOL).all(), (m, eps, r.m_hi, found_hi)
+            width[m] = r.m_hi - r.m_lo
+        for looser, tighter in zip(METHODS, METHODS[1:]):
+            assert (width[tighter] <= width[looser] + 1e-12).all(), (looser, tighter)
+
+
+class _OverlapPool(nn.Module):
+    """x → diag affine → MaxPool((1, 2), stride 1) over three values → z = first window's max."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.diag(torch.tensor([1.0, 5.5, 1.0])))
+            self.lin.bias.copy_(torch.tensor([0.0, -2.25, 0.0]))
+        self.pool = nn.MaxPool2d((1, 2), stride=1)
+        self.out = nn.Linear(2, 1)
+        with torch.no_grad():
+            self.out.weight.copy_(torch.tensor([[1.0, 0.0]]))
+            self.out.bias.zero_()
+
+    def forward(self, x):
+        return self.out(self.pool(self.lin(x.flatten(1)).view(-1, 1, 1, 3)).flatten(1)).squeeze(1)
+
+
+def test_overlapping_pool_windows_are_bounded_per_window():
+    """Window 1 = (y0 ∈ [0.3, 0.4], y1 ∈ [0.225, 0.775]), window 2 = (y1, y2 ∈ [0, 0.1]): y0 has
+    the larger lower bound in window 1 and y1 in window 2. Removing window 2's pick from window 1
+    made CROWN call window 1 exact (z = y0, z ≤ 0.4) although z = 0.775 at y1's upper end (and
+    0.5 at the clean point)."""
+    net = _OverlapPool().double().eval()
+    x = torch.tensor([0.35, 0.5, 0.05], dtype=torch.float64).view(1, 1, 1, 3)
+    eps = 0.05
+    top = x.clone()
+    top[..., 1] += eps
+    assert float(net(top).detach()) == pytest.approx(0.775)
+    for m in METHODS:
+        r = margin_bounds(net, x, eps, method=m, pred=torch.zeros(1, dtype=torch.long), input_shape=(1, 1, 3))
+        assert float(r.m_hi) == pytest.approx(0.775, abs=1e-9), m  # sound, and tight
+        assert float(r.m_lo) == pytest.approx(0.3, abs=1e-9), m
+
+
+@pytest.mark.parametrize("act", [nn.LeakyReLU(2.0), nn.LeakyReLU(-0.5)])
+def test_leaky_relu_slope_outside_unit_interval_is_refused(act):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3, 2), act, nn.Linear(2, 1))
+    slope = act.negative_slope
+    with pytest.raises(ValueError, match=rf"LeakyReLU\(negative_slope={slope}\) at .*supports negative slopes in \[0, 1\]$"):
+        margin_bounds(net, torch.full((1, 1, 1, 3), 0.5), 0.1, input_shape=(1, 1, 3))
+
+
 # ---------------------------------------------------------------------------- MesoNets
 
 def _random_meso(name, size=32, seed=0):
@@ -378,7 +502,7 @@ def test_bad_input_is_a_one_line_error_before_any_work():
     x = _images(1, 32).float()
     with pytest.raises(ValueError, match=r"eps=-0.1: expected a finite number >= 0"):
         certified_records(det, x, [0.0, -0.1])
-    with pytest.raises(ValueError, match=r"method=.alpha. for meso4: expected one of ibp, crown"):
+    with pytest.raises(ValueError, match=r"method=.alpha. for meso4: expected one of ibp, crown, alpha-crown"):
         certified_records(det, x, [0.01], method="alpha")
     with pytest.raises(ValueError, match=r"images range .*expected values in \[0, 1\]"):
         certified_records(det, x * 2, [0.01])

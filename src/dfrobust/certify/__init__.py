@@ -1,8 +1,8 @@
 """Certified bounds on the detectors' decision margin, and the certified Robust Ratio built on them.
 
 This package owns *provable* statements about a detector over an L∞ ball: interval bound
-propagation (IBP) and CROWN-style backward linear relaxation of the logit margin
-``m = z_ŷ − z_other`` (:mod:`.bounds`), and the per-(model, ε, sample) certified records (:mod:`.records`); their reduction
+propagation (IBP), CROWN-style backward linear relaxation and its optimised variant alpha-CROWN on
+the logit margin ``m = z_ŷ − z_other`` (:mod:`.bounds`), and the per-(model, ε, sample) certified records (:mod:`.records`); their reduction
 ``RR_certified(ε, b)`` (:mod:`dfrobust.metrics.certified`) is a lower bound of the formal
 Robust Ratio just as the attack-based RR of :mod:`dfrobust.metrics` is an upper bound. It
 imports only torch, numpy, xarray, :mod:`dfrobust.core` and :mod:`dfrobust.models`; attacks, data and figures live

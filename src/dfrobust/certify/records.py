@@ -55,11 +55,11 @@ def certified_records(model_or_models, images: torch.Tensor, eps_grid: Sequence[
                       progress: bool = False) -> xr.Dataset:
     """Certified margin bounds with dims (model, eps, sample).
 
-    ``crown_budget``: CROWN refines at most this many unstable neurons per layer and sample
-    (the rest keep their IBP bounds; sound either way, cheaper and looser); None: all.
+    ``crown_budget``: CROWN (and alpha-CROWN) refine at most this many intermediate neurons per
+    layer and sample (the rest keep their IBP bounds; sound either way, cheaper and looser); None: all.
     ``model_or_models``: a :class:`dfrobust.models.Detector` or a dict name → detector (a MesoNet:
     the layers :mod:`.bounds` supports). ``images`` float [N, 3, S, S] in [0, 1] at every model's
-    ``input_size``. ``method``: "crown" or "ibp", or a dict name → method. ``labels`` (optional,
+    ``input_size``. ``method``: "crown", "alpha-crown" or "ibp", or a dict name → method. ``labels`` (optional,
     0 real / 1 fake) and ``coords`` (optional sample coordinates, e.g. group) are attached.
     Variables: ``m_lo``, ``m_hi``, ``certified_change`` (model, eps, sample); ``margin_clean``,
     ``p_clean`` (= P(ŷ|x)), ``pred_clean`` (model, sample); ``unstable_frac`` (share of
@@ -163,7 +163,8 @@ def certified_records(model_or_models, images: torch.Tensor, eps_grid: Sequence[
         "pred_clean": (("model", "sample"), pred, {"long_name": "clean prediction ŷ (0 real, 1 fake)", "units": "1"}),
         "time_s": (("model", "eps"), t_s, {"long_name": "wall time of the bounds at this radius", "units": "s"}),
         "method": (("model",), np.array([methods[m] for m in models], dtype=object),
-                   {"long_name": "bound method (crown: CROWN ∩ IBP; ibp: interval bound propagation)"}),
+                   {"long_name": "bound method (crown: CROWN ∩ IBP; alpha-crown: CROWN with optimised ReLU lower "
+                                 "slopes ∩ CROWN; ibp: interval bound propagation)"}),
         "trace_gap": (("model",), gap, {"long_name": "max |margin(traced graph) − margin(detector)| on clean inputs",
                                         "units": "logit"}),
     }
