@@ -396,7 +396,7 @@ def test_check_params_returns_the_canonical_grid_and_refuses_bad_values():
     assert np.allclose(np.diff(np.log(p["eps_grid"][1:])), np.log(0.2 / 0.00196) / 3, rtol=1e-3)
     assert len(p["b_grid"]) == 21 and p["frame_stride"] == 1
     assert p["eps_ref"] in p["eps_grid"] and p["b_ref"] == pytest.approx(0.1)
-    for key, bad, msg in (("n_b", 11, "n_b=11: expected an integer >= 21"),
+    for key, bad, msg in (("n_b", 11, r"n_b=11: expected an integer in [21, 64]"),
                           ("frames_per_video", 1, "frames_per_video=1"),
                           ("models", "meso5", "'meso5' is unknown"),
                           ("attacks", "cw", "'cw' is unknown"),
