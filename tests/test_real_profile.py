@@ -119,6 +119,16 @@ def test_a_relative_weights_folder_is_taken_from_where_the_command_was_typed(tmp
         published.check_weights(["meso4_df"], "~nosuchuser_dfr/w")
 
 
+def test_the_real_profile_checks_a_data_root_from_the_environment_like_paper(tmp_path, monkeypatch, data_home):
+    """$DFROBUST_DATA_ROOT is read by the real profile as by paper: checked before anything runs."""
+    from dfrobust.study import runner
+    from dfrobust.study.spec import StudyError
+
+    monkeypatch.setenv("DFROBUST_DATA_ROOT", str(tmp_path / "nowhere"))
+    with pytest.raises(StudyError, match=r"\$DFROBUST_DATA_ROOT=.*nowhere.*does not exist"):
+        runner.check_data_context({"profile": "real"})
+
+
 def _cli(*args):
     from typer.testing import CliRunner
 

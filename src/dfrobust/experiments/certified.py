@@ -65,8 +65,7 @@ def check_params(*, profile: str, seed: int, models: str, method: str, crown_bud
         raise ValueError(f"crown_budget={crown_budget!r}: expected an integer >= -1 (-1: every neuron)")
     for name, v in {"n_samples": n_samples, "pgd_steps": pgd_steps, "batch_size": batch_size}.items():
         check_int(v, name, 1, MAX_COUNT)
-    if isinstance(min_val_auc, bool) or not isinstance(min_val_auc, (int, float)) or not 0 <= min_val_auc <= 1:
-        raise ValueError(f"min_val_auc={min_val_auc!r}: expected a number in [0, 1]")
+    check_number(min_val_auc, "min_val_auc", 0, 1)
     check_data_root(profile, data_root)
     check_weights(model_list, weights)
     dev = prepare_run(device, seed)

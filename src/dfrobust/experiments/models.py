@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..core.device import prepare_run
-from ..core.params import check_seed, split_list
+from ..core.params import check_number, check_seed, split_list
 from ..core.profiles import check_data_root, check_profile
 from ..models import DETECTORS
 from ..models.published import check_weights, is_published
@@ -37,8 +37,7 @@ def check_params(*, profile: str, seed: int, models: str, device: str, data_root
     check_weights(model_list, weights)
     if not isinstance(port_check, bool):
         raise ValueError(f"port_check={port_check!r}: expected True or False")
-    if isinstance(min_val_auc, bool) or not isinstance(min_val_auc, (int, float)) or not 0 <= min_val_auc <= 1:
-        raise ValueError(f"min_val_auc={min_val_auc!r}: expected a number in [0, 1]")
+    check_number(min_val_auc, "min_val_auc", 0, 1)
     hparams = {m: resolve_hparams(m, profile) for m in model_list if not is_published(m)}  # trained ones
     dev = prepare_run(device, seed)
     params = dict(profile=profile, seed=seed, models=model_list, data_root=str(data_root or ""),

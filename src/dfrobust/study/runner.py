@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .. import __version__
 from ..core.paths import data_home, generated_book_dir, project_root, real_data_root, results_dir, user_path
 from ..core.results import PRODUCERS, STAGE_ENV
-from ..core.profiles import load_spec
+from ..core.profiles import ENV_DATA_ROOT, load_spec
 from .spec import Study, StudyError, declared_parameters, load_study, params_json, resolve_params
 
 KERNEL = "dfrobust"
@@ -376,7 +376,7 @@ def check_data_context(params: Mapping[str, Any], *, where: str = "") -> dict[st
     except ValueError as exc:
         raise StudyError(f"{exc}{where}") from None
     explicit = params.get("data_root") or None
-    env = os.environ.get("DFROBUST_DATA_ROOT") if params.get("profile") == "paper" else None
+    env = os.environ.get("DFROBUST_DATA_ROOT") if params.get("profile") in ENV_DATA_ROOT else None
     if not (explicit or env):
         return dict(params)
     try:
@@ -436,7 +436,7 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
 
     if os.environ.get(WEIGHTS_ENV):
         kernel_env[WEIGHTS_ENV] = str(weights_dir())
-    if os.environ.get("DFROBUST_DATA_ROOT") and params.get("profile") == "paper":
+    if os.environ.get("DFROBUST_DATA_ROOT") and params.get("profile") in ENV_DATA_ROOT:
         kernel_env["DFROBUST_DATA_ROOT"] = str(real_data_root())
     clean_stale_stages(log=log)
     stage = Path(tempfile.mkdtemp(prefix=f"{_STAGE}{name}-{os.getpid()}-", dir=results_dir()))
