@@ -18,6 +18,7 @@ import yaml
 
 from dfrobust.core import paths, results
 from dfrobust.study import load_study, runner, sweep
+from dfrobust.study.spec import StudyError
 
 WRITE = ("import xarray as xr\nfrom dfrobust.core import paths, results\n"
          "results.save(xr.Dataset({'v': ((), n * scale)}), paths.results_dir(profile) / 'mini.nc')\n")
@@ -105,8 +106,8 @@ def test_a_summarising_chapter_reruns_when_a_chapter_it_reads_reran(tmp_path, da
 def test_the_performance_appendix_reads_every_other_chapter():
     s = load_study()
     others = [nb.name for nb in s.notebooks if nb.name != "06_performance"]
-    assert sorted(runner.reads("06_performance", s.notebook("06_performance").template)) == sorted(others)
-    assert runner.reads("04_videos", s.notebook("04_videos").template) == ["03_robustness"]
+    assert sorted(s.notebook("06_performance").reads) == sorted(others)
+    assert s.notebook("04_videos").reads == ("03_robustness",)
 
 
 # --------------------------------------------------------------------------- 2. sweep shards
@@ -268,3 +269,13 @@ def test_dfrobust_sweep_says_a_records_write_error_in_one_line(monkeypatch, data
     errors = [l for l in res.output.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "rr_records.nc" in errors[0] and "No space left" in errors[0]
     assert "Traceback" not in res.output
+
+
+def test_a_reads_entry_naming_no_notebook_is_refused_when_the_spec_loads(tmp_path):
+    s = _two_chapter_study(tmp_path)
+    spec = yaml.safe_load((tmp_path / "study.yml").read_text())
+    spec["notebooks"][1]["reads"] = ["up", "uq"]
+    (tmp_path / "study.yml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(StudyError, match=r"notebook 'summary' reads \['uq'\]; expected notebooks of the study"):
+        load_study(tmp_path / "study.yml")
+    assert s.notebook("summary").reads == ("up",)

@@ -101,7 +101,7 @@ def run_notebook(study: Study, name: str, profile: str, overrides: Mapping[str, 
     nb = study.notebook(name)
     params = check_data_context(resolve_params(study, nb, profile, overrides), where=f" (notebook {nb.name})")
     preflight(nb, params)
-    return _execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log)
+    return _execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log, reads=nb.reads)
 
 
 def _sha256(path: Path) -> str:
@@ -140,23 +140,6 @@ def synthetic_fingerprints(params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def reads(name: str, template: Path) -> list[str]:
-    """The chapters whose results or stamps notebook ``name`` reads: the ``reads:`` list of its entry in
-    the study spec beside ``template`` (``notebooks/study.yml``), empty when it has none."""
-    import yaml
-
-    spec = Path(template).parent / "study.yml"
-    try:
-        entries = (yaml.safe_load(spec.read_text()) or {}).get("notebooks") or []
-    except (OSError, yaml.YAMLError):
-        return []
-    entry = next((e for e in entries if isinstance(e, dict) and e.get("name") == name), {})
-    found = entry.get("reads") or []
-    if not isinstance(found, list) or not all(isinstance(r, str) for r in found):
-        raise StudyError(f"{spec}: notebook {name!r} has reads={found!r}; expected a list of notebook names")
-    return found
-
-
 def upstream_stamps(upstream: Sequence[str], out_dir: Path) -> dict[str, str]:
     """``{chapter: hash of its run stamp}`` for the chapters a notebook reads ("absent" when one never
     ran): a chapter that re-ran (new stamp: new key, outputs, timings) changes it."""
@@ -170,7 +153,7 @@ def upstream_stamps(upstream: Sequence[str], out_dir: Path) -> dict[str, str]:
 def data_context(params: Mapping[str, Any], upstream: Sequence[str] = (), out_dir: Path | None = None) -> dict[str, Any]:
     """What a run read besides its parameters: the data home, the data root and a fingerprint of the root,
     the synthetic data sets of its profile (:func:`synthetic_fingerprints`) and the stamps of the chapters
-    it reads (:func:`upstream_stamps`, ``reads:`` in the study spec).
+    it reads (:func:`upstream_stamps`; ``reads:`` in the study spec, ``NotebookSpec.reads``).
 
     The root fingerprint hashes the root's file listing (relative paths, sizes, mtimes), so adding,
     removing or replacing a file of a real dataset re-executes the notebooks that read it.
@@ -411,7 +394,7 @@ def notices(notebook: Path) -> list[str]:
 
 
 def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, out_dir: Path | None,
-             log: Callable[[str], None]) -> RunResult:
+             log: Callable[[str], None], reads: Sequence[str] = ()) -> RunResult:
     import papermill
 
     out_dir = out_dir or generated_book_dir()
@@ -419,8 +402,7 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
     output = out_dir / f"{name}.ipynb"
     stamp = _stamp_path(output)
     key = run_key(template, params)
-    upstream = reads(name, template)
-    context = data_context(params, upstream, out_dir)
+    context = data_context(params, reads, out_dir)
     why = "forced" if force else _why_rerun(stamp, output, key, context)
     if not why:
         log(f"[skip] {name}: unchanged (template, parameters, settings, package, data and outputs verified)")
@@ -467,7 +449,7 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
     for line in notices(output):
         log(f"[note] {name}: {line}")
     wall = time.perf_counter() - t0
-    context = data_context(params, upstream, out_dir)  # after the run: the data it generated and read
+    context = data_context(params, reads, out_dir)  # after the run: the data it generated and read
     stamp.write_text(json.dumps({"key": key, "params": params, "template": str(template),
                                  "package": package_fingerprint(), "context": context, "outputs": outputs,
                                  "wall_s": round(wall, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
@@ -545,7 +527,8 @@ def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping
         for i, (nb, params) in enumerate(plan):
             if progress:
                 progress(nb.name, i, len(plan))
-            results.append(_execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log))
+            results.append(_execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log,
+                                    reads=nb.reads))
     if progress:
         progress("done", len(plan), len(plan))
     return results

@@ -38,6 +38,8 @@ class NotebookSpec:
     template: Path
     title: str
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # profile -> overrides
+    #: the chapters whose results or stamps this one reads (``reads:``): it re-runs when one of them did
+    reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,18 @@ def load_study(path: str | Path | None = None) -> Study:
                 raise StudyError(f"{path}: notebook {name!r} sets params for profile={prof!r}; "
                                  f"expected one of {', '.join(profiles)}")
         tpl = (path.parent.parent / template) if not Path(template).is_absolute() else Path(template)
+        reads = entry.get("reads") or []
+        if not isinstance(reads, list) or not all(isinstance(r, str) for r in reads):
+            raise StudyError(f"{path}: notebook {name!r} has reads={reads!r}; expected a list of notebook names")
         notebooks.append(NotebookSpec(name=name, template=tpl, title=entry.get("title", name),
-                                      params={k: dict(v or {}) for k, v in params.items()}))
+                                      params={k: dict(v or {}) for k, v in params.items()}, reads=tuple(reads)))
     if not notebooks:
         raise StudyError(f"{path}: lists no notebooks")
+    names = {nb.name for nb in notebooks}
+    for nb in notebooks:
+        if unknown := [r for r in nb.reads if r not in names]:
+            raise StudyError(f"{path}: notebook {nb.name!r} reads {unknown}; expected notebooks of the study "
+                             f"({', '.join(sorted(names))})")
     training = (spec.get("settings") or {}).get("training") or {}
     if not isinstance(training, dict):
         raise StudyError(f"{path}: 'training' must map profile -> detector -> hyper-parameters")
