@@ -61,6 +61,17 @@ def user_path(value: str | os.PathLike, what: str) -> Path:
                          "symlink loop") from None
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB chunks: the identity of weights, checkpoints and outputs."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def check_folder(path: Path, what: str) -> Path:
     """``path`` unless it, or a folder above it, is a file (then a one-line NotADirectoryError)."""
     for p in (path, *path.parents):

@@ -35,7 +35,6 @@ chapter is published (nothing is trained on the data), the chapter evaluates on 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -44,7 +43,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..core.paths import user_path
+from ..core.paths import file_sha256, user_path
 
 #: detector name -> the authors' weight file (github.com/DariusAf/MesoNet, ``weights/``)
 PUBLISHED_DETECTORS: dict[str, str] = {
@@ -100,10 +99,6 @@ def check_weights(names: Iterable[str], weights: str | os.PathLike | None = "") 
     return out
 
 
-def sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load(path: str | os.PathLike):
     """The published detector of weight file ``path`` (checked against the published digests)."""
     from .keras_h5 import load_pretrained
@@ -134,12 +129,6 @@ def _p_fake(model, paths: list[str], batch: int = 64) -> tuple[np.ndarray, list[
     return (np.concatenate(probs) if probs else np.zeros(0)), kept, skipped
 
 
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else float("nan")
-
-
 def evaluate(name: str, manifest: pd.DataFrame, *, weights: str | os.PathLike | None = "", profile: str = "quick",
              seed: int = 0, device: str = "auto"):
     """Load published detector ``name`` and evaluate it on ``manifest``: a :class:`.train.TrainedDetector`.
@@ -155,14 +144,14 @@ def evaluate(name: str, manifest: pd.DataFrame, *, weights: str | os.PathLike | 
     from ..core.paths import checkpoints_dir
     from ..core.results import load as load_result
     from ..core.results import provenance, save
-    from .train import TrainedDetector, clean_metrics, data_fingerprint
+    from .train import TrainedDetector, _auc, clean_metrics, data_fingerprint
 
     path = check_weights([name], weights)[name] if is_published(name) else None
     if path is None:
         raise ValueError(f"model={name!r}: not a published detector; expected one of {', '.join(PUBLISHED_DETECTORS)}")
     dev = pick_device(device)
     model = load(path).to(dev).eval()
-    digest = sha256(path)
+    digest = file_sha256(path)
     fingerprint = data_fingerprint(manifest)
     rec_path = checkpoints_dir() / f"{name}-published-{digest[:12]}-{fingerprint}.nc"
     if rec_path.is_file():
@@ -241,7 +230,7 @@ def evaluation_manifest(manifest: pd.DataFrame, names: Iterable[str]) -> pd.Data
 def detector_provenance(trained: Mapping[str, Any]) -> str:
     """JSON ``{name: {file, sha256}}`` of the weight files behind ``trained`` (name -> TrainedDetector):
     the published .h5 or the trained checkpoint, for the results' attrs."""
-    return json.dumps({n: {"file": Path(td.checkpoint).name, "sha256": sha256(td.checkpoint),
+    return json.dumps({n: {"file": Path(td.checkpoint).name, "sha256": file_sha256(td.checkpoint),
                            "published": int(is_published(n))} for n, td in trained.items()}, sort_keys=True)
 
 
@@ -256,7 +245,7 @@ def origin(trained: Mapping[str, Any]) -> str:
     for n, td in trained.items():
         if is_published(n):
             parts.append(f"{n}: the MesoNet authors' published weights {PUBLISHED_DETECTORS[n]} (SHA-256 "
-                         f"{td.record.attrs.get('weights_sha256', sha256(td.checkpoint))[:12]}…), trained by them on "
+                         f"{td.record.attrs.get('weights_sha256', file_sha256(td.checkpoint))[:12]}…), trained by them on "
                          "their own faces, none of this data; not trained here")
         else:
             parts.append(f"{n}: trained here on the train split of this data "

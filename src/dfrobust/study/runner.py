@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .. import __version__
-from ..core.paths import data_home, generated_book_dir, project_root, real_data_root, results_dir, user_path
+from ..core.paths import (data_home, file_sha256, generated_book_dir, project_root, real_data_root, results_dir,
+                          user_path)
 from ..core.results import PRODUCERS, STAGE_ENV
 from ..core.profiles import ENV_DATA_ROOT, load_spec
 from .spec import Study, StudyError, declared_parameters, load_study, params_json, resolve_params
@@ -104,14 +105,6 @@ def run_notebook(study: Study, name: str, profile: str, overrides: Mapping[str, 
     return _execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log, reads=nb.reads)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def synthetic_fingerprints(params: Mapping[str, Any]) -> dict[str, str]:
     """A content key of each synthetic data set the run could read: ``{<set>/<part>: hash}``.
 
@@ -146,7 +139,7 @@ def upstream_stamps(upstream: Sequence[str], out_dir: Path) -> dict[str, str]:
     out = {}
     for up in upstream:
         stamp = _stamp_path(out_dir / f"{up}.ipynb")
-        out[up] = _sha256(stamp)[:16] if stamp.is_file() else "absent"
+        out[up] = file_sha256(stamp)[:16] if stamp.is_file() else "absent"
     return out
 
 
@@ -204,7 +197,7 @@ def _why_rerun(stamp: Path, output: Path, key: str, context: Mapping[str, Any]) 
         p = Path(out["path"])
         if not p.is_file():
             return f"output {p.name} is missing"
-        if _sha256(p) != out["sha256"]:
+        if file_sha256(p) != out["sha256"]:
             return f"output {p.name} changed since the run"
     try:
         import nbformat
@@ -228,7 +221,7 @@ def _commit_stage(stage: Path, name: str = "", profile: str = "") -> list[dict[s
             dest = root / p.relative_to(stage)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(p, dest)
-            outputs.append({"path": str(dest), "sha256": _sha256(dest)})
+            outputs.append({"path": str(dest), "sha256": file_sha256(dest)})
     shutil.rmtree(stage, ignore_errors=True)
     if outputs and name:
         index = root / PRODUCERS

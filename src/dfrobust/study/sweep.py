@@ -64,6 +64,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..core.paths import file_sha256
+
 #: chapters whose records the sweep can build (see the module docstring for 04/05)
 CHAPTERS = ("03_robustness",)
 #: version of the shard layout (part of every shard name)
@@ -131,14 +133,6 @@ class Cell:
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame({k: list(v) for k, v in self.meta})
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def data_fingerprint(df: pd.DataFrame) -> str:
