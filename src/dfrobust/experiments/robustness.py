@@ -755,58 +755,52 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     """
     from ..core.params import MAX_BOOT, MAX_COUNT, MAX_GRID, check_int, check_number, check_seed, split_list
     from ..core.profiles import check_profile
-    from ..models import DETECTORS as MODELS
+    from ..models import DETECTORS
     from ..core.profiles import check_data_root
     from ..models.published import check_weights
 
-    def integer(name, v, lo=1, hi=MAX_COUNT):
-        return check_int(v, name, lo, hi)
-
-    def number(name, v, lo, hi, *, open_lo=False):
-        return check_number(v, name, lo, hi, lo_open=open_lo)
-
     check_profile(profile)
     check_seed(seed)
-    model_list = split_list(models, "models", allowed=MODELS)
+    model_list = split_list(models, "models", allowed=DETECTORS)
     attack_list = split_list(attacks, "attacks", allowed=_attacks.ATTACKS)
     for a in attack_list:
         if a in _attacks.UNBUDGETED:
             raise ValueError(f"attacks={attacks!r}: {a} has no budget and is not part of the ε sweep; it runs in "
                              "the minimal-perturbation section (cw_* parameters); use cwinf in the sweep")
-    number("eps_min", eps_min, 0, 1, open_lo=True)
-    number("eps_max", eps_max, 0, 1, open_lo=True)
+    check_number(eps_min, "eps_min", 0, 1, lo_open=True)
+    check_number(eps_max, "eps_max", 0, 1, lo_open=True)
     if eps_max <= eps_min:
         raise ValueError(f"eps_max={eps_max!r}: expected a radius above eps_min={eps_min!r}")
-    integer("n_eps", n_eps, 1, MAX_GRID)
-    integer("shard_size", shard_size)
-    integer("workers", workers, 0, 256)
+    check_int(n_eps, "n_eps", 1, MAX_GRID)
+    check_int(shard_size, "shard_size", 1, MAX_COUNT)
+    check_int(workers, "workers", 0, 256)
     eps_grid = metrics.log_grid(eps_min, eps_max, n_eps)
-    number("b_max", b_max, 0, 1, open_lo=True)
-    n_b = integer("n_b", n_b, 2, MAX_GRID)
+    check_number(b_max, "b_max", 0, 1, lo_open=True)
+    n_b = check_int(n_b, "n_b", 2, MAX_GRID)
     b_grid = metrics.linspace_grid(b_max, n_b, what="b")
     for name, v in {"n_samples": n_samples, "pgd_steps": pgd_steps, "cw_search_steps": cw_search_steps,
                     "cw_steps": cw_steps, "n_boot": n_boot}.items():
-        integer(name, v, 2 if name == "n_boot" else 1, MAX_BOOT if name == "n_boot" else MAX_COUNT)
+        check_int(v, name, 2 if name == "n_boot" else 1, MAX_BOOT if name == "n_boot" else MAX_COUNT)
     c_lo, c_hi = _attacks.DEFAULTS["cw"]["c_min"], _attacks.DEFAULTS["cw"]["c_max"]
-    number("cw_c_init", cw_c_init, c_lo, c_hi)
-    number("cw_lr", cw_lr, 0, 10, open_lo=True)
-    number("rr_level", rr_level, 0, 1)
-    number("eps_ref", eps_ref, 0, 1, open_lo=True)
-    number("b_ref", b_ref, 0, 1, open_lo=True)
-    number("ra_margin", ra_margin, 0, 1, open_lo=True)
-    number("rr_margin", rr_margin, 0, 1, open_lo=True)
-    number("alpha", alpha, 0, 0.25, open_lo=True)
-    number("ra_lo", ra_lo, 0, 1)
-    number("ra_hi", ra_hi, 0, 1)
+    check_number(cw_c_init, "cw_c_init", c_lo, c_hi)
+    check_number(cw_lr, "cw_lr", 0, 10, lo_open=True)
+    check_number(rr_level, "rr_level", 0, 1)
+    check_number(eps_ref, "eps_ref", 0, 1, lo_open=True)
+    check_number(b_ref, "b_ref", 0, 1, lo_open=True)
+    check_number(ra_margin, "ra_margin", 0, 1, lo_open=True)
+    check_number(rr_margin, "rr_margin", 0, 1, lo_open=True)
+    check_number(alpha, "alpha", 0, 0.25, lo_open=True)
+    check_number(ra_lo, "ra_lo", 0, 1)
+    check_number(ra_hi, "ra_hi", 0, 1)
     if ra_hi <= ra_lo:
         raise ValueError(f"ra_hi={ra_hi!r}: expected a value above ra_lo={ra_lo!r} (RA window (ra_lo, ra_hi))")
     if radii not in ("informative", "all"):
         raise ValueError(f"radii={radii!r}: expected 'informative' (both RAs in (ra_lo, ra_hi)) or 'all'")
-    number("target_half_width", target_half_width, 0, 0.5, open_lo=True)
-    number("min_val_auc", min_val_auc, 0, 1)
+    check_number(target_half_width, "target_half_width", 0, 0.5, lo_open=True)
+    check_number(min_val_auc, "min_val_auc", 0, 1)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
-    names, eps = check_sweep(attack_list, eps_grid, b_grid=b_grid, models=model_list, known_models=MODELS)
+    names, eps = check_sweep(attack_list, eps_grid, b_grid=b_grid, models=model_list, known_models=DETECTORS)
     attack_kw = attack_options(names, steps=pgd_steps)
     for a in names:
         _attacks.check_options(a, **attack_kw.get(a, {}))

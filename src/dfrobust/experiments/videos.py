@@ -446,14 +446,6 @@ def _log_grid(eps_min: float, eps_max: float, n: int) -> list[float]:
     return list(metrics.grids.log_grid(eps_min, eps_max, n))
 
 
-def _int(name: str, v, minimum: int, maximum: int = MAX_COUNT) -> int:
-    return check_int(v, name, minimum, maximum)
-
-
-def _num(name: str, v, lo: float, hi: float, *, open_lo: bool = False) -> float:
-    return check_number(v, name, lo, hi, lo_open=open_lo)
-
-
 def check_params(*, data_root: str = "", profile: str, seed: int, models: str, attacks: str, modes: str, aggregate: str,
                  eps_min: float, eps_max: float, n_eps: int, b_max: float, n_b: int, eps_ref: float, b_ref: float,
                  frames_per_video: int, frame_stride: int, max_videos: int, pgd_steps: int,
@@ -469,45 +461,45 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     attack settings.
     """
     from ..core import params as core_params
-    from ..models import DETECTORS as MODELS
+    from ..models import DETECTORS
     from ..core.profiles import check_data_root
     from ..models.published import check_weights
 
     if not isinstance(profile, str) or not profile:
         raise ValueError(f"profile={profile!r}: expected a profile name such as 'quick' or 'default'")
     seed = check_seed(seed)
-    model_list = core_params.split_list(models, "models", allowed=MODELS)
+    model_list = core_params.split_list(models, "models", allowed=DETECTORS)
     attack_list = core_params.split_list(attacks, "attacks", allowed=PROGRESSIVE_ATTACKS)
     mode_list = check_modes(modes)
     agg = check_aggregate(aggregate)
-    _num("eps_min", eps_min, 0, 1, open_lo=True)
-    _num("eps_max", eps_max, 0, 1, open_lo=True)
+    check_number(eps_min, "eps_min", 0, 1, lo_open=True)
+    check_number(eps_max, "eps_max", 0, 1, lo_open=True)
     if eps_max <= eps_min:
         raise ValueError(f"eps_max={eps_max!r}: expected a radius above eps_min={eps_min!r}")
-    n_eps = _int("n_eps", n_eps, 2, MAX_GRID)
+    n_eps = check_int(n_eps, "n_eps", 2, MAX_GRID)
     eps_grid = _log_grid(eps_min, eps_max, n_eps)
-    n_b = _int("n_b", n_b, 21, MAX_GRID)
-    b_max = _num("b_max", b_max, 0, 1, open_lo=True)
+    n_b = check_int(n_b, "n_b", 21, MAX_GRID)
+    b_max = check_number(b_max, "b_max", 0, 1, lo_open=True)
     b_grid = metrics.linspace_grid(b_max, n_b, what="b")
     attack_list, eps_grid = robustness.check_sweep(attack_list, eps_grid, b_grid=b_grid)
-    _num("eps_ref", eps_ref, 0, 1)
-    _num("b_ref", b_ref, 0, 1)
+    check_number(eps_ref, "eps_ref", 0, 1)
+    check_number(b_ref, "b_ref", 0, 1)
     if level not in ("video", "frame"):
         raise ValueError(f"level={level!r}: expected 'video' or 'frame'")
     if not isinstance(ramp, (bool, np.bool_)):
         raise ValueError(f"ramp={ramp!r}: expected True or False")
-    frames_per_video = _int("frames_per_video", frames_per_video, 2)
-    frame_stride = _int("frame_stride", frame_stride, 0)
-    max_videos = _int("max_videos", max_videos, 0)
-    pgd_steps = _int("pgd_steps", pgd_steps, 1)
-    n_boot = _int("n_boot", n_boot, 100, MAX_BOOT)
-    lin_margin = _num("lin_margin", lin_margin, 0, 1, open_lo=True)
-    alpha = _num("alpha", alpha, 0, 0.5, open_lo=True)
+    frames_per_video = check_int(frames_per_video, "frames_per_video", 2, MAX_COUNT)
+    frame_stride = check_int(frame_stride, "frame_stride", 0, MAX_COUNT)
+    max_videos = check_int(max_videos, "max_videos", 0, MAX_COUNT)
+    pgd_steps = check_int(pgd_steps, "pgd_steps", 1, MAX_COUNT)
+    n_boot = check_int(n_boot, "n_boot", 100, MAX_BOOT)
+    lin_margin = check_number(lin_margin, "lin_margin", 0, 1, lo_open=True)
+    alpha = check_number(alpha, "alpha", 0, 0.5, lo_open=True)
     if alpha >= 0.5:
         raise ValueError(f"alpha={alpha!r}: expected a level in (0, 0.5)")
-    target_videos = _int("target_videos", target_videos, 1)
-    min_val_auc = _num("min_val_auc", min_val_auc, 0, 1)
-    real_frames = _int("real_frames", real_frames, 1)
+    target_videos = check_int(target_videos, "target_videos", 1, MAX_COUNT)
+    min_val_auc = check_number(min_val_auc, "min_val_auc", 0, 1)
+    real_frames = check_int(real_frames, "real_frames", 1, MAX_COUNT)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
     check_data_root(profile, data_root)
