@@ -11,7 +11,8 @@ minutes into the run. The bounds are far above the paper profile's values.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+import inspect
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -113,3 +114,25 @@ def check_seed(seed, what: str = "seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"{what}={seed!r}: expected an integer in [0, 2**32)")
     return int(seed)
+
+
+def from_namespace(check: Callable[..., Any], namespace: Mapping[str, Any]) -> Any:
+    """``check(**parameters)`` with the names ``check`` declares, taken from ``namespace``.
+
+    A chapter notebook passes its ``globals()``: the ``parameters`` cell (papermill's injected values
+    included) is the one list of the chapter's parameters, so the notebook does not list them a second
+    time in the call. A name ``check`` requires that the namespace lacks is a one-line error naming it.
+    """
+    sig = inspect.signature(check)
+    kwargs, missing = {}, []
+    for name, p in sig.parameters.items():
+        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        if name in namespace:
+            kwargs[name] = namespace[name]
+        elif p.default is p.empty:
+            missing.append(name)
+    if missing:
+        raise ValueError(f"parameters {', '.join(missing)}: missing from the notebook's parameters cell; "
+                         f"expected every parameter {check.__qualname__} declares")
+    return check(**kwargs)

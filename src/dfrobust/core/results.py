@@ -257,3 +257,41 @@ def load(path: str | os.PathLike) -> xr.Dataset:
 def parameters(ds: xr.Dataset) -> dict[str, Any]:
     """The parameters recorded in a result's provenance."""
     return json.loads(ds.attrs.get("parameters", "{}"))
+
+
+class ChapterResult:
+    """What a chapter function returns (``dfrobust.experiments.<chapter>.run``): everything its page shows.
+
+    ``values``: scalars and sentences the prose quotes; ``tables``: pandas DataFrames; ``figures``:
+    matplotlib figures (each with a caption on the page); ``decide``: the chapter's verdict rows (claim,
+    verdict, interval, n, rule) or None; ``records``: the per-sample ``xarray.Dataset`` the chapter wrote,
+    or None. The notebook narrates and calls ``dfrobust.study.pages.glue_result`` once, which glues every
+    entry under the chapter's prefix (``<prefix>_<name>``); names are unique across the three mappings.
+    """
+
+    def __init__(self, values: Mapping[str, Any] | None = None, tables: Mapping[str, Any] | None = None,
+                 figures: Mapping[str, Any] | None = None, decide=None, records: xr.Dataset | None = None):
+        self.values, self.tables, self.figures = dict(values or {}), dict(tables or {}), dict(figures or {})
+        self.decide, self.records = decide, records
+        self._check_names()
+
+    def _check_names(self) -> None:
+        seen: set[str] = set()
+        for group in (self.values, self.tables, self.figures):
+            for name in group:
+                if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name in seen:
+                    raise ValueError(f"result entry {name!r}: expected a unique lower-case identifier")
+                seen.add(name)
+
+    def add(self, **values: Any) -> "ChapterResult":
+        """Add quoted values (returns self); a name already used is refused."""
+        for name in values:
+            if name in self.values or name in self.tables or name in self.figures:
+                raise ValueError(f"result entry {name!r}: expected a unique lower-case identifier")
+        self.values.update(values)
+        self._check_names()
+        return self
+
+    def __repr__(self) -> str:
+        return (f"ChapterResult({len(self.values)} values, tables {sorted(self.tables)}, figures "
+                f"{sorted(self.figures)}, decide {'none' if self.decide is None else len(self.decide)} rows)")
