@@ -80,9 +80,14 @@ class SeededPGD(Attack):
     :data:`LOSSES` and an optional start: ``atk(images, labels, start=None)``.
 
     ``start`` (a δ like ``images``): the iteration starts at ``x + proj(start)`` instead of the
-    random start. ``keep_best``: return, per sample, the iterate with the largest
+    random start (no random number is drawn, so each sample's path is its own). ``eps`` and
+    ``alpha`` are floats or tensors [N] (one radius and step per sample: the bisection of
+    :mod:`.radii`). ``keep_best``: return, per sample, the iterate with the largest
     ``|P(label|x+δ) − P(label|x)|`` seen (the RR objective) instead of the last one; that change
-    is then in ``last_change`` and the clean P(label|x) in ``last_p0``.
+    is then in ``last_change``, P(label) at it in ``last_p``, the clean P(label|x) in ``last_p0``,
+    and the clean margin ``z_label − max_other z`` and the smallest and largest margin over every
+    iterate in ``last_margin0``, ``last_margin_min``, ``last_margin_max`` (what RR at another
+    temperature needs: :mod:`dfrobust.metrics.calibration`).
     """
 
     def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, seed=0, *,
@@ -92,14 +97,14 @@ class SeededPGD(Attack):
             raise ValueError(f"norm={norm!r}: expected 'linf' or 'l2'")
         if loss not in LOSSES:
             raise ValueError(f"loss={loss!r}: expected one of {', '.join(LOSSES)}")
-        self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
+        self.eps, self.alpha, self.steps = _radius(eps), _radius(alpha), int(steps)
         self.random_start, self.seed = bool(random_start), int(seed)
         self.norm, self.loss, self.kappa, self.keep_best = norm, loss, float(kappa), bool(keep_best)
         self.eps_for_division = 1e-10
         self.supported_mode = ["default"]
         self._calls = 0
-        self.last_change: torch.Tensor | None = None
-        self.last_p0: torch.Tensor | None = None
+        self.last_change = self.last_p = self.last_p0 = None
+        self.last_margin0 = self.last_margin_min = self.last_margin_max = None
 
     # -- pieces ------------------------------------------------------------------------------
     def _objective(self, logits, labels):
@@ -108,31 +113,41 @@ class SeededPGD(Attack):
         margin = cw_margin(logits, labels, kappa=self.kappa if self.loss == "cw" else math.inf)
         return (margin if self.loss == "up" else -margin).sum()
 
+    def _per_sample(self, v, images):
+        """A radius or step as torchattacks uses it: a float, or a tensor [N, 1, 1, 1]."""
+        return v.to(images.device, images.dtype).view(-1, 1, 1, 1) if torch.is_tensor(v) else v
+
     def _project(self, images, adv):
         delta = adv - images
+        eps = self._per_sample(self.eps, images)
         if self.norm == "linf":
-            delta = torch.clamp(delta, min=-self.eps, max=self.eps)
+            delta = torch.clamp(delta, min=-eps, max=eps)
         else:
             norms = torch.norm(delta.view(len(delta), -1), p=2, dim=1)
-            factor = torch.min(self.eps / norms, torch.ones_like(norms))
+            eps = eps.view(-1) if torch.is_tensor(eps) else eps
+            factor = torch.min(eps / norms, torch.ones_like(norms))
             delta = delta * factor.view(-1, 1, 1, 1)
         return torch.clamp(images + delta, min=0, max=1).detach()
 
     def _random_start(self, images):
-        if self.norm == "linf":   # torchattacks.PGD's draw
-            adv = images + torch.empty_like(images).uniform_(-self.eps, self.eps)
+        eps = self._per_sample(self.eps, images)
+        if self.norm == "linf" and torch.is_tensor(eps):
+            adv = images + (torch.rand_like(images) * 2 - 1) * eps
+        elif self.norm == "linf":   # torchattacks.PGD's draw
+            adv = images + torch.empty_like(images).uniform_(-eps, eps)
         else:                     # torchattacks.PGDL2's draw
             delta = torch.empty_like(images).normal_()
             n = delta.view(len(images), -1).norm(p=2, dim=1).view(len(images), 1, 1, 1)
             r = torch.zeros_like(n).uniform_(0, 1)
-            adv = images + delta * (r / n * self.eps)
+            adv = images + delta * (r / n * eps)
         return torch.clamp(adv, min=0, max=1).detach()
 
     def _step(self, adv, grad):
+        alpha = self._per_sample(self.alpha, adv)
         if self.norm == "linf":
-            return adv.detach() + self.alpha * grad.sign()
+            return adv.detach() + alpha * grad.sign()
         norms = torch.norm(grad.view(len(grad), -1), p=2, dim=1) + self.eps_for_division
-        return adv.detach() + self.alpha * grad / norms.view(-1, 1, 1, 1)
+        return adv.detach() + alpha * grad / norms.view(-1, 1, 1, 1)
 
     # -- the loop -----------------------------------------------------------------------------
     def forward(self, images, labels, start=None):  # noqa: D401 - torchattacks API
@@ -150,30 +165,43 @@ class SeededPGD(Attack):
                 adv = images.clone().detach()
         if self.keep_best:
             with torch.no_grad():
-                p0 = prob_of(self.get_logits(images), labels)
-            best, best_change = adv.clone(), torch.full_like(p0, -1.0)
+                logits0 = self.get_logits(images)
+                p0 = prob_of(logits0, labels)
+                m0 = cw_margin(logits0, labels, kappa=math.inf)
+            kept = dict(best=adv.clone(), change=torch.full_like(p0, -1.0), p=p0.clone(), lo=m0.clone(),
+                        hi=m0.clone())
         for _ in range(self.steps):
             adv.requires_grad = True
             logits = self.get_logits(adv)
             if self.keep_best:
-                best, best_change = self._keep(best, best_change, adv.detach(), logits.detach(), labels, p0)
+                self._keep(kept, adv.detach(), logits.detach(), labels, p0)
             grad = torch.autograd.grad(self._objective(logits, labels), adv,
                                        retain_graph=False, create_graph=False)[0]
             adv = self._project(images, self._step(adv, grad))
         if self.keep_best:
             with torch.no_grad():
-                best, best_change = self._keep(best, best_change, adv, self.get_logits(adv), labels, p0)
-            self.last_change = best_change.detach()   # |ΔP(label)| of the returned iterate, per sample
+                self._keep(kept, adv, self.get_logits(adv), labels, p0)
+            self.last_change = kept["change"]          # |ΔP(label)| of the returned iterate, per sample
+            self.last_p = kept["p"]                    # P(label | x+δ) of the returned iterate
             self.last_p0 = p0.detach()                 # P(label | x), the clean probability it is measured from
-            return best.detach()
+            self.last_margin0, self.last_margin_min, self.last_margin_max = m0, kept["lo"], kept["hi"]
+            return kept["best"].detach()
         return adv
 
     @staticmethod
-    def _keep(best, best_change, adv, logits, labels, p0):
-        change = (prob_of(logits, labels) - p0).abs()
-        better = change > best_change
-        best = torch.where(better.view(-1, 1, 1, 1), adv, best)
-        return best, torch.where(better, change, best_change)
+    def _keep(kept, adv, logits, labels, p0):
+        p = prob_of(logits, labels)
+        change = (p - p0).abs()
+        better = change > kept["change"]
+        kept["best"] = torch.where(better.view(-1, 1, 1, 1), adv, kept["best"])
+        kept["change"], kept["p"] = torch.where(better, change, kept["change"]), torch.where(better, p, kept["p"])
+        margin = cw_margin(logits, labels, kappa=math.inf)
+        kept["lo"], kept["hi"] = torch.minimum(kept["lo"], margin), torch.maximum(kept["hi"], margin)
+
+
+def _radius(v):
+    """A radius or step: a float, or a tensor [N] of one value per sample (kept as given)."""
+    return v.detach().flatten() if torch.is_tensor(v) else float(v)
 
 
 def fgsm(model, eps: float, seed: int = 0) -> SeededPGD:

@@ -24,30 +24,65 @@ import torch
 from .gradient import SeededPGD
 
 
-class RRAttack:
-    """``atk(images, labels, start=None)``: per sample, the larger |ΔP(label)| of the down and up runs."""
+def _take(v, idx):
+    """The entries ``idx`` of a per-sample radius (a float applies to every sample)."""
+    return v[idx.to(v.device)] if torch.is_tensor(v) else v
 
-    def __init__(self, model, *, eps: float, alpha: float, steps: int, random_start: bool = True, seed: int = 0):
+
+class RRAttack:
+    """``atk(images, labels, start=None)``: per sample, the larger |ΔP(label)| of the down and up runs.
+
+    ``eps`` and ``alpha`` are floats or tensors [N] (a radius per sample). ``temperatures``
+    (None: only the model's own): the up run also runs wherever, at one of these temperatures T
+    (P_T(ŷ) = σ(m/T) for the two-logit margin m), its cap 1 − P_T(ŷ|x) exceeds the down run's
+    change at T, so the kept margins give the same change at every T listed as running both
+    runs everywhere. After a call, per sample: ``last_direction`` (+1 up kept, −1 down),
+    ``last_change``, ``last_p`` (P(label) of the kept iterate), ``last_p0``, and the clean,
+    smallest and largest margin over both runs' iterates (``last_margin0``, ``last_margin_min``,
+    ``last_margin_max``; the up run's where it ran).
+    """
+
+    def __init__(self, model, *, eps, alpha, steps: int, random_start: bool = True, seed: int = 0,
+                 temperatures=None):
         kw = dict(eps=eps, alpha=alpha, steps=steps, random_start=random_start, keep_best=True)
         self.model = model
         self.down = SeededPGD(model, seed=2 * int(seed), loss="down", **kw)
         self.up = SeededPGD(model, seed=2 * int(seed) + 1, loss="up", **kw)
-        self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
+        self.eps, self.alpha, self.steps = self.down.eps, self.down.alpha, int(steps)
+        self.temperatures = None if temperatures is None else [float(t) for t in temperatures]
         self.last_direction = None   # per sample after a call: +1 up kept, -1 down kept
+        self.last_change = self.last_p = self.last_p0 = None
+        self.last_margin0 = self.last_margin_min = self.last_margin_max = None
+
+    def _needs_up(self, down: SeededPGD) -> torch.Tensor:
+        """Samples on which the up run can change the kept |ΔP(ŷ)| (at T = 1, or at any listed T)."""
+        need = (1 - down.last_p0) > down.last_change   # the most the up run can gain, against the down change
+        for t in self.temperatures or ():
+            p0 = torch.sigmoid(down.last_margin0 / t)
+            change = torch.maximum(p0 - torch.sigmoid(down.last_margin_min / t),
+                                   torch.sigmoid(down.last_margin_max / t) - p0)
+            need |= (1 - p0) > change
+        return need
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, start=None) -> torch.Tensor:
         down = self.down(images, labels, start=start).detach()
-        change = self.down.last_change
+        change, p = self.down.last_change.clone(), self.down.last_p.clone()
+        lo, hi = self.down.last_margin_min.clone(), self.down.last_margin_max.clone()
         images, labels = images.to(down.device), labels.to(down.device)
-        cap = 1 - self.down.last_p0   # the most the up run can gain
-        try_up = torch.nonzero(cap > change).flatten()
+        try_up = torch.nonzero(self._needs_up(self.down)).flatten()
         take_up = torch.zeros_like(change, dtype=torch.bool)
         out = down.clone()
         if len(try_up):
             sub = start[try_up.to(start.device)] if start is not None else None
+            self.up.eps, self.up.alpha = _take(self.eps, try_up), _take(self.alpha, try_up)
             up = self.up(images[try_up], labels[try_up], start=sub).detach()
             wins = self.up.last_change > change[try_up]              # |ΔP(label)| of each run's kept iterate
             take_up[try_up[wins]] = True
             out[try_up[wins]] = up[wins]
+            change[try_up[wins]], p[try_up[wins]] = self.up.last_change[wins], self.up.last_p[wins]
+            lo[try_up] = torch.minimum(lo[try_up], self.up.last_margin_min)
+            hi[try_up] = torch.maximum(hi[try_up], self.up.last_margin_max)
         self.last_direction = torch.where(take_up, 1, -1).cpu().numpy()
+        self.last_change, self.last_p, self.last_p0 = change, p, self.down.last_p0
+        self.last_margin0, self.last_margin_min, self.last_margin_max = self.down.last_margin0, lo, hi
         return out

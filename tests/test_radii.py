@@ -1,0 +1,101 @@
+"""Per-sample critical radii (issue #23.1): analytic radii of a linear two-logit detector (never below,
+within one bisection bracket), rows independent of the batch, FAB's check, and the grid RA/RR as exact
+reductions of the radii."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import expit, logit
+
+from toys import SmallNet
+
+from dfrobust import metrics
+from dfrobust.attacks import radii
+
+torch.set_num_threads(1)
+
+EPS = [0.0, 0.005, 0.01, 0.02, 0.05, 0.1]
+B = [0.05, 0.1, 0.2]
+
+
+class LinearLogit(torch.nn.Module):
+    """Two logits (0, w·x): the L∞ distance to the boundary is |w·x| / ||w||₁ (the box does not bind)."""
+
+    def __init__(self, d=3 * 8 * 8, seed=0):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(d, generator=torch.Generator().manual_seed(seed)) * 0.05)
+        self.input_size = 8
+
+    def forward(self, x):
+        s = x.flatten(1) @ self.w
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def _linear_case(n=10):
+    model = LinearLogit()
+    x = 0.5 + 0.1 * (torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(3)) - 0.5)
+    with torch.no_grad():
+        s = (x.flatten(1) @ model.w).double().numpy()
+    return model, x, torch.as_tensor((s > 0).astype(np.int64)), np.abs(s), model.w.detach().abs().sum().item()
+
+
+def _analytic_r_b(m0, w1, b):
+    """Smallest L∞ radius at which P(ŷ) = σ(m) moves by more than b, down (m − r·||w||₁) or up (m + r·||w||₁)."""
+    p0 = expit(m0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        down = np.where(p0 - b > 0, (m0 - logit(np.clip(p0 - b, 1e-300, 1))) / w1, np.inf)
+        up = np.where(p0 + b < 1, (logit(np.clip(p0 + b, 0, 1 - 1e-16)) - m0) / w1, np.inf)
+    return np.minimum(down, up)
+
+
+def test_linear_detector_radii_are_never_below_the_analytic_ones_and_within_one_bracket():
+    model, x, yhat, m0, w1 = _linear_case()
+    rows = radii.attack_rows(model, x, yhat, EPS, [0.0] + B, steps=2, n_bisect=6)
+    out = radii.radii_from_rows(rows, B)
+    exact = m0 / w1
+    tol = 1e-5 * exact                                          # float32 arithmetic of the model
+    assert np.isfinite(out["r_flip_upper"]).all()
+    assert (out["r_flip_upper"] >= exact - tol).all()
+    assert (out["r_flip_upper"] <= exact + out["r_flip_bracket"] + tol).all()
+    assert (out["r_flip_bracket"] < np.diff(EPS).max()).all()   # bisection narrowed every grid bracket
+    for bi, b in enumerate(B):
+        ex = _analytic_r_b(m0, w1, b)
+        found = out["r_b_upper"][bi]
+        assert (np.isinf(found) == (ex > max(EPS))).all()         # none found only beyond the grid
+        fin = np.isfinite(found)
+        assert (found[fin] >= ex[fin] * (1 - 1e-4)).all()
+        assert (found[fin] <= ex[fin] + out["r_b_bracket"][bi][fin] + 1e-4 * ex[fin]).all()
+
+
+def test_fab_checks_the_flip_radius_on_the_linear_detector():
+    model, x, yhat, m0, w1 = _linear_case(n=4)
+    fab = radii.fab_flip_radius(model, x, yhat, steps=20)
+    exact = m0 / w1
+    assert (fab >= exact * (1 - 1e-4)).all() and (fab <= exact * 1.06).all()   # FAB overshoots by η = 1.05
+
+
+def test_rows_do_not_depend_on_the_batch():
+    net = SmallNet(size=8)
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    grid = [0.02, 0.05, 0.1, 0.2]
+    together = radii.attack_rows(net, x, y, grid, [0.1, 0.3], steps=3, n_bisect=3)
+    alone = radii.attack_rows(net, x[2:3], y[2:3], grid, [0.1, 0.3], steps=3, n_bisect=3)
+    np.testing.assert_array_equal(together.radius[:, 2], alone.radius[:, 0])
+    np.testing.assert_allclose(together.p[:, 2], alone.p[:, 0], atol=1e-5)
+    np.testing.assert_allclose(together.m_min[:, 2], alone.m_min[:, 0], atol=1e-4)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(eps_grid=[0.0]), "at least one radius > 0"),
+    (dict(eps_grid=[-0.1, 0.1]), "eps=-0.1"),
+    (dict(steps=0), "steps=0"),
+    (dict(n_bisect=-1), "n_bisect=-1"),
+])
+def test_bad_search_options_are_one_line_errors(kw, match):
+    args = dict(eps_grid=[0.1], b_grid=[0.1]) | kw
+    with pytest.raises(ValueError, match=match):
+        radii.attack_rows(SmallNet(), torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), **args)
