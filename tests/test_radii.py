@@ -99,3 +99,47 @@ def test_bad_search_options_are_one_line_errors(kw, match):
     args = dict(eps_grid=[0.1], b_grid=[0.1]) | kw
     with pytest.raises(ValueError, match=match):
         radii.attack_rows(SmallNet(), torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), **args)
+
+
+# ------------------------------------------------------------------------- the records of experiments.radii
+
+def _records_case(n=12, **kw):
+    from dfrobust.experiments import radii as rx
+    import pandas as pd
+
+    nets = {"a": SmallNet(0, 8), "b": SmallNet(1, 8)}
+    x = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    y = torch.tensor([0, 1] * (n // 2))
+    meta = pd.DataFrame({"identity": [f"id{i // 3}" for i in range(n)], "label": y.numpy(), "group": "g"})
+    return rx.radii_records(nets, x, y, meta, [0.0, 0.02, 0.05, 0.1, 0.2], [0.0, 0.1, 0.2, 0.3], steps=2,
+                            n_bisect=3, device="cpu", **kw)
+
+
+def test_grid_ra_and_rr_are_exact_reductions_of_the_radii():
+    ds = _records_case()
+    eps = xr_eps = ds["eps"]
+    ra = metrics.robust_accuracy(ds)                               # the study's RA/RR of the grid records
+    rr = metrics.robust_ratio(ds, ds["b"].values)
+    correct = ds["pred_clean"] == ds["y"]
+    ra_radii = (correct & (ds["r_flip_upper"] > xr_eps)).mean("sample")
+    rr_radii = (ds["r_b_upper"] > eps).mean("sample")
+    np.testing.assert_array_equal(ra.transpose("model", "eps").values, ra_radii.transpose("model", "eps").values)
+    np.testing.assert_array_equal(rr.transpose("model", "eps", "b").values,
+                                  rr_radii.transpose("model", "eps", "b").values)
+    # the bisection placed radii between grid points: the readings are not all grid values
+    fin = np.isfinite(ds["r_flip_upper"].values)
+    assert not np.isin(ds["r_flip_upper"].values[fin], ds["eps"].values).all()
+    assert (ds["rr_drop"].isnull()).all() and ds.attrs["convergence"] == "not run"
+    assert list(ds["identity"].values[:4]) == ["id0", "id0", "id0", "id1"]   # identity copied from meta
+
+
+def test_bad_records_options_are_one_line_errors_before_any_attack():
+    from dfrobust.experiments import radii as rx
+
+    x, y = torch.rand(2, 3, 8, 8), torch.tensor([0, 1])
+    for kw, match in ((dict(eps_grid=[0.0]), "at least one radius > 0"), (dict(b_grid=[1.5]), "b"),
+                      (dict(steps=0), "steps=0"), (dict(temperatures=[0.0]), "temperatures"),
+                      (dict(convergence_n=-1), "convergence_n=-1")):
+        args = dict(eps_grid=[0.0, 0.1], b_grid=[0.1]) | kw
+        with pytest.raises(ValueError, match=match):
+            rx.radii_records({"m": SmallNet()}, x, y, None, args.pop("eps_grid"), args.pop("b_grid"), **args)

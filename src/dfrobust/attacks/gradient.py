@@ -87,7 +87,9 @@ class SeededPGD(Attack):
     is then in ``last_change``, P(label) at it in ``last_p``, the clean P(label|x) in ``last_p0``,
     and the clean margin ``z_label − max_other z`` and the smallest and largest margin over every
     iterate in ``last_margin0``, ``last_margin_min``, ``last_margin_max`` (what RR at another
-    temperature needs: :mod:`dfrobust.metrics.calibration`).
+    temperature needs: :mod:`dfrobust.metrics.calibration`); for the ``down`` and ``up`` losses
+    ``last_extreme`` is the iterate of the smallest (down) or largest (up) margin, the clean image
+    when none passed it: unlike the kept iterate it does not depend on a temperature.
     """
 
     def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=10, random_start=True, seed=0, *,
@@ -104,7 +106,7 @@ class SeededPGD(Attack):
         self.supported_mode = ["default"]
         self._calls = 0
         self.last_change = self.last_p = self.last_p0 = None
-        self.last_margin0 = self.last_margin_min = self.last_margin_max = None
+        self.last_margin0 = self.last_margin_min = self.last_margin_max = self.last_extreme = None
 
     # -- pieces ------------------------------------------------------------------------------
     def _objective(self, logits, labels):
@@ -169,7 +171,7 @@ class SeededPGD(Attack):
                 p0 = prob_of(logits0, labels)
                 m0 = cw_margin(logits0, labels, kappa=math.inf)
             kept = dict(best=adv.clone(), change=torch.full_like(p0, -1.0), p=p0.clone(), lo=m0.clone(),
-                        hi=m0.clone())
+                        hi=m0.clone(), extreme=images.clone())
         for _ in range(self.steps):
             adv.requires_grad = True
             logits = self.get_logits(adv)
@@ -185,17 +187,19 @@ class SeededPGD(Attack):
             self.last_p = kept["p"]                    # P(label | x+δ) of the returned iterate
             self.last_p0 = p0.detach()                 # P(label | x), the clean probability it is measured from
             self.last_margin0, self.last_margin_min, self.last_margin_max = m0, kept["lo"], kept["hi"]
+            self.last_extreme = kept["extreme"].detach()
             return kept["best"].detach()
         return adv
 
-    @staticmethod
-    def _keep(kept, adv, logits, labels, p0):
+    def _keep(self, kept, adv, logits, labels, p0):
         p = prob_of(logits, labels)
         change = (p - p0).abs()
         better = change > kept["change"]
         kept["best"] = torch.where(better.view(-1, 1, 1, 1), adv, kept["best"])
         kept["change"], kept["p"] = torch.where(better, change, kept["change"]), torch.where(better, p, kept["p"])
         margin = cw_margin(logits, labels, kappa=math.inf)
+        further = margin > kept["hi"] if self.loss == "up" else margin < kept["lo"]
+        kept["extreme"] = torch.where(further.view(-1, 1, 1, 1), adv, kept["extreme"])
         kept["lo"], kept["hi"] = torch.minimum(kept["lo"], margin), torch.maximum(kept["hi"], margin)
 
 

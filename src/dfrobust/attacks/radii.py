@@ -118,28 +118,34 @@ def grid_from_rows(rows: Rows, eps_grid: Sequence[float]) -> dict[str, np.ndarra
             "margin_min": np.where(any_row, m_min, rows.m0), "margin_max": np.where(any_row, m_max, rows.m0)}
 
 
-def _run(model, x, y, r: torch.Tensor, start: torch.Tensor, *, steps: int, restarts: int, seed: int,
-         temperatures) -> tuple[torch.Tensor, ...]:
-    """One row on a batch: the RR attack at per-sample radius ``r`` from ``start``, plus ``restarts``
-    runs from seeded uniform starts; per sample the run with the larger |ΔP(ŷ)| (margins over all)."""
+def _run(model, x, y, r: torch.Tensor, starts: tuple[torch.Tensor, torch.Tensor], *, steps: int, restarts: int,
+         seed: int, temperatures) -> tuple[torch.Tensor, ...]:
+    """One row on a batch: the RR attack at per-sample radius ``r`` from ``starts`` (down, up), plus
+    ``restarts`` runs from seeded uniform starts. Per sample: P(ŷ) of the larger |ΔP(ŷ)|, the
+    smallest and largest margin over all runs, and the down and up perturbations of the smallest
+    and largest margin (the next warm starts: chosen by margin, so the same at every temperature)."""
     rr = r.to(x.device, x.dtype)
 
-    def attack(k, st):
+    def attack(k, down, up):
         atk = RRAttack(model, eps=rr, alpha=2.5 * rr / steps, steps=steps, random_start=False, seed=seed + k,
                        temperatures=temperatures)
-        return atk(x, y, start=st).detach() - x, atk
+        atk(x, y, start=down, start_up=up)
+        return atk
 
-    delta, atk = attack(0, start)
+    atk = attack(0, *starts)
     change, p, lo, hi = atk.last_change, atk.last_p, atk.last_margin_min, atk.last_margin_max
+    d_down, d_up = atk.last_down_adv - x, atk.last_up_adv - x
     for k in range(1, restarts + 1):
         g = torch.Generator().manual_seed(seed * 1_000_003 + k)
         noise = (torch.rand(x.shape, generator=g, dtype=x.dtype).to(x.device) * 2 - 1) * rr.view(-1, 1, 1, 1)
-        d, other = attack(k, noise)
+        other = attack(k, noise, noise)
         better = other.last_change > change
-        delta = torch.where(better.view(-1, 1, 1, 1), d, delta)
         change, p = torch.where(better, other.last_change, change), torch.where(better, other.last_p, p)
+        lower, higher = other.last_margin_min < lo, other.last_margin_max > hi
+        d_down = torch.where(lower.view(-1, 1, 1, 1), other.last_down_adv - x, d_down)
+        d_up = torch.where(higher.view(-1, 1, 1, 1), other.last_up_adv - x, d_up)
         lo, hi = torch.minimum(lo, other.last_margin_min), torch.maximum(hi, other.last_margin_max)
-    return delta, p, lo, hi, atk.last_p0, atk.last_margin0
+    return (d_down, d_up), p, lo, hi, atk.last_p0, atk.last_margin0
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -150,43 +156,40 @@ def _batch_rows(model, x, y, eps: list[float], b_pos: np.ndarray, *, steps, n_bi
                 temperatures) -> Rows:
     n = len(x)
     radius, p, m_min, m_max, deltas = [], [], [], [], []
-    start = torch.zeros_like(x)
+    starts = (torch.zeros_like(x), torch.zeros_like(x))
     p0 = m0 = None
     for j, e in enumerate(eps):                                 # grid rows, progressive
         r = torch.full((n,), e, dtype=x.dtype)
-        delta, pj, lo, hi, p0t, m0t = _run(model, x, y, r, start, steps=steps, restarts=restarts,
-                                           seed=seed + 7919 * j, temperatures=temperatures)
+        starts, pj, lo, hi, p0t, m0t = _run(model, x, y, r, starts, steps=steps, restarts=restarts,
+                                            seed=seed + 7919 * j, temperatures=temperatures)
         p0, m0 = _np(p0t), _np(m0t)
         radius.append(np.full(n, e)), p.append(_np(pj)), m_min.append(_np(lo)), m_max.append(_np(hi))
-        deltas.append(delta)
-        start = delta
+        deltas.append(starts)
     for k in range(n_bisect):                                   # bisection rows
         rows = Rows(np.stack(radius), np.stack(p), np.stack(m_min), np.stack(m_max), p0, m0)
         flip, meet = rows.hits(b_pos)
-        brackets = [_bracket(rows.radius, h) for h in (flip, *meet)]
-        lo = np.stack([b[0] for b in brackets])
-        hi = np.stack([b[1] for b in brackets])
-        src = np.stack([b[2] for b in brackets])
+        lo, hi, src = (np.stack(v) for v in zip(*[_bracket(rows.radius, h) for h in (flip, *meet)]))
         width = np.where(np.isfinite(hi) & (hi - lo > 1e-6 * hi), hi - lo, -1.0)
-        crit = width.argmax(0)
         cols = np.arange(n)
+        crit = width.argmax(0)
         todo = np.flatnonzero(width[crit, cols] > 0)
         row = dict(radius=np.full(n, np.inf), p=p0.copy(), m_min=m0.copy(), m_max=m0.copy())
-        delta_row = torch.zeros_like(x)
+        new = (torch.zeros_like(x), torch.zeros_like(x))
         if len(todo):
             mid = ((lo[crit, cols] + hi[crit, cols]) / 2)[todo].astype(np.float32)
             r = torch.as_tensor(mid)
-            idx = torch.as_tensor(todo)
-            warm = torch.stack([deltas[src[crit[i], i]][i] for i in todo])
-            warm = torch.maximum(torch.minimum(warm, r.to(warm).view(-1, 1, 1, 1)), -r.to(warm).view(-1, 1, 1, 1))
-            delta, pk, lo_m, hi_m, _, _ = _run(model, x[idx.to(x.device)], y[idx.to(y.device)], r, warm,
-                                               steps=steps, restarts=restarts, seed=seed + 104729 * (k + 1),
-                                               temperatures=temperatures)
+            idx = torch.as_tensor(todo).to(x.device)
+            bound = r.to(x).view(-1, 1, 1, 1)
+            warm = tuple(torch.stack([deltas[src[crit[i], i]][d][i] for i in todo]).clamp(-bound, bound)
+                         for d in (0, 1))
+            found, pk, lo_m, hi_m, _, _ = _run(model, x[idx], y[idx], r, warm, steps=steps, restarts=restarts,
+                                               seed=seed + 104729 * (k + 1), temperatures=temperatures)
             row["radius"][todo] = mid.astype(np.float64)
             row["p"][todo], row["m_min"][todo], row["m_max"][todo] = _np(pk), _np(lo_m), _np(hi_m)
-            delta_row[idx.to(x.device)] = delta
+            for d in (0, 1):
+                new[d][idx] = found[d]
         radius.append(row["radius"]), p.append(row["p"]), m_min.append(row["m_min"]), m_max.append(row["m_max"])
-        deltas.append(delta_row)
+        deltas.append(new)
     return Rows(np.stack(radius), np.stack(p), np.stack(m_min), np.stack(m_max), p0, m0)
 
 

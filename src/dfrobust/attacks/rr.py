@@ -36,10 +36,12 @@ class RRAttack:
     (None: only the model's own): the up run also runs wherever, at one of these temperatures T
     (P_T(ŷ) = σ(m/T) for the two-logit margin m), its cap 1 − P_T(ŷ|x) exceeds the down run's
     change at T, so the kept margins give the same change at every T listed as running both
-    runs everywhere. After a call, per sample: ``last_direction`` (+1 up kept, −1 down),
-    ``last_change``, ``last_p`` (P(label) of the kept iterate), ``last_p0``, and the clean,
-    smallest and largest margin over both runs' iterates (``last_margin0``, ``last_margin_min``,
-    ``last_margin_max``; the up run's where it ran).
+    runs everywhere. ``start_up`` (default ``start``) starts the up run. After a call, per
+    sample: ``last_direction`` (+1 up kept, −1 down), ``last_change``, ``last_p`` (P(label) of the
+    kept iterate), ``last_p0``, the clean, smallest and largest margin over both runs' iterates
+    (``last_margin0``, ``last_margin_min``, ``last_margin_max``; the up run's where it ran), and
+    the runs' extreme iterates ``last_down_adv`` (smallest margin) and ``last_up_adv`` (largest;
+    ``x + start_up`` projected where the up run did not run): temperature-free warm starts.
     """
 
     def __init__(self, model, *, eps, alpha, steps: int, random_start: bool = True, seed: int = 0,
@@ -53,6 +55,7 @@ class RRAttack:
         self.last_direction = None   # per sample after a call: +1 up kept, -1 down kept
         self.last_change = self.last_p = self.last_p0 = None
         self.last_margin0 = self.last_margin_min = self.last_margin_max = None
+        self.last_down_adv = self.last_up_adv = None
 
     def _needs_up(self, down: SeededPGD) -> torch.Tensor:
         """Samples on which the up run can change the kept |ΔP(ŷ)| (at T = 1, or at any listed T)."""
@@ -64,7 +67,8 @@ class RRAttack:
             need |= (1 - p0) > change
         return need
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, start=None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, start=None, start_up=None) -> torch.Tensor:
+        start_up = start if start_up is None else start_up
         down = self.down(images, labels, start=start).detach()
         change, p = self.down.last_change.clone(), self.down.last_p.clone()
         lo, hi = self.down.last_margin_min.clone(), self.down.last_margin_max.clone()
@@ -72,10 +76,13 @@ class RRAttack:
         try_up = torch.nonzero(self._needs_up(self.down)).flatten()
         take_up = torch.zeros_like(change, dtype=torch.bool)
         out = down.clone()
+        self.up.eps = self.eps
+        up_adv = images.clone() if start_up is None else self.up._project(images, images + start_up.to(images))
         if len(try_up):
-            sub = start[try_up.to(start.device)] if start is not None else None
+            sub = start_up[try_up.to(start_up.device)] if start_up is not None else None
             self.up.eps, self.up.alpha = _take(self.eps, try_up), _take(self.alpha, try_up)
             up = self.up(images[try_up], labels[try_up], start=sub).detach()
+            up_adv[try_up] = self.up.last_extreme
             wins = self.up.last_change > change[try_up]              # |ΔP(label)| of each run's kept iterate
             take_up[try_up[wins]] = True
             out[try_up[wins]] = up[wins]
@@ -85,4 +92,5 @@ class RRAttack:
         self.last_direction = torch.where(take_up, 1, -1).cpu().numpy()
         self.last_change, self.last_p, self.last_p0 = change, p, self.down.last_p0
         self.last_margin0, self.last_margin_min, self.last_margin_max = self.down.last_margin0, lo, hi
+        self.last_down_adv, self.last_up_adv = self.down.last_extreme, up_adv
         return out
