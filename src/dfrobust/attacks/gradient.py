@@ -107,6 +107,7 @@ class SeededPGD(Attack):
         self._calls = 0
         self.last_change = self.last_p = self.last_p0 = None
         self.last_margin0 = self.last_margin_min = self.last_margin_max = self.last_extreme = None
+        self.last_logits0 = None   # the clean logits (keep_best), for a caller that attacks the same images again
 
     # -- pieces ------------------------------------------------------------------------------
     def _objective(self, logits, labels):
@@ -152,7 +153,8 @@ class SeededPGD(Attack):
         return adv.detach() + alpha * grad / norms.view(-1, 1, 1, 1)
 
     # -- the loop -----------------------------------------------------------------------------
-    def forward(self, images, labels, start=None):  # noqa: D401 - torchattacks API
+    def forward(self, images, labels, start=None, clean_logits=None):  # noqa: D401 - torchattacks API
+        """``clean_logits``: the model's logits on ``images`` when the caller has them (saves a forward)."""
         self._calls += 1
         images = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device).long()
@@ -167,7 +169,7 @@ class SeededPGD(Attack):
                 adv = images.clone().detach()
         if self.keep_best:
             with torch.no_grad():
-                logits0 = self.get_logits(images)
+                logits0 = self.get_logits(images) if clean_logits is None else clean_logits.to(images.device)
                 p0 = prob_of(logits0, labels)
                 m0 = cw_margin(logits0, labels, kappa=math.inf)
             kept = dict(best=adv.clone(), change=torch.full_like(p0, -1.0), p=p0.clone(), lo=m0.clone(),
@@ -187,7 +189,7 @@ class SeededPGD(Attack):
             self.last_p = kept["p"]                    # P(label | x+δ) of the returned iterate
             self.last_p0 = p0.detach()                 # P(label | x), the clean probability it is measured from
             self.last_margin0, self.last_margin_min, self.last_margin_max = m0, kept["lo"], kept["hi"]
-            self.last_extreme = kept["extreme"].detach()
+            self.last_extreme, self.last_logits0 = kept["extreme"].detach(), logits0.detach()
             return kept["best"].detach()
         return adv
 

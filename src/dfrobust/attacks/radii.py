@@ -119,7 +119,7 @@ def grid_from_rows(rows: Rows, eps_grid: Sequence[float]) -> dict[str, np.ndarra
 
 
 def _run(model, x, y, r: torch.Tensor, starts: tuple[torch.Tensor, torch.Tensor], *, steps: int, restarts: int,
-         seed: int, temperatures) -> tuple[torch.Tensor, ...]:
+         seed: int, temperatures, clean: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """One row on a batch: the RR attack at per-sample radius ``r`` from ``starts`` (down, up), plus
     ``restarts`` runs from seeded uniform starts. Per sample: P(ŷ) of the larger |ΔP(ŷ)|, the
     smallest and largest margin over all runs, and the down and up perturbations of the smallest
@@ -129,7 +129,7 @@ def _run(model, x, y, r: torch.Tensor, starts: tuple[torch.Tensor, torch.Tensor]
     def attack(k, down, up):
         atk = RRAttack(model, eps=rr, alpha=2.5 * rr / steps, steps=steps, random_start=False, seed=seed + k,
                        temperatures=temperatures)
-        atk(x, y, start=down, start_up=up)
+        atk(x, y, start=down, start_up=up, clean_logits=clean)
         return atk
 
     atk = attack(0, *starts)
@@ -145,7 +145,7 @@ def _run(model, x, y, r: torch.Tensor, starts: tuple[torch.Tensor, torch.Tensor]
         d_down = torch.where(lower.view(-1, 1, 1, 1), other.last_down_adv - x, d_down)
         d_up = torch.where(higher.view(-1, 1, 1, 1), other.last_up_adv - x, d_up)
         lo, hi = torch.minimum(lo, other.last_margin_min), torch.maximum(hi, other.last_margin_max)
-    return (d_down, d_up), p, lo, hi, atk.last_p0, atk.last_margin0
+    return (d_down, d_up), p, lo, hi, atk.last_p0, atk.last_margin0, atk.down.last_logits0
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -158,10 +158,11 @@ def _batch_rows(model, x, y, eps: list[float], b_pos: np.ndarray, *, steps, n_bi
     radius, p, m_min, m_max, deltas = [], [], [], [], []
     starts = (torch.zeros_like(x), torch.zeros_like(x))
     p0 = m0 = None
+    clean = None                                                # the clean logits, from the first row on
     for j, e in enumerate(eps):                                 # grid rows, progressive
         r = torch.full((n,), e, dtype=x.dtype)
-        starts, pj, lo, hi, p0t, m0t = _run(model, x, y, r, starts, steps=steps, restarts=restarts,
-                                            seed=seed + 7919 * j, temperatures=temperatures)
+        starts, pj, lo, hi, p0t, m0t, clean = _run(model, x, y, r, starts, steps=steps, restarts=restarts,
+                                            seed=seed + 7919 * j, temperatures=temperatures, clean=clean)
         p0, m0 = _np(p0t), _np(m0t)
         radius.append(np.full(n, e)), p.append(_np(pj)), m_min.append(_np(lo)), m_max.append(_np(hi))
         deltas.append(starts)
@@ -182,8 +183,9 @@ def _batch_rows(model, x, y, eps: list[float], b_pos: np.ndarray, *, steps, n_bi
             bound = r.to(x).view(-1, 1, 1, 1)
             warm = tuple(torch.stack([deltas[src[crit[i], i]][d][i] for i in todo]).clamp(-bound, bound)
                          for d in (0, 1))
-            found, pk, lo_m, hi_m, _, _ = _run(model, x[idx], y[idx], r, warm, steps=steps, restarts=restarts,
-                                               seed=seed + 104729 * (k + 1), temperatures=temperatures)
+            found, pk, lo_m, hi_m, *_ = _run(model, x[idx], y[idx], r, warm, steps=steps, restarts=restarts,
+                                               seed=seed + 104729 * (k + 1), temperatures=temperatures,
+                                               clean=clean[idx])
             row["radius"][todo] = mid.astype(np.float64)
             row["p"][todo], row["m_min"][todo], row["m_max"][todo] = _np(pk), _np(lo_m), _np(hi_m)
             for d in (0, 1):

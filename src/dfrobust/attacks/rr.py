@@ -37,7 +37,8 @@ class RRAttack:
     (P_T(ŷ) = σ(m/T) for the two-logit margin m), its cap 1 − P_T(ŷ|x) exceeds the down run's
     change at T, so the kept margins give the same change at every T listed as running both
     runs everywhere. ``start_up`` (default ``start``) starts the up run. After a call, per
-    sample: ``last_direction`` (+1 up kept, −1 down), ``last_change``, ``last_p`` (P(label) of the
+    sample (``clean_logits``: the model's logits on the images when the caller has them):
+    ``last_direction`` (+1 up kept, −1 down), ``last_change``, ``last_p`` (P(label) of the
     kept iterate), ``last_p0``, the clean, smallest and largest margin over both runs' iterates
     (``last_margin0``, ``last_margin_min``, ``last_margin_max``; the up run's where it ran), and
     the runs' extreme iterates ``last_down_adv`` (smallest margin) and ``last_up_adv`` (largest;
@@ -67,9 +68,11 @@ class RRAttack:
             need |= (1 - p0) > change
         return need
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, start=None, start_up=None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, start=None, start_up=None,
+                 clean_logits=None) -> torch.Tensor:
         start_up = start if start_up is None else start_up
-        down = self.down(images, labels, start=start).detach()
+        down = self.down(images, labels, start=start, clean_logits=clean_logits).detach()
+        clean_logits = self.down.last_logits0                   # one clean forward for both runs
         change, p = self.down.last_change.clone(), self.down.last_p.clone()
         lo, hi = self.down.last_margin_min.clone(), self.down.last_margin_max.clone()
         images, labels = images.to(down.device), labels.to(down.device)
@@ -81,7 +84,8 @@ class RRAttack:
         if len(try_up):
             sub = start_up[try_up.to(start_up.device)] if start_up is not None else None
             self.up.eps, self.up.alpha = _take(self.eps, try_up), _take(self.alpha, try_up)
-            up = self.up(images[try_up], labels[try_up], start=sub).detach()
+            up = self.up(images[try_up], labels[try_up], start=sub,
+                         clean_logits=clean_logits[try_up.to(clean_logits.device)]).detach()
             up_adv[try_up] = self.up.last_extreme
             wins = self.up.last_change > change[try_up]              # |ΔP(label)| of each run's kept iterate
             take_up[try_up[wins]] = True

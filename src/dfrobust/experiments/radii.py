@@ -14,9 +14,15 @@ exactly. With validation images it fits each detector's temperature (and its ECE
 after); with ``convergence_n`` it reruns a seeded subsample with ``convergence_factor`` × the steps,
 ``convergence_restarts`` random restarts and FAB-L∞ (:func:`convergence`).
 
-**Cost** (measured on quick-size data: 24 images, Meso4 at 128 px, one thread, on the shared
-2-core dev machine): steps=2, n_bisect=2, a 4-radius grid: see ``bench/bench_radii.py``; the
-numbers and what they mean for the default build are in the docstring of :data:`COST_NOTE`.
+**Cost** (``bench/bench_radii.py``: 24 **synthetic** images, Meso4 at 128 px with random weights,
+one thread, the shared 2-core dev machine; chapter 03's grid, 0 and 4 radii 0.00196 .. 0.2, and 21
+bounds b). A row costs about ``(steps + 1)`` gradient passes per image for the down run and as much
+again where the up run runs (one clean forward per batch for every row). With the defaults
+``steps=1, n_bisect=2``: 10.7 passes per image (8 to 13 on confident detectors); at 77-82 ms per
+pass of the default build's three detectors (bench_ch03_cost) that is 204 x 10.7 x 0.08 s ≈ 180
+CPU-s (3 CPU-min) added to the default build. ``steps=2`` costs 17 passes (≈ 290 CPU-s). The
+convergence rerun (10x steps, 2 restarts, FAB-L∞ 20 steps) costs about 325 passes per subsample
+image: ``convergence_n=4`` adds ≈ 100 CPU-s to the default build.
 """
 
 from __future__ import annotations
@@ -69,15 +75,19 @@ def convergence(model, x: torch.Tensor, yhat: torch.Tensor, reported: dict, eps_
     rr_rep = (reported["r_b_upper"][None] > eps).mean(-1)
     rr_strong = (r_b[None] > eps).mean(-1)
     r_flip = np.minimum(strong["r_flip_upper"], fab)
+
+    def below(upper, bracket):   # the largest radius the reported search attacked without meeting it
+        return np.where(np.isfinite(upper), upper - np.where(np.isfinite(upper), bracket, 0.0), np.inf)
+
     return {"rr_drop": rr_rep - rr_strong,
-            "r_b_lowered": (r_b < reported["r_b_upper"] - reported["r_b_bracket"]).mean(-1),
-            "r_flip_lowered": float((r_flip < reported["r_flip_upper"] - reported["r_flip_bracket"]).mean()),
+            "r_b_lowered": (r_b < below(reported["r_b_upper"], reported["r_b_bracket"])).mean(-1),
+            "r_flip_lowered": float((r_flip < below(reported["r_flip_upper"], reported["r_flip_bracket"])).mean()),
             "fab_r_flip": fab}
 
 
 def radii_records(models: Mapping[str, torch.nn.Module], images: torch.Tensor, labels: torch.Tensor,
                   meta: pd.DataFrame | None, eps_grid: Sequence[float], b_grid: Sequence[float], *,
-                  steps: int = 2, n_bisect: int = 2, temperatures: Sequence[float] = (1.0,),
+                  steps: int = 1, n_bisect: int = 2, temperatures: Sequence[float] = (1.0,),
                   val: tuple[torch.Tensor, torch.Tensor] | None = None, convergence_n: int = 0,
                   convergence_factor: int = 10, convergence_restarts: int = 2, seed: int = 0,
                   device: str = "auto", batch_size: int | None = None, progress: bool = False) -> xr.Dataset:

@@ -1,0 +1,60 @@
+"""Bench: the cost of per-sample critical radii (experiments.radii.radii_records) in gradient passes per image.
+
+Times ``radii_records`` on quick-size data (24 images, Meso4 at 128 px, random weights, **synthetic**
+uniform images, one thread) at chapter 03's ε grid (0 and 4 log-spaced radii 0.00196 .. 0.2) and its 21
+bounds b, for a few (steps, n_bisect) settings, against one forward + backward of Meso4 over the same
+images; the ratio is the passes per image (the faster of two runs each). Then, from one pass of the three default detectors
+(bench_ch03_cost.pass_seconds at the default sizes), the CPU seconds it would add to the default build
+(204 images). The last setting adds the convergence rerun on a 4-image subsample (10x steps, 2 restarts, FAB). Random weights put P(ŷ) near 0.5, where the up run runs on every sample: a worst case.
+
+    OMP_NUM_THREADS=1 python bench/bench_radii.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bench_ch03_cost import SIZES, pass_seconds
+from dfrobust.core.device import describe, pick_device
+from dfrobust.experiments.radii import radii_records
+from dfrobust.metrics import linspace_grid, log_grid
+from dfrobust.models import build
+from dfrobust.study.perf import bench_parser, finish_bench
+
+SETTINGS = [(1, 1), (1, 2), (2, 2)]
+
+
+def main() -> None:
+    args = bench_parser(__doc__).parse_args()
+    dev = pick_device(args.device)
+    torch.set_num_threads(1)
+    n = 24
+    x = torch.rand(n, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1] * (n // 2))
+    model = build("meso4", 128).to(dev).eval()
+    eps, b = log_grid(0.00196, 0.2, 4), linspace_grid(0.2, 21, what="b")
+    one_pass = pass_seconds({"meso4": 128}, dev, batch=n) * n
+    three = pass_seconds(SIZES["default"], dev)
+    ratios, details = [], {}
+    for steps, n_bisect, conv in [(s, k, 0) for s, k in SETTINGS] + [(1, 1, 4)]:
+        times = []
+        for _ in range(2):                 # the faster of two runs: the machine is shared
+            t0 = time.perf_counter()
+            radii_records({"meso4": model}, x, y, None, eps, b, steps=steps, n_bisect=n_bisect, device=str(dev),
+                          convergence_n=conv)
+            times.append(time.perf_counter() - t0)
+        t = min(times)
+        passes = t / one_pass
+        what = f"radii_records steps={steps} n_bisect={n_bisect} convergence_n={conv} vs one pass (24 images, meso4@128)"
+        ratios.append({"what": what, "fast_s": one_pass, "slow_s": t})
+        details[f"{steps}x{n_bisect}+{conv}"] = {"seconds": round(t, 2), "passes_per_image": round(passes, 1),
+                                         "default_build_cpu_s": round(204 * passes * three, 1)}
+        print(f"  steps={steps} n_bisect={n_bisect} convergence_n={conv}: {t:.1f} s, {passes:.1f} passes/image -> default build "
+              f"(204 images x 3 detectors, {three * 1e3:.0f} ms per pass): {204 * passes * three:.0f} CPU-s")
+    finish_bench(args, describe(dev), ratios, settings=details)
+
+
+if __name__ == "__main__":
+    main()
