@@ -143,3 +143,34 @@ def test_bad_records_options_are_one_line_errors_before_any_attack():
         args = dict(eps_grid=[0.0, 0.1], b_grid=[0.1]) | kw
         with pytest.raises(ValueError, match=match):
             rx.radii_records({"m": SmallNet()}, x, y, None, args.pop("eps_grid"), args.pop("b_grid"), **args)
+
+
+# ------------------------------------------------------------------------- convergence (#23.5)
+
+def test_convergence_reports_how_much_a_stronger_search_lowers_rr_and_the_radii():
+    from dfrobust.experiments import radii as rx
+
+    net = torch.nn.Sequential(SmallNet(3, 8), torch.nn.Identity())
+    net[1].forward = lambda z: z / 10                          # a less confident detector: P(ŷ) moves by > b
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    grid, b = [0.0, 0.05, 0.1, 0.2], [0.1, 0.3]
+    reported = radii.radii_from_rows(radii.attack_rows(net, x, y, grid, b, steps=1, n_bisect=2), b)
+    conv = rx.convergence(net, x, y, reported, grid, b, steps=1, n_bisect=2, factor=5, restarts=1, fab_steps=10)
+    assert conv["rr_drop"].shape == (len(grid), len(b)) and (conv["rr_drop"] >= 0).all()
+    assert conv["rr_drop"][-1, -1] > 0                           # one step per radius missed changes > 0.3 at 0.2
+    # a reported search that found nothing: every finite radius of the stronger one lowers it
+    blind = {"r_flip_upper": np.full(6, np.inf), "r_flip_bracket": np.full(6, np.inf),
+             "r_b_upper": np.full((2, 6), np.inf), "r_b_bracket": np.full((2, 6), np.inf)}
+    worse = rx.convergence(net, x, y, blind, grid, b, steps=1, n_bisect=2, factor=5, restarts=1, fab_steps=10)
+    assert (worse["r_b_lowered"] > 0).all() and (worse["r_b_lowered"] >= conv["r_b_lowered"]).all()
+    assert (worse["rr_drop"] >= conv["rr_drop"]).all() and worse["rr_drop"].max() > 0
+    assert worse["r_flip_lowered"] >= np.isfinite(worse["fab_r_flip"]).mean()   # every flip FAB found counts
+
+
+def test_radii_records_keep_the_convergence_rows_of_a_seeded_subsample():
+    ds = _records_case(convergence_n=4, convergence_factor=3, convergence_restarts=1)
+    assert ds["rr_drop"].notnull().all() and (ds["rr_drop"] >= 0).all()
+    assert ds.attrs["convergence"].startswith("4 samples, 3x steps, 1 restarts")
+    assert len(eval(ds.attrs["convergence_samples"])) == 4

@@ -196,7 +196,7 @@ def _batch_rows(model, x, y, eps: list[float], b_pos: np.ndarray, *, steps, n_bi
 
 
 def attack_rows(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps_grid: Sequence[float],
-                b_grid: Sequence[float], *, steps: int = 2, n_bisect: int = 2, restarts: int = 0,
+                b_grid: Sequence[float], *, steps: int = 1, n_bisect: int = 2, restarts: int = 0,
                 temperatures: Sequence[float] | None = None, seed: int = 0, batch_size: int = 32) -> Rows:
     """The RR attack's grid and bisection rows on ``images`` (the model's input size, [0, 1]) moving away
     from ``labels`` (the clean prediction ŷ). ``steps`` per run (step 2.5·r/steps), ``n_bisect`` rounds,
