@@ -2,7 +2,8 @@
 
 ``attacks`` owns the gradient attacks on the two-logit detector interface (:mod:`.gradient`:
 the seeded PGD family — FGSM, PGD L∞/L2, CW-L∞ — through torchattacks' base class), the RR
-attack (:mod:`.rr`), CW-L2 with a binary search over c (:mod:`.cw`, the minimal-perturbation
+attack (:mod:`.rr`), per-sample critical radii from its warm-started bisection (:mod:`.radii`),
+CW-L2 with a per-sample stop and a binary search over c (:mod:`.cw`, the minimal-perturbation
 analysis), the black-box masked NES attack (:mod:`.nes`) and the progressive (video) driver
 (:mod:`.progressive`). Every attack is a torchattacks-style callable
 ``attack(images, labels) -> adversarial images`` built by :func:`make_attack` from a registry

@@ -8,8 +8,11 @@ bound RR: a flip is not the largest change, and pushing P(ŷ) *up* (a change cap
 keeping its best iterate by ``|ΔP(ŷ)|`` — and keeps per sample the larger change. The up run
 can raise P(ŷ) by at most 1 − P(ŷ|x), so it runs only on the samples where that cap exceeds the
 change the down run found (on a confident detector, few): the kept change is the same as running
-both everywhere. It costs at most two PGD runs (two more forwards per run for the best-iterate
-bookkeeping). No maintained package has
+both everywhere (at every temperature listed in ``temperatures``: the stored margins then give RR
+at each, :mod:`dfrobust.metrics.calibration`). It costs at most two PGD runs (one clean forward
+shared by both, one more per run for the best-iterate bookkeeping). The smallest and largest
+margin over both runs' iterates and their extreme iterates are kept for the radii and calibration
+(:mod:`.radii`). No maintained package has
 this objective, hence this module (the loop is torchattacks-style, in :mod:`.gradient`).
 
 Its records answer RR; their flip (RA) reading is that of the kept perturbation, so where the up
