@@ -87,6 +87,9 @@ def test_rows_do_not_depend_on_the_batch():
     np.testing.assert_array_equal(together.radius[:, 2], alone.radius[:, 0])
     np.testing.assert_allclose(together.p[:, 2], alone.p[:, 0], atol=1e-5)
     np.testing.assert_allclose(together.m_min[:, 2], alone.m_min[:, 0], atol=1e-4)
+    split = radii.attack_rows(net, x, y, grid, [0.1, 0.3], steps=3, n_bisect=3, batch_size=4)   # batches 4 + 2
+    np.testing.assert_array_equal(split.radius, together.radius)
+    np.testing.assert_allclose(split.p, together.p, atol=1e-5)
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -117,11 +120,11 @@ def _records_case(n=12, **kw):
 
 def test_grid_ra_and_rr_are_exact_reductions_of_the_radii():
     ds = _records_case()
-    eps = xr_eps = ds["eps"]
+    eps = ds["eps"]
     ra = metrics.robust_accuracy(ds)                               # the study's RA/RR of the grid records
     rr = metrics.robust_ratio(ds, ds["b"].values)
     correct = ds["pred_clean"] == ds["y"]
-    ra_radii = (correct & (ds["r_flip_upper"] > xr_eps)).mean("sample")
+    ra_radii = (correct & (ds["r_flip_upper"] > eps)).mean("sample")
     rr_radii = (ds["r_b_upper"] > eps).mean("sample")
     np.testing.assert_array_equal(ra.transpose("model", "eps").values, ra_radii.transpose("model", "eps").values)
     np.testing.assert_array_equal(rr.transpose("model", "eps", "b").values,

@@ -68,16 +68,9 @@ class Rows:
 
     @staticmethod
     def concat(parts: Sequence["Rows"]) -> "Rows":
-        """Rows of consecutive batches joined along the samples (row counts padded with unattacked rows)."""
-        r = max(p.radius.shape[0] for p in parts)
-
-        def pad(a, fill):
-            return np.concatenate([a, np.broadcast_to(fill, (r - a.shape[0], a.shape[1]))]) if a.shape[0] < r else a
-
-        return Rows(*(np.concatenate([pad(getattr(p, k), fill(p)) for p in parts], axis=1) for k, fill in
-                      (("radius", lambda p: np.inf), ("p", lambda p: p.p0), ("m_min", lambda p: p.m0),
-                       ("m_max", lambda p: p.m0))),
-                    np.concatenate([p.p0 for p in parts]), np.concatenate([p.m0 for p in parts]))
+        """Rows of consecutive batches joined along the samples (every batch has the same rows)."""
+        return Rows(*(np.concatenate([getattr(p, k) for p in parts], axis=-1)
+                      for k in ("radius", "p", "m_min", "m_max", "p0", "m0")))
 
 
 def _bracket(radius: np.ndarray, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
