@@ -116,3 +116,17 @@ def test_reliability_bins_and_ece_by_hand():
 def test_bad_calibration_input_is_one_line(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_radii_records_fit_each_detectors_temperature_on_validation():
+    x, y = _data(n=8)
+    xv = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(9))
+    net = SmallNet(2, 8)
+    with torch.no_grad():
+        yv = net(xv).argmax(1)                                 # labels the detector gets right: T should rise
+    yv[:16] = 1 - yv[:16]                                      # ... a quarter wrong: overconfident at T = 1
+    ds = rx.radii_records({"m": net}, x, y, None, EPS, B, steps=1, n_bisect=0, device="cpu", val=(xv, yv))
+    t = float(ds["temperature"].sel(model="m"))
+    assert t > 1 and float(ds["ece_val_fitted"].sel(model="m")) < float(ds["ece_val"].sel(model="m"))
+    no_val = rx.radii_records({"m": net}, x, y, None, EPS, B, steps=1, n_bisect=0, device="cpu")
+    assert no_val["temperature"].isnull().all()
