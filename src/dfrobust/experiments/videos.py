@@ -10,8 +10,11 @@ into a controlled experiment on the same frames, detectors, attacks and budgets:
 * **progressive** (``mode="progressive"``): frames of a video are attacked in frame order and
   frame *t*'s attack starts from frame *t−1*'s perturbation δ: PGD starts there instead of at a
   random point, FGSM takes its gradient there (one signed step from δ_{t−1}, then projection),
-  CW starts its optimisation at ``w = atanh(2(x_t+δ_{t−1})−1)``. Optionally (``ramp=True``) the
-  L∞ budget ramps up over the clip, ε_t = ε·(t+1)/T. Every frame keeps ``||δ_t||∞ <= ε_t <= ε``
+  CW starts its optimisation at ``w = atanh(2(x_t+δ_{t−1})−1)``. The budget **accumulates**
+  (``ramp=True``, the default): ε_t = ε·(t+1)/T, so frame t carries what frames 0..t added, at most
+  ε/T more per frame, and the mode differs from per-frame by construction (with ``ramp=False`` the
+  carried δ is only a warm start inside the same ball, a no-op for an attack that reaches the
+  ball's optimum from anywhere). Every frame keeps ``||δ_t||∞ <= ε_t <= ε``
   and ``x_t+δ_t ∈ [0, 1]`` for FGSM/PGD (checked by ``attack_records``); CW has no budget and
   follows the robustness chapter's CW rule (a frame counts only when ``||δ||₂ <= eps_l2``).
 
@@ -275,7 +278,7 @@ def video_records(records: xr.Dataset, aggregate: str = "mean") -> xr.Dataset:
 def video_attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str],
                          eps_grid: Sequence[float], frames: VideoFrames, *,
                          modes: str | Sequence[str] = MODES, seed: int = 0, device: str = "auto",
-                         ramp: bool = False, attack_kw: Mapping[str, Mapping] | None = None,
+                         ramp: bool = True, attack_kw: Mapping[str, Mapping] | None = None,
                          ssim: bool = True, progress: bool = False, settle_b: float | None = None) -> xr.Dataset:
     """Frame records of every mode, dims (mode, model, attack, eps, sample), via ``attack_records``.
 

@@ -1,0 +1,66 @@
+"""Videos that decide (issue 24): an accumulating progressive budget, pseudo-videos (aggregation vs
+time), linearity of the shape not the level, the resolution floor, Holm over the chapter's claims,
+and the power simulation."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from dfrobust import metrics
+from dfrobust.experiments import videos
+
+torch.set_num_threads(1)
+
+
+class SignModel(torch.nn.Module):
+    """logits = [0, 0.01·(<w, x> − c)]: the CE gradient has the constant sign of ±w, so PGD reaches
+    the corner ε·sign(w) of its ball from any start."""
+
+    def __init__(self, size=8, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = torch.nn.Parameter(torch.randn(3 * size * size, generator=g), requires_grad=False)
+        self.c = float(self.w.sum() * 0.5)
+        self.input_size = size
+
+    def forward(self, x):
+        z = x.flatten(1) @ self.w - self.c
+        return torch.stack([torch.zeros_like(z), z * 0.01], 1)
+
+
+def _frames(n_videos=4, T=4, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = 0.3 + 0.4 * torch.rand(n_videos * T, 3, size, size, generator=g)
+    meta = pd.DataFrame({"video_id": [f"v{i // T}" for i in range(n_videos * T)],
+                         "frame_index": [i % T for i in range(n_videos * T)],
+                         "label": [(i // T) % 2 for i in range(n_videos * T)],
+                         "group": "asian_male", "manipulation": "none", "path": ""})
+    return videos.VideoFrames(images=x, labels=torch.as_tensor(meta.label.to_numpy().copy()), meta=meta)
+
+
+# --------------------------------------------------------------------------- 1. accumulating budget
+
+def test_progressive_mode_accumulates_by_default_and_differs_from_per_frame():
+    """PGD on a sign model reaches ε·sign(w) from any start: a carried start inside the same ball
+    (the old default) gives the per-frame records exactly. The chapter's progressive mode must
+    accumulate (ε_t = ε(t+1)/T) and so differ, every frame within its own budget."""
+    T, eps = 4, 0.04
+    fr = _frames(n_videos=4, T=T)
+    kw = dict(device="cpu", seed=0, ssim=False, attack_kw={"pgd": {"steps": 3}})
+    rec = videos.video_attack_records({"sign": SignModel(8)}, ["pgd"], [0.0, eps], fr, **kw)
+    pos = fr.meta["frame_index"].to_numpy()
+    linf_pf = rec["linf"].sel(mode="per_frame", model="sign", attack="pgd", eps=eps).values
+    linf_pr = rec["linf"].sel(mode="progressive", model="sign", attack="pgd", eps=eps).values
+    budget = eps * (pos + 1) / T
+    assert np.allclose(linf_pf, eps, atol=1e-6)                 # per-frame: the whole ball on every frame
+    assert (linf_pr <= budget + 1e-6).all()                     # each frame within its accumulated budget
+    assert np.allclose(linf_pr, budget, atol=1e-6)              # ... and using it (sign model: the corner)
+    p_pf = rec["p_adv_fake"].sel(mode="per_frame", eps=eps).values
+    p_pr = rec["p_adv_fake"].sel(mode="progressive", eps=eps).values
+    early = pos < T - 1
+    assert not np.allclose(p_pf[..., early], p_pr[..., early])  # the records differ where the budgets do
+    np.testing.assert_allclose(p_pf[..., ~early], p_pr[..., ~early], rtol=1e-5)  # last frame: the same ball
+    assert int(rec.attrs["ramp"]) == 1
