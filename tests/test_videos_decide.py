@@ -64,3 +64,54 @@ def test_progressive_mode_accumulates_by_default_and_differs_from_per_frame():
     assert not np.allclose(p_pf[..., early], p_pr[..., early])  # the records differ where the budgets do
     np.testing.assert_allclose(p_pf[..., ~early], p_pr[..., ~early], rtol=1e-5)  # last frame: the same ball
     assert int(rec.attrs["ramp"]) == 1
+
+
+# --------------------------------------------------------------------------- 2. pseudo-videos
+
+def _binary_records(n_videos=8, T=4, seed=0):
+    """Frame records of fake videos whose frames either flip completely under attack (P(fake)
+    0.9 → 0.1, a change of 0.8) or not at all, at one radius: near-binary frame changes."""
+    rng = np.random.default_rng(seed)
+    n = n_videos * T
+    flip = rng.random(n) < 0.5
+    p_adv = np.where(flip, 0.1, 0.9)
+    shape = (1, 1, 1, n)
+    v = lambda a: (("model", "attack", "eps", "sample"), np.asarray(a).reshape(shape))
+    s = lambda a: (("model", "sample"), np.asarray(a).reshape(1, n))
+    ds = xr.Dataset({"p_adv_fake": v(p_adv), "p_adv": v(p_adv), "pred_adv": v((p_adv >= .5).astype(int)),
+                     "in_budget": v(np.ones(n, bool)), "changed": v(flip), "l2": v(np.ones(n)),
+                     "linf": v(np.ones(n)), "ssim": v(np.ones(n)), "y": (("sample",), np.ones(n, int)),
+                     "pred_clean": s(np.ones(n, int)), "p_clean": s(np.full(n, .9)),
+                     "p_clean_fake": s(np.full(n, .9)), "x_l2": s(np.ones(n)), "x_linf": s(np.ones(n))},
+                    coords={"model": ["m"], "attack": ["pgd"], "eps": [0.1], "sample": np.arange(n),
+                            "video_id": ("sample", np.array([f"v{i // T}" for i in range(n)])),
+                            "frame_index": ("sample", np.arange(n) % T)})
+    return ds, flip
+
+
+def test_pseudo_videos_of_binary_frame_changes_reproduce_the_staircase():
+    T = 4
+    rec, flip = _binary_records(n_videos=8, T=T)
+    pseudo = videos.pseudo_videos(rec, seed=1)
+    vid = np.asarray(rec["video_id"].values)
+    pid = np.asarray(pseudo["video_id"].values)
+    groups = pd.Series(vid).groupby(pid)
+    assert len(groups) == 8 and (groups.size() == T).all()
+    assert (groups.nunique() == T).all()                       # T frames from T different videos
+    pos = pd.Series(np.asarray(rec["frame_index"].values)).groupby(pid)
+    assert (pos.nunique() == T).all()                         # each at its own position
+    pv = videos.video_records(pseudo, "mean")
+    change = (pv["p_clean_fake"] - pv["p_adv_fake"]).values.ravel()
+    n_flip = pd.Series(flip).groupby(pid).sum().to_numpy()
+    np.testing.assert_allclose(np.sort(change), np.sort(0.8 * n_flip / T))   # steps of 0.8/T
+    # RR(b) of the pseudo-videos is the same staircase as the videos': jumps only at multiples of 0.8/T
+    b = np.linspace(0, 0.8, 161)
+    rr = metrics.robust_ratio(pv, b).values.ravel()
+    jumps = b[1:][np.diff(rr) > 0]
+    steps = 0.8 * np.arange(1, T + 1) / T
+    assert all(np.min(np.abs(steps - j)) < 0.8 / 160 + 1e-9 for j in jumps)
+    assert len(np.unique(rr)) > 2                              # a staircase, not a single jump
+    # the same frames: frame-level records are unchanged
+    xr.testing.assert_equal(pseudo.drop_vars("video_id"), rec.drop_vars("video_id"))
+    with pytest.raises(ValueError, match="at least as many videos"):
+        videos.pseudo_videos(_binary_records(n_videos=3, T=4)[0])

@@ -272,6 +272,52 @@ def video_records(records: xr.Dataset, aggregate: str = "mean") -> xr.Dataset:
     return ds
 
 
+# ------------------------------------------------------------------------------------ pseudo-videos
+
+def pseudo_videos(records: xr.Dataset, *, seed: int = 0) -> xr.Dataset:
+    """Per-frame records regrouped into *pseudo-videos*: the frames of one label, each pseudo-video
+    holding one frame from each of T different videos of that label (T = the clips' length).
+
+    A video's score averages its frames' P(fake), so near-binary frame changes average into a
+    staircase however the frames are grouped. Pseudo-videos keep the aggregation, the frame count,
+    the labels and the very same attacked frames (per-frame attacks do not see the grouping, so no
+    attack re-runs) and remove what a real clip adds: frames of one scene, one identity, one moment.
+    Videos vs pseudo-videos then isolates the temporal effect; pseudo-videos vs images the
+    aggregation. Within a label the videos are shuffled (``seed``) and pseudo-video j takes frame
+    position k from video (j + k) mod n: each frame is used once, at its own position.
+    Only per-frame records qualify (a progressive attack saw the real clip); a label with fewer
+    videos than frames per video cannot be regrouped: one-line ValueError.
+    """
+    if "mode" in records.coords and records["mode"].ndim == 0 and str(records["mode"].values) != "per_frame":
+        raise ValueError(f"mode={str(records['mode'].values)!r}: pseudo-videos regroup per-frame records only "
+                         "(a progressive attack saw the real clip)")
+    if "mode" in records.dims:
+        raise ValueError("records have a mode dimension; expected per-frame records (records.sel(mode='per_frame'))")
+    meta = pd.DataFrame({"video_id": np.asarray(records["video_id"].values).astype(str),
+                         "frame_index": np.asarray(records["frame_index"].values),
+                         "label": np.asarray(records["y"].values).astype(int)})
+    from ..data.sampling import video_order
+
+    order = video_order(meta)
+    rng = np.random.default_rng(seed)
+    new_id = np.empty(len(meta), dtype=object)
+    for label in sorted(meta["label"].unique()):
+        clips = [o for o in order if meta["label"].iloc[o[0]] == label]
+        n, t_max = len(clips), max(len(o) for o in clips)
+        if n < t_max:
+            raise ValueError(f"label {label}: {n} videos for {t_max} frames per video; expected at least as many "
+                             "videos as frames to draw each pseudo-video's frames from different videos")
+        clips = [clips[i] for i in rng.permutation(n)]
+        for j in range(n):
+            for k in range(t_max):
+                clip = clips[(j + k) % n]
+                if k < len(clip):
+                    new_id[clip[k]] = f"pseudo{label}_{j:04d}"
+    out = records.assign_coords(video_id=("sample", new_id.astype(str)))
+    out.attrs = dict(records.attrs, grouping="pseudo-videos", pseudo_seed=int(seed))
+    return out
+
+
 # ------------------------------------------------------------------------------------ progressive
 
 
