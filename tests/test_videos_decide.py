@@ -115,3 +115,32 @@ def test_pseudo_videos_of_binary_frame_changes_reproduce_the_staircase():
     xr.testing.assert_equal(pseudo.drop_vars("video_id"), rec.drop_vars("video_id"))
     with pytest.raises(ValueError, match="at least as many videos"):
         videos.pseudo_videos(_binary_records(n_videos=3, T=4)[0])
+
+
+# --------------------------------------------------------------------------- 5. a thin chapter 04
+
+def test_chapter_04_is_thin_and_check_params_has_no_side_effects():
+    import ast
+    from pathlib import Path
+
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "04_videos.ipynb", 4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    assert sum(len(c.source.splitlines()) for c in code) <= 120
+    assert max(len(c.source.splitlines()) for c in code if c not in params) <= 15
+    for c in code:
+        assert not c.get("outputs") and not any(isinstance(n, (ast.FunctionDef, ast.Lambda))
+                                                for n in ast.walk(ast.parse(c.source)))
+    assert sum(c.source.count("glue_result(") for c in code) == 1 and "glue(" not in "".join(c.source for c in code)
+    # check_params sets no seed and no thread count
+    torch.manual_seed(123)
+    before = (torch.get_num_threads(), torch.initial_seed(), np.random.get_state()[1][:4].tolist())
+    from dfrobust.core.params import from_namespace
+    ns: dict = {}
+    exec(params[0].source, {}, ns)
+    cfg = from_namespace(videos.check_params, ns)
+    assert (torch.get_num_threads(), torch.initial_seed(), np.random.get_state()[1][:4].tolist()) == before
+    assert "dev" not in cfg and cfg["ramp"] is True and len(cfg["eps_grid"]) == ns["n_eps"] + 1

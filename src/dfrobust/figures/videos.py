@@ -113,3 +113,18 @@ def deviation_figure(lin: xr.Dataset, *, ci: float = 0.95) -> plt.Figure:
     return finish(fig)
 
 
+
+
+def chapter_figures(chapter) -> dict[str, plt.Figure]:
+    """The chapter's figures from a :class:`dfrobust.experiments.videos.VideoResult`, named as its page
+    quotes them (``fig1_<mode>``, ``lin_fig``, ``dev_fig``); a stand-in that says why when no detector
+    passed the quality gate."""
+    from . import not_analysed
+
+    why = "no detector passed the quality gate"
+    figs = {f"fig1_{m}": (video_figure1(chapter.summary, level="video", mode=m, reading="b", at=chapter.eps_ref)
+                          if chapter.summary is not None else not_analysed(why)) for m in chapter.modes}
+    lin = chapter.linearity
+    figs["lin_fig"] = linearity_figure(lin, chapter.analysed[0]) if lin is not None else not_analysed(why)
+    figs["dev_fig"] = deviation_figure(lin) if lin is not None else not_analysed(why)
+    return figs
