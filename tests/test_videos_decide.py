@@ -144,3 +144,15 @@ def test_chapter_04_is_thin_and_check_params_has_no_side_effects():
     cfg = from_namespace(videos.check_params, ns)
     assert (torch.get_num_threads(), torch.initial_seed(), np.random.get_state()[1][:4].tolist()) == before
     assert "dev" not in cfg and cfg["ramp"] is True and len(cfg["eps_grid"]) == ns["n_eps"] + 1
+
+
+def test_too_few_videos_for_pseudo_videos_skips_those_claims_with_the_reason():
+    """Four real FF++ samples (2 per label, 4 frames each) cannot make pseudo-videos: the chapter
+    must go on without those claims and say why, not stop."""
+    few = _binary_records(n_videos=3, T=4)[0].expand_dims(mode=["per_frame"])
+    cfg = {"modes": ["per_frame"], "aggregate": "mean", "level": "video", "seed": 0}
+    out = videos._by_type(few, _binary_records()[0], cfg)
+    assert isinstance(out["video_pseudo"], str) and "at least as many videos" in out["video_pseudo"]
+    enough = videos._by_type(_binary_records(n_videos=8, T=4)[0].expand_dims(mode=["per_frame"]),
+                             _binary_records()[0], cfg)
+    assert enough["video_pseudo"][0].sizes["sample"] == 8 and enough["video_pseudo"][2] == 2

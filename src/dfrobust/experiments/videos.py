@@ -742,7 +742,7 @@ def run(cfg: Mapping, dev) -> VideoResult:
     prov = dict(profile=profile, seed=seed, synthetic=int(d["synthetic"]))
     tables["clean"] = _clean_table(d)
     records = summary = lin = None
-    attack_time, img_source, headline = 0.0, "not used (no detector passed the quality gate)", {}
+    attack_time, img_source, headline, why_not = 0.0, "not used (no detector passed the quality gate)", {}, {}
     if analysed:
         detectors = {m: d["trained"][m].model for m in analysed}
         t0 = time.perf_counter()
@@ -775,6 +775,7 @@ def run(cfg: Mapping, dev) -> VideoResult:
                                         models=analysed, attacks=cfg["attacks"], n_units=n_units,
                                         compute=compute_images, b_max=b_grid[-1])
         by_type = _by_type(records, img, cfg)
+        why_not[("video_pseudo",)] = by_type.pop("video_pseudo") if isinstance(by_type.get("video_pseudo"), str) else ""
         lin = linfit.linearity(by_type, b_grid, fixed_eps=eps_ref, fixed_b=b_ref, n_boot=cfg["n_boot"], seed=seed)
         results.save(lin.drop_vars("dev_boot").assign_attrs(results.provenance(params, **prov)),
                      results_dir(profile) / "video_linearity.nc")
@@ -794,8 +795,10 @@ def run(cfg: Mapping, dev) -> VideoResult:
     for a, b, tag in CLAIMS:
         for r in ("b", "eps"):
             v = headline.get((a, b, r))
+            pseudo = why_not.get(("video_pseudo",)) if "video_pseudo" in (a, b) else ""
             values[f"claim_{tag}_{r}"] = (_sentence(v) if v is not None else
                                           "not analysed (no detector passed the quality gate)" if not analysed
+                                          else f"not run (no pseudo-videos: {pseudo})" if pseudo
                                           else f"not run (modes={','.join(modes)})")
     real = real_ffpp(cfg, dev)
     values.update(real.values)
@@ -819,7 +822,11 @@ def _by_type(records: xr.Dataset, img: xr.Dataset, cfg: Mapping) -> dict:
         out[f"video_{m}"] = ((video_records(r, cfg["aggregate"]), _unit(r), 0) if cfg["level"] == "video"
                              else (r, "video_id", 0))
     if "per_frame" in cfg["modes"]:
-        ps = pseudo_videos(records.sel(mode="per_frame"), seed=cfg["seed"])
+        try:
+            ps = pseudo_videos(records.sel(mode="per_frame"), seed=cfg["seed"])
+        except ValueError as exc:  # too few videos of a label (e.g. four real FF++ samples): claims not run
+            out["video_pseudo"] = str(exc)
+            return out
         out["video_pseudo"] = ((video_records(ps, cfg["aggregate"]), "sample", 2) if cfg["level"] == "video"
                                else (ps, "video_id", 2))
     return out
