@@ -88,10 +88,11 @@ def test_linearity_result_and_table():
                         fixed_eps=0.2, fixed_b=0.1, n_boot=200, seed=0)
     dev_b = res["dev"].sel(reading="b", model="m", attack="pgd")
     assert float(dev_b.sel(data_type="line")) < 0.1
-    assert float(dev_b.sel(data_type="step")) > 0.35           # 0.5 held from b = 0.03 to 0.14
+    assert float(dev_b.sel(data_type="step")) > 0.3            # a step at b50 = 0.03, then flat at 0.5
     assert res["n_undefined"].sizes == {"data_type": 2, "reading": 2, "model": 1, "attack": 1}
+    assert float(res["t50"].sel(data_type="step", reading="b", model="m", attack="pgd")) == pytest.approx(0.03)
     tab = lin.linearity_table(res)
-    assert len(tab) == 4 and {"max deviation from chord", "undefined resamples", "grid points kept"} <= set(tab.columns)
+    assert len(tab) == 4 and {"shape deviation", "undefined resamples", "points kept", "scale (t₅₀)"} <= set(tab.columns)
     with pytest.raises(ValueError, match="eps grids differ"):
         lin.linearity({"a": (_linear_records(), "sample"), "b": (_records(np.zeros((5, 4)), GRID5), "sample")},
                       B, fixed_eps=0.2, fixed_b=0.1, n_boot=10)
@@ -100,13 +101,13 @@ def test_linearity_result_and_table():
 def test_verdict_holds_for_the_straighter_curve_and_is_refuted_the_other_way():
     res = lin.linearity({"line": (_linear_records(), "sample"), "step": (_step_records(), "sample", 1)}, B,
                         fixed_eps=0.2, fixed_b=0.1, n_boot=300, seed=0)
-    vs, tab = lin.compare(res, "line", "step", margin=0.05, readings=["b"])
-    assert [v.verdict for v in vs] == ["holds"] and vs[0].lo > 0
-    back, _ = lin.compare(res, "step", "line", margin=0.05, readings=["b"])
-    assert back[0].verdict == "refuted" and back[0].hi < 0
+    out, tab = lin.compare(res, [("line", "step"), ("step", "line")], margin=0.05, readings=["b"])
+    fwd, back = out[("line", "step", "b")], out[("step", "line", "b")]
+    assert fwd.verdict == "holds" and fwd.lo > 0
+    assert back.verdict == "refuted" and back.hi < 0
     assert {"verdict", "margin", "lo", "hi", "n", "n_needed", "rule"} <= set(tab.columns)
-    assert lin.overall(vs, "line more linear").verdict == "holds"
-    assert lin.overall(vs + back, "both").verdict == "refuted"
+    assert len(tab) == 2 and "Holm" in tab["rule"].iloc[0]
+    assert lin.overall([fwd, back], "both").verdict == "refuted"
 
 
 def test_undefined_resamples_are_counted_and_block_a_decision():
@@ -119,22 +120,80 @@ def test_undefined_resamples_are_counted_and_block_a_decision():
                         fixed_eps=0.2, fixed_b=0.05, n_boot=400, seed=0)
     und = int(res["n_undefined"].sel(data_type="rare", reading="b").item())
     assert 0.05 * 400 < und < 400                              # counted, not dropped
-    vs, _ = lin.compare(res, "rare", "line", margin=0.05, readings=["b"])
-    assert vs[0].verdict == "inconclusive" and np.isinf(vs[0].lo)
-    assert f"{und}/400 resamples undefined" in vs[0].note
+    out, tab = lin.compare(res, [("rare", "line")], margin=0.05, readings=["b"])
+    v = out[("rare", "line", "b")]
+    assert v.verdict == "inconclusive" and np.isinf(v.lo) and v.n_needed is None
+    assert "n needed unknown" in v.note
+    assert f"{und}/400 resamples undefined" in tab["note"].iloc[0]
 
 
 def test_decide_rule_edges():
     rng = np.random.default_rng(0)
     near0 = rng.normal(0.0, 0.005, 1000)
-    assert lin.decide(0.0, near0, n=100, margin=0.05).verdict == "refuted"    # inside ±margin, narrow
+    assert lin.decide(0.0, near0, n=400, margin=0.05).verdict == "refuted"    # inside ±margin, narrow
+    assert lin.decide(0.0, near0, n=100, margin=0.05).verdict == "inconclusive"  # the floor ±h(100) is wider
     wide = rng.normal(0.0, 0.2, 1000)
     v = lin.decide(0.0, wide, n=100, margin=0.05)
     assert v.verdict == "inconclusive" and v.n_needed > 100
     assert lin.decide(np.nan, near0, n=10, margin=0.05).verdict == "inconclusive"
     with pytest.raises(ValueError, match="margin"):
         lin.decide(0.0, near0, n=10, margin=0.0)
-    # Bonferroni: the same replicates decide less easily when more cells share the family
+    # a stricter (Holm) level: the same replicates decide less easily
     barely = rng.normal(0.03, 0.0125, 4000)
-    assert lin.decide(0.03, barely, n=50, margin=0.2, m=1).verdict == "holds"
-    assert lin.decide(0.03, barely, n=50, margin=0.2, m=40).verdict != "holds"
+    assert lin.decide(0.03, barely, n=500, margin=0.2, level=0.05).verdict == "holds"
+    assert lin.decide(0.03, barely, n=500, margin=0.2, level=0.05 / 40).verdict != "holds"
+
+
+# --------------------------------------------------------------------------- issue 24: shape, floor, Holm
+
+def _cdf_curve(t, scale):
+    """RR(b) of changes spread as a gamma-like law of a given scale (the same shape at any scale)."""
+    from scipy.stats import gamma
+    return gamma.cdf(np.asarray(t) / scale, a=3.0)
+
+
+def test_a_curve_shifted_in_scale_keeps_its_linearity():
+    b = np.linspace(0, 0.2, 41)
+    small, large = _cdf_curve(b, 0.004), _cdf_curve(b, 0.012)      # the same shape, 3x the level
+    raw = lin.chord_deviation(b, np.stack([small, large]))["dev"]
+    assert abs(raw[0] - raw[1]) > 0.1                               # the raw statistic reads the level
+    d = lin.shape_deviation(b, np.stack([small, large]), "b")
+    assert abs(d["dev"][0] - d["dev"][1]) < 0.02                     # the normalised one reads the shape
+    assert d["t50"][1] / d["t50"][0] == pytest.approx(3.0, rel=0.05)
+    eps = np.r_[0.0, np.geomspace(1e-3, 0.256, 9)]                   # ratio 2 per radius
+    fall = lambda s: 1 - _cdf_curve(eps, s)
+    e = lin.shape_deviation(eps, np.stack([fall(0.004), fall(0.016)]), "eps")   # shifted by 2 grid steps
+    assert np.isfinite(e["dev"]).all() and abs(e["dev"][0] - e["dev"][1]) < 0.005
+    straight = lin.shape_deviation(b, np.clip(b / 0.1, 0, 1), "b")
+    assert straight["dev"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_floor_turns_a_zero_discordance_comparison_into_inconclusive():
+    # per-frame and progressive records identical per video: every resample gives Δ = 0
+    v = lin.decide(0.0, np.zeros(1000), n=400, margin=0.05, level=0.05)
+    assert v.verdict == "inconclusive" and "no difference detected at n = 400" in v.note
+    assert v.lo <= -lin.resolution_floor(400, 0.05) and v.hi >= lin.resolution_floor(400, 0.05)
+    # the old rule called the collapsed interval [0, 0] "refuted"
+    assert (v.lo, v.hi) != (0.0, 0.0)
+    # a tiny real spread is decided as before, but never narrower than the floor
+    w = lin.decide(0.0, np.random.default_rng(0).normal(0, 1e-4, 1000), n=400, margin=0.05, level=0.05)
+    assert w.verdict == "refuted" and w.hi - w.lo >= 2 * lin.resolution_floor(400, 0.05) - 1e-12
+
+
+def test_holm_levels_step_down_and_stop():
+    levels = lin.holm_levels([0.001, 0.04, 0.012, 0.5], alpha=0.05)
+    assert levels.tolist() == pytest.approx([0.05 / 4, 0.05 / 2, 0.05 / 3, 0.05 / 2])
+    assert lin.holm_levels([0.2, 0.3], 0.05).tolist() == pytest.approx([0.025, 0.025])
+    assert lin.p_value(np.r_[np.ones(90), -np.ones(10)]) == pytest.approx(0.2)
+    assert lin.p_value(np.r_[np.ones(95), np.full(5, np.nan)]) == pytest.approx(0.1)   # NaN counts both ways
+
+
+def test_power_simulation_on_records_with_a_known_difference():
+    res_in = {"line": (_linear_records(n=60), "sample", 0), "step": (_step_records(n=60), "sample", 1)}
+    tab = lin.power(res_in, "line", "step", B, fixed_eps=0.2, fixed_b=0.1, model="m", attack="pgd", reading="b",
+                    margin=0.05, level=0.05, sizes=[60], n_sim=20, n_boot=100, seed=0)
+    assert tab["power"].iloc[0] >= 0.9 and tab["holds"].iloc[0] >= 0.9
+    same = {"a": (_step_records(n=60), "sample", 0), "b": (_step_records(n=60), "sample", 0)}
+    tab0 = lin.power(same, "a", "b", B, fixed_eps=0.2, fixed_b=0.1, model="m", attack="pgd", reading="b",
+                     margin=0.05, level=0.05, sizes=[60], n_sim=10, n_boot=50, seed=0)
+    assert tab0["power"].iloc[0] == 0.0                         # paired identical records: never decided

@@ -243,7 +243,8 @@ def test_ramp_budget_grows_over_the_clip():
 
 def test_video_attack_records_modes_budget_and_determinism():
     fr = _frames(n_videos=3, T=3)
-    kw = dict(device="cpu", seed=3, ssim=False, attack_kw={"pgd": {"steps": 2}, "cwinf": {"steps": 2}})
+    kw = dict(device="cpu", seed=3, ssim=False, ramp=False,  # the carry alone (the ramp: test_videos_decide)
+              attack_kw={"pgd": {"steps": 2}, "cwinf": {"steps": 2}})
     rec = videos.video_attack_records({"tiny": Tiny(8)}, ["fgsm", "pgd", "cwinf"], [0.0, 0.03, 0.06], fr, **kw)
     assert list(rec["mode"].values) == ["per_frame", "progressive"]
     lin = rec["linf"].sel(attack=["fgsm", "pgd"])
@@ -386,7 +387,7 @@ def test_match_units_is_balanced_and_seeded():
 GOOD = dict(profile="quick", seed=0, models="meso4", attacks="fgsm,pgd", modes="per_frame,progressive",
             aggregate="mean", eps_min=0.00196, eps_max=0.2, n_eps=4, b_max=0.2, n_b=21, eps_ref=0.02, b_ref=0.1,
             frames_per_video=8, frame_stride=1, max_videos=0, pgd_steps=3,
-            n_boot=200, level="video", ramp=False, lin_margin=0.05, alpha=0.05, target_videos=30,
+            n_boot=200, level="video", ramp=True, lin_margin=0.05, alpha=0.05, target_videos=30,
             min_val_auc=0.7, real_frames=8, device="auto")
 
 
@@ -411,8 +412,9 @@ def test_check_params_returns_the_canonical_grid_and_refuses_bad_values():
 # --------------------------------------------------------------------------- the study's sizes
 
 def test_default_profile_has_power_and_consecutive_frames():
-    """Default: >= 30 videos per class from identities never trained on, clips with >= 8 consecutive prepared
-    frames for the chapter's window; quick stays small; each profile's window fits its prepared frames."""
+    """Default: >= 30 videos per class from identities never trained on, >= 8 radii for the shape of RR(ε)
+    (issue 24) at no more frames x radii than before (8 x 4), clips of >= 4 consecutive prepared frames for
+    the chapter's window; quick stays small; each profile's window fits its prepared frames."""
     import yaml
 
     from dfrobust.data import synth
@@ -420,7 +422,7 @@ def test_default_profile_has_power_and_consecutive_frames():
 
     spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "notebooks" / "study.yml").read_text())
     entry = next(e for e in spec["notebooks"] if e["name"] == "04_videos")
-    template = {"frames_per_video": 8, "frame_stride": 1}
+    template = {"frames_per_video": 8, "frame_stride": 1, "n_eps": 8}
     for profile in ("quick", "default", "paper"):
         kw = synth.resolve(profile)
         clip = round(kw["video_seconds"] * kw["fps"])
@@ -432,8 +434,10 @@ def test_default_profile_has_power_and_consecutive_frames():
         assert need <= prepared, (profile, need, prepared)
         assert "train" not in kw["video_splits"], profile
         per_class = kw["n_videos"] * len(GROUPS)
+        if profile == "default":
+            assert nb["frames_per_video"] * nb["n_eps"] <= 8 * 4, "default: the attack cost of issue 23's build"
         if profile != "quick":
-            assert per_class >= 30 and nb["frames_per_video"] >= 8, profile
+            assert per_class >= 30 and nb["frames_per_video"] >= 4 and nb["n_eps"] >= 8, profile
         else:
             assert per_class * nb["frames_per_video"] <= 48, "keep the quick profile small"
 

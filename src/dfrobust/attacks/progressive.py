@@ -6,9 +6,16 @@ every video is attacked in one batch by the registry's attack (built with
 family (PGD, PGD-L2, CW-L∞) starts its iteration at ``x_t + δ_{t−1}`` (projected onto frame t's
 ball) instead of at a random point, FGSM takes its gradient there, the RR attack starts both of
 its directions there. The first frame gets no start (the attack's own seeded random start).
-Every budgeted attack registered with ``start=True`` has a progressive version. Optionally the
-budget ramps up over the clip, ε_t = ε·(t+1)/T. Every frame keeps ``||δ_t|| <= ε_t <= ε`` in the
-attack's norm and ``x_t+δ_t ∈ [0, 1]``.
+Every budgeted attack registered with ``start=True`` has a progressive version.
+
+**An accumulating budget** (``ramp=True``, the chapter's progressive mode and the default of
+:func:`progressive_factory`): the budget ramps up over the clip, ε_t = ε·(t+1)/T, so frame t holds
+the perturbation accumulated over frames 0..t — a fresh increment of at most ε/T per frame on top of
+the carried δ_{t−1}. The mode then differs from the per-frame attack *by construction* (every frame
+but the last gets less than ε). Without the ramp, a carried start inside the same ball is only a
+warm start: an attack that reaches its ball's optimum from any start (PGD on a near-linear model)
+gives the per-frame records exactly, so that mode cannot test accumulation. Every frame keeps
+``||δ_t|| <= ε_t <= ε`` in the attack's norm and ``x_t+δ_t ∈ [0, 1]``.
 """
 
 from __future__ import annotations
@@ -101,7 +108,7 @@ class ProgressiveAttack:
         return adv
 
 
-def progressive_factory(meta: pd.DataFrame, *, ramp: bool = False, carry: bool = True):
+def progressive_factory(meta: pd.DataFrame, *, ramp: bool = True, carry: bool = True):
     """An ``attack_factory`` for :func:`dfrobust.experiments.robustness.attack_records` that builds
     :class:`ProgressiveAttack` objects over the frame order of ``meta``.
 

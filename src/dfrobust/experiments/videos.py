@@ -10,8 +10,11 @@ into a controlled experiment on the same frames, detectors, attacks and budgets:
 * **progressive** (``mode="progressive"``): frames of a video are attacked in frame order and
   frame *t*'s attack starts from frame *t−1*'s perturbation δ: PGD starts there instead of at a
   random point, FGSM takes its gradient there (one signed step from δ_{t−1}, then projection),
-  CW starts its optimisation at ``w = atanh(2(x_t+δ_{t−1})−1)``. Optionally (``ramp=True``) the
-  L∞ budget ramps up over the clip, ε_t = ε·(t+1)/T. Every frame keeps ``||δ_t||∞ <= ε_t <= ε``
+  CW starts its optimisation at ``w = atanh(2(x_t+δ_{t−1})−1)``. The budget **accumulates**
+  (``ramp=True``, the default): ε_t = ε·(t+1)/T, so frame t carries what frames 0..t added, at most
+  ε/T more per frame, and the mode differs from per-frame by construction (with ``ramp=False`` the
+  carried δ is only a warm start inside the same ball, a no-op for an attack that reaches the
+  ball's optimum from anywhere). Every frame keeps ``||δ_t||∞ <= ε_t <= ε``
   and ``x_t+δ_t ∈ [0, 1]`` for FGSM/PGD (checked by ``attack_records``); CW has no budget and
   follows the robustness chapter's CW rule (a frame counts only when ``||δ||₂ <= eps_l2``).
 
@@ -36,9 +39,21 @@ recomputes records made otherwise, :func:`match_units` balances the subset). :fu
 checks every chapter parameter before any data or model is touched; :func:`quality_gate` is the
 stand-in gate that keeps near-chance detectors out.
 
+Pseudo-videos (:func:`pseudo_videos`): the per-frame records regrouped so that each pseudo-video
+holds one frame from each of T videos of its label; same aggregation, same attacked frames. They
+separate what aggregation does (pseudo-videos vs images) from a temporal effect (videos vs
+pseudo-videos).
+
+The chapter (:func:`run`, called once by notebook 04 after :func:`check_params` and
+``core.device.prepare_run``) returns a :class:`VideoResult`: the page's ``ChapterResult`` (values,
+tables, the decide rows, the records) and the datasets its figures are drawn from. Its claims
+(:data:`CLAIMS`) are decided together (Holm over every cell) and the primary one gets a simulated
+power (:data:`PRIMARY`).
+
 The linearity of RR in the tolerance is measured by :mod:`dfrobust.metrics.linearity`; the
 carried-over starts of the progressive mode live in :mod:`dfrobust.attacks.progressive`. Written
-here: the video reduction of records (a groupby) and the chapter's record builder.
+here: the video reduction of records (a groupby), the pseudo-video regrouping, the chapter's record
+builder and the chapter itself.
 """
 
 from __future__ import annotations
@@ -54,7 +69,7 @@ import xarray as xr
 
 from .. import metrics
 from ..attacks.progressive import PROGRESSIVE_ATTACKS, _no_progressive, progressive_factory
-from ..core.device import prepare_run
+from ..core.device import pick_device
 from ..core.params import MAX_BOOT, MAX_COUNT, MAX_GRID, check_int, check_number, check_seed
 from ..data.sampling import check_video_meta, select_frames
 from . import robustness
@@ -269,13 +284,59 @@ def video_records(records: xr.Dataset, aggregate: str = "mean") -> xr.Dataset:
     return ds
 
 
+# ------------------------------------------------------------------------------------ pseudo-videos
+
+def pseudo_videos(records: xr.Dataset, *, seed: int = 0) -> xr.Dataset:
+    """Per-frame records regrouped into *pseudo-videos*: the frames of one label, each pseudo-video
+    holding one frame from each of T different videos of that label (T = the clips' length).
+
+    A video's score averages its frames' P(fake), so near-binary frame changes average into a
+    staircase however the frames are grouped. Pseudo-videos keep the aggregation, the frame count,
+    the labels and the very same attacked frames (per-frame attacks do not see the grouping, so no
+    attack re-runs) and remove what a real clip adds: frames of one scene, one identity, one moment.
+    Videos vs pseudo-videos then isolates the temporal effect; pseudo-videos vs images the
+    aggregation. Within a label the videos are shuffled (``seed``) and pseudo-video j takes frame
+    position k from video (j + k) mod n: each frame is used once, at its own position.
+    Only per-frame records qualify (a progressive attack saw the real clip); a label with fewer
+    videos than frames per video cannot be regrouped: one-line ValueError.
+    """
+    if "mode" in records.coords and records["mode"].ndim == 0 and str(records["mode"].values) != "per_frame":
+        raise ValueError(f"mode={str(records['mode'].values)!r}: pseudo-videos regroup per-frame records only "
+                         "(a progressive attack saw the real clip)")
+    if "mode" in records.dims:
+        raise ValueError("records have a mode dimension; expected per-frame records (records.sel(mode='per_frame'))")
+    meta = pd.DataFrame({"video_id": np.asarray(records["video_id"].values).astype(str),
+                         "frame_index": np.asarray(records["frame_index"].values),
+                         "label": np.asarray(records["y"].values).astype(int)})
+    from ..data.sampling import video_order
+
+    order = video_order(meta)
+    rng = np.random.default_rng(seed)
+    new_id = np.empty(len(meta), dtype=object)
+    for label in sorted(meta["label"].unique()):
+        clips = [o for o in order if meta["label"].iloc[o[0]] == label]
+        n, t_max = len(clips), max(len(o) for o in clips)
+        if n < t_max:
+            raise ValueError(f"label {label}: {n} videos for {t_max} frames per video; expected at least as many "
+                             "videos as frames to draw each pseudo-video's frames from different videos")
+        clips = [clips[i] for i in rng.permutation(n)]
+        for j in range(n):
+            for k in range(t_max):
+                clip = clips[(j + k) % n]
+                if k < len(clip):
+                    new_id[clip[k]] = f"pseudo{label}_{j:04d}"
+    out = records.assign_coords(video_id=("sample", new_id.astype(str)))
+    out.attrs = dict(records.attrs, grouping="pseudo-videos", pseudo_seed=int(seed))
+    return out
+
+
 # ------------------------------------------------------------------------------------ progressive
 
 
 def video_attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequence[str],
                          eps_grid: Sequence[float], frames: VideoFrames, *,
                          modes: str | Sequence[str] = MODES, seed: int = 0, device: str = "auto",
-                         ramp: bool = False, attack_kw: Mapping[str, Mapping] | None = None,
+                         ramp: bool = True, attack_kw: Mapping[str, Mapping] | None = None,
                          ssim: bool = True, progress: bool = False, settle_b: float | None = None) -> xr.Dataset:
     """Frame records of every mode, dims (mode, model, attack, eps, sample), via ``attack_records``.
 
@@ -451,14 +512,15 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                  frames_per_video: int, frame_stride: int, max_videos: int, pgd_steps: int,
                  n_boot: int, level: str, ramp: bool, lin_margin: float,
                  alpha: float, target_videos: int, min_val_auc: float, real_frames: int, device: str,
-                 weights: str = "") -> dict:
+                 weights: str = "", use_real_ffpp: bool = True, power_sims: int = 0) -> dict:
     """Every parameter of the images-vs-videos chapter checked before any data or model is touched.
 
     One-line ValueError naming the parameter and what is expected. Returns the canonical values:
     model, attack and mode lists, the ε grid (0 plus ``n_eps`` log-spaced radii, the robustness
     chapter's grid), the b grid (``n_b`` bounds from 0 to ``b_max``, at least 21 so that the b
     reading of linearity has a fine grid), the grid values nearest ``eps_ref``/``b_ref`` and the
-    attack settings.
+    attack settings. No side effect: the device, threads and seeds are set by
+    :func:`dfrobust.core.device.prepare_run` afterwards.
     """
     from ..core import params as core_params
     from ..models import DETECTORS
@@ -500,21 +562,23 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     target_videos = check_int(target_videos, "target_videos", 1, MAX_COUNT)
     min_val_auc = check_number(min_val_auc, "min_val_auc", 0, 1)
     real_frames = check_int(real_frames, "real_frames", 1, MAX_COUNT)
+    if not isinstance(use_real_ffpp, (bool, np.bool_)):
+        raise ValueError(f"use_real_ffpp={use_real_ffpp!r}: expected True or False")
+    power_sims = check_int(power_sims, "power_sims", 0, MAX_COUNT)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
+    pick_device(device)  # a one-line error for CUDA on a machine without it (no side effect)
     check_data_root(profile, data_root)
     check_weights(model_list, weights)
-    dev = prepare_run(device, seed)  # every check passed: device (one-line error if absent), threads, seeds
     out = dict(profile=profile, seed=seed, data_root=str(data_root or ""), models=model_list, attacks=attack_list,
                modes=mode_list, aggregate=agg, eps_grid=list(eps_grid), b_grid=list(b_grid),
                eps_ref=min(eps_grid, key=lambda e: abs(e - eps_ref)), b_ref=min(b_grid, key=lambda b: abs(b - b_ref)),
                frames_per_video=frames_per_video, frame_stride=frame_stride or None, max_videos=max_videos,
                attack_kw=robustness.attack_options(attack_list, steps=pgd_steps),
                n_boot=n_boot, level=level, ramp=bool(ramp), lin_margin=lin_margin, alpha=alpha,
-               target_videos=target_videos, min_val_auc=min_val_auc, real_frames=real_frames, device=str(dev),
-               weights=str(weights or ""))
+               target_videos=target_videos, min_val_auc=min_val_auc, real_frames=real_frames, device=str(device),
+               weights=str(weights or ""), use_real_ffpp=bool(use_real_ffpp), power_sims=power_sims)
     out["params"] = dict(out)  # the provenance of the run (JSON-serialisable)
-    out["dev"] = dev
     return out
 
 
@@ -556,3 +620,338 @@ def delta_linf_ok(frames: torch.Tensor, adv: torch.Tensor, eps: float | np.ndarr
     d = (adv - frames).reshape(len(frames), -1).abs().amax(1).double().cpu().numpy()
     e = np.broadcast_to(np.asarray(eps, dtype=float), d.shape)
     return bool((d <= e + tol).all() and float(adv.min()) >= 0 and float(adv.max()) <= 1)
+
+
+# ------------------------------------------------------------------------------------ the chapter
+
+#: the chapter's claims: (A, B, short tag) for "RR more linear for A than for B", decided together (Holm)
+CLAIMS = (("video_per_frame", "image", "pf_img"),        # the paper's observation
+          ("video_pseudo", "image", "ps_img"),           # what aggregation alone does
+          ("video_per_frame", "video_pseudo", "pf_ps"),  # the temporal effect: real clips vs pseudo-videos
+          ("video_progressive", "video_per_frame", "pr_pf"))   # accumulation over the clip
+NAMES = {"video_per_frame": "videos (per-frame attacks)", "video_progressive": "videos (progressive attacks)",
+         "video_pseudo": "pseudo-videos (per-frame attacks)", "image": "images"}
+#: the primary video claim, whose power is simulated
+PRIMARY = ("video_per_frame", "video_pseudo", "b")
+
+
+class VideoResult:
+    """The chapter's :class:`~dfrobust.core.results.ChapterResult` (``result``) and the datasets its
+    figures are drawn from (``summary``: RA/RR with intervals; ``linearity``: the shape deviations with
+    their replicates), plus the analysed detectors and modes. Figures live a layer up
+    (:func:`dfrobust.figures.videos.chapter_figures`)."""
+
+    def __init__(self, result, summary: xr.Dataset | None, linearity: xr.Dataset | None,
+                 analysed: Sequence[str], modes: Sequence[str], eps_ref: float):
+        self.result, self.summary, self.linearity = result, summary, linearity
+        self.analysed, self.modes, self.eps_ref = list(analysed), list(modes), float(eps_ref)
+
+
+def _unit(records: xr.Dataset) -> str:
+    """Resample identities where every sample has one (a person's videos are not independent), else samples."""
+    if "identity" in records.coords and records["identity"].dims == ("sample",):
+        ids = np.asarray(records["identity"].values).astype(str)
+        if ids.size and not (ids == "").any() and np.unique(ids).size < ids.size:
+            return "identity"
+    return "sample"
+
+
+def _sentence(v) -> str:
+    iv = (f"smallest Δ over the cells {v.estimate:+.3f}, interval [{v.lo:+.3g}, {v.hi:+.3g}]"
+          if np.isfinite(v.estimate) else "Δ undefined in some cell")
+    need = f"; about {v.n_needed} units per data type would decide it" if v.n_needed else ""
+    return f"{v.verdict} ({v.note}; {iv}, n = {v.n}{need})"
+
+
+def _load(cfg: Mapping, dev) -> dict:
+    """Manifests, detectors behind the quality gate, the video frames and the data section's values/tables."""
+    from ..data import dataset_label, get_manifest
+    from ..models import quality_gate
+    from ..models.published import evaluation_manifest, get_detector, origin
+
+    profile, seed, root = cfg["profile"], cfg["seed"], cfg["data_root"] or None
+    img_manifest = get_manifest(profile, "images", seed=seed, data_root=root)
+    vid_manifest = get_manifest(profile, "video_frames", seed=seed, data_root=root)
+    trained = {m: get_detector(m, img_manifest, weights=cfg["weights"], profile=profile, seed=seed,
+                               device=cfg["device"]) for m in cfg["models"]}
+    gate = quality_gate(trained, cfg["min_val_auc"])   # the single call site: near-chance detectors stop here
+    analysed = [m for m in cfg["models"] if bool(gate.set_index("model").loc[m, "analysed"])]
+    size = max(t.input_size for t in trained.values())
+    frames = load_video_frames(vid_manifest, size, cfg["frames_per_video"], max_videos=cfg["max_videos"] or None,
+                               frame_stride=cfg["frame_stride"], seed=seed)
+    per_class = frames.meta.drop_duplicates("video_id").groupby("label").size()
+    steps = frame_steps(frames)
+    data_label = dataset_label(vid_manifest)
+    values = dict(data_label=data_label, detector_origin=origin(trained), n_videos=frames.n_videos,
+                  n_frames=len(frames.meta), n_skipped=len(frames.skipped),
+                  frame_stride=cfg["frame_stride"] or "spread", frames_per_video=cfg["frames_per_video"],
+                  per_class=f"{int(per_class.min())}", target=cfg["target_videos"],
+                  gate=", ".join(f"{r.model}: {r.status}" for r in gate.itertuples()),
+                  step_gap=int(steps.gap.median()) if len(steps) else 0,
+                  step_mean=float(steps.mean_abs.median()) if len(steps) else float("nan"),
+                  step_max=float(steps.max_abs.median()) if len(steps) else float("nan"),
+                  data_summary=(f"{frames.n_videos} {data_label} videos ({per_class.get(0, 0)} real, "
+                                f"{per_class.get(1, 0)} fake), {len(frames.meta)} frames at {size}px; "
+                                f"{len(frames.skipped)} video(s) skipped; detectors analysed: {analysed or 'none'}"))
+    tables = dict(gate_table=gate.round(3), skipped=skipped_table(frames),
+                  groups=frames.meta.groupby(["label", "group"]).video_id.nunique().unstack(fill_value=0))
+    return dict(img_manifest=evaluation_manifest(img_manifest, cfg["models"]), trained=trained, analysed=analysed,
+                size=size, frames=frames, values=values, tables=tables, data_label=data_label,
+                synthetic=bool(vid_manifest.attrs.get("meta", {}).get("synthetic", True)))
+
+
+def _clean_table(d: dict) -> pd.DataFrame:
+    """Clean accuracy per analysed detector: frame level and video level under each aggregate."""
+    from ..models.train import predict_proba
+
+    rows, frames = [], d["frames"]
+    for m in d["analysed"]:
+        t = d["trained"][m]
+        x = torch.nn.functional.interpolate(frames.images, size=(t.input_size,) * 2, mode="bilinear",
+                                            align_corners=False, antialias=True).clamp(0, 1)
+        pf = predict_proba(t.model, x.to(t.device))
+        row = {"model": m, "frame accuracy": round(float(((pf >= 0.5).astype(int) == frames.meta.label.to_numpy()).mean()), 3)}
+        for how in AGGREGATES:
+            vs = video_scores(pf, frames.meta, how, threshold=0.5)
+            row[f"video accuracy ({how})"] = round(float((vs.pred == vs.label).mean()), 3)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "frame accuracy"] + [f"video accuracy ({h})" for h in AGGREGATES])
+
+
+def run(cfg: Mapping, dev) -> VideoResult:
+    """The whole chapter on checked parameters ``cfg`` (:func:`check_params`) and the device ``dev``
+    (:func:`dfrobust.core.device.prepare_run`): data and gate, per-frame and progressive records,
+    RA/RR of videos, the linearity claims of :data:`CLAIMS` (Holm over all their cells), the power
+    of the primary claim, the "what this build can decide" table, the exercises' answers and the
+    real FF++ section (:func:`real_ffpp`). Writes ``video_records.nc``, ``video_metrics.nc``, ``video_linearity.nc``, ``video_verdicts.csv``."""
+    from ..core import results
+    from ..core.device import describe
+    from ..core.paths import results_dir
+    from ..core.results import ChapterResult
+    from ..data import sampling
+    from ..metrics import linearity as linfit
+    from ..models.published import detector_provenance
+
+    t_start = time.perf_counter()
+    profile, seed, params = cfg["profile"], cfg["seed"], cfg["params"]
+    d = _load(cfg, dev)
+    values, tables = dict(d["values"]), dict(d["tables"])
+    analysed, frames, modes = d["analysed"], d["frames"], cfg["modes"]
+    eps_grid, b_grid, eps_ref, b_ref = cfg["eps_grid"], cfg["b_grid"], cfg["eps_ref"], cfg["b_ref"]
+    n_units = int(frames.n_videos)
+    prov = dict(profile=profile, seed=seed, synthetic=int(d["synthetic"]))
+    tables["clean"] = _clean_table(d)
+    records = summary = lin = None
+    attack_time, img_source, headline, why_not = 0.0, "not used (no detector passed the quality gate)", {}, {}
+    if analysed:
+        detectors = {m: d["trained"][m].model for m in analysed}
+        t0 = time.perf_counter()
+        records = video_attack_records(detectors, cfg["attacks"], eps_grid, frames, modes=modes, seed=seed,
+                                       device=cfg["device"], ramp=cfg["ramp"], attack_kw=cfg["attack_kw"],
+                                       settle_b=cfg["b_grid"][-1])
+        attack_time = time.perf_counter() - t0
+        records.attrs.update(results.provenance(params, device=describe(dev), wall_time_s=attack_time,
+                                                data=d["data_label"], detectors=detector_provenance(d["trained"]),
+                                                skipped=frames.skipped, **prov))
+        results.save(records, results_dir(profile) / "video_records.nc")
+        within = bool((records["linf"] <= records["eps"] + 1e-6).all())
+        n_work = len(analysed) * len(cfg["attacks"]) * len(modes) * (len(eps_grid) - 1) * len(frames.meta)
+        values["attack_note"] = (f"attacks: {attack_time:.1f} s on {describe(dev)} ({records.attrs['mode_time_s']}); "
+                                 f"{1e3 * attack_time / max(n_work, 1):.2f} ms per attacked frame; every frame within "
+                                 f"its L-inf budget: {within}")
+        summary = ra_rr_summary(records, b_grid, aggregate=cfg["aggregate"], n_boot=cfg["n_boot"], seed=seed)
+        summary.attrs.update(results.provenance(params, **prov))
+        results.save(summary, results_dir(profile) / "video_metrics.nc")
+        tab = summary.sel(eps=eps_ref, b=b_ref)[["RA", "RA_lo", "RA_hi", "RR", "RR_lo", "RR_hi"]]
+        tables["ra_rr"] = tab.to_dataframe()[["RA", "RA_lo", "RA_hi", "RR", "RR_lo", "RR_hi"]].round(3).unstack("level")
+
+        def compute_images():
+            sel = sampling.select_samples(d["img_manifest"], n_units, seed=seed)
+            x, y, meta_s, _ = robustness.load_samples(sel, d["size"])
+            return robustness.attack_records(detectors, cfg["attacks"], eps_grid, x, y, meta_s, seed=seed,
+                                             device=cfg["device"], attack_kw=cfg["attack_kw"], settle_b=b_grid[-1])
+
+        img, img_source = image_records(profile, eps_grid=eps_grid, attack_kw=cfg["attack_kw"], seed=seed,
+                                        models=analysed, attacks=cfg["attacks"], n_units=n_units,
+                                        compute=compute_images, b_max=b_grid[-1])
+        by_type = _by_type(records, img, cfg)
+        why_not[("video_pseudo",)] = by_type.pop("video_pseudo") if isinstance(by_type.get("video_pseudo"), str) else ""
+        lin = linfit.linearity(by_type, b_grid, fixed_eps=eps_ref, fixed_b=b_ref, n_boot=cfg["n_boot"], seed=seed)
+        results.save(lin.drop_vars("dev_boot").assign_attrs(results.provenance(params, **prov)),
+                     results_dir(profile) / "video_linearity.nc")
+        tables["linearity"] = linfit.linearity_table(lin)
+        claims = [(a, b) for a, b, _ in CLAIMS if a in by_type and b in by_type]
+        headline, cells = linfit.compare(lin, claims, margin=cfg["lin_margin"], alpha=cfg["alpha"], names=NAMES)
+        tables["cells"] = cells[["model", "attack", "tolerance", "claim", "verdict", "estimate", "lo", "hi", "n",
+                                 "n_needed", "note"]].round(3)
+        tables["power"], values["power_sentence"] = _power(by_type, cfg, analysed, len(cells))
+        values.update(_exercises(records, img, headline, cfg, analysed))
+    else:
+        values["attack_note"] = "no detector passed the quality gate: no attacks run"
+        values["power_sentence"] = "not simulated: no detector passed the quality gate"
+        values.update(ex1_answer="not computed: no detector passed the quality gate",
+                      ex2_answer="not computed: no detector passed the quality gate",
+                      ex3_answer="not computed: no detector passed the quality gate")
+    for a, b, tag in CLAIMS:
+        for r in ("b", "eps"):
+            v = headline.get((a, b, r))
+            pseudo = why_not.get(("video_pseudo",)) if "video_pseudo" in (a, b) else ""
+            values[f"claim_{tag}_{r}"] = (_sentence(v) if v is not None else
+                                          "not analysed (no detector passed the quality gate)" if not analysed
+                                          else f"not run (no pseudo-videos: {pseudo})" if pseudo
+                                          else f"not run (modes={','.join(modes)})")
+    real = real_ffpp(cfg, dev)
+    values.update(real.values)
+    tables.update(real.tables)
+    decide = _decide_rows(headline, summary, cfg, n_units, analysed)
+    decide.to_csv(results_dir(profile) / "video_verdicts.csv", index=False)
+    values.update(attack_time_s=round(attack_time, 1), eps_ref=eps_ref, b_ref=b_ref, n_b=len(b_grid),
+                  n_eps=len(eps_grid) - 1, lin_margin=cfg["lin_margin"], alpha=cfg["alpha"], n_units=n_units,
+                  img_source=img_source, n_cells=int(len(tables.get("cells", []))),
+                  wall_time_s=round(time.perf_counter() - t_start, 1))
+    result = ChapterResult(values=values, tables=tables, decide=decide, records=records)
+    return VideoResult(result, summary, lin, analysed, modes, eps_ref)
+
+
+def _by_type(records: xr.Dataset, img: xr.Dataset, cfg: Mapping) -> dict:
+    """The data types of the linearity claims: images, each mode's videos and the pseudo-videos, with
+    their resampling unit and stream (per-frame and progressive videos paired; the others independent)."""
+    out = {"image": (img, _unit(img), 1)}
+    for m in cfg["modes"]:
+        r = records.sel(mode=m)
+        out[f"video_{m}"] = ((video_records(r, cfg["aggregate"]), _unit(r), 0) if cfg["level"] == "video"
+                             else (r, "video_id", 0))
+    if "per_frame" in cfg["modes"]:
+        try:
+            ps = pseudo_videos(records.sel(mode="per_frame"), seed=cfg["seed"])
+        except ValueError as exc:  # too few videos of a label (e.g. four real FF++ samples): claims not run
+            out["video_pseudo"] = str(exc)
+            return out
+        out["video_pseudo"] = ((video_records(ps, cfg["aggregate"]), "sample", 2) if cfg["level"] == "video"
+                               else (ps, "video_id", 2))
+    return out
+
+
+def _power(by_type: dict, cfg: Mapping, analysed: Sequence[str], m_cells: int) -> tuple[pd.DataFrame, str]:
+    """Simulated power of the primary claim (first analysed detector, PGD or the first attack) at this
+    build's n and at 2n, 4n, at Holm's strictest level α/m."""
+    from ..metrics import linearity as linfit
+
+    a, b, reading = PRIMARY
+    if cfg["power_sims"] == 0 or a not in by_type or b not in by_type:
+        return pd.DataFrame(), "not simulated (power_sims=0 or the claim's data types were not built)"
+    attack = "pgd" if "pgd" in cfg["attacks"] else cfg["attacks"][0]
+    n = int(min(by_type[a][0].sizes["sample"], by_type[b][0].sizes["sample"]))
+    level = cfg["alpha"] / max(m_cells, 1)
+    tab = linfit.power(by_type, a, b, cfg["b_grid"], fixed_eps=cfg["eps_ref"], fixed_b=cfg["b_ref"],
+                       model=analysed[0], attack=attack, reading=reading, margin=cfg["lin_margin"], level=level,
+                       sizes=[n, 2 * n, 4 * n], n_sim=cfg["power_sims"], n_boot=min(cfg["n_boot"], 200),
+                       seed=cfg["seed"])
+    ok = tab[tab["power"] >= 0.8]
+    decides = (f"about {int(ok['n'].iloc[0])} units per data type decide it in ≥ 80 % of simulated builds"
+               if len(ok) else f"none of n = {', '.join(map(str, tab['n']))} reaches 80 % power")
+    sentence = (f"{linfit._claim(NAMES[a], NAMES[b], reading)} ({analysed[0]}, {attack.upper()}): decided in "
+                f"{tab['power'].iloc[0]:.0%} of {cfg['power_sims']} simulated builds at this build's n = {n}; "
+                f"{decides} (resampling this build's units, level α/m = {level:.2g})")
+    return tab, sentence
+
+
+def _decide_rows(headline: Mapping, summary: xr.Dataset | None, cfg: Mapping, n_units: int,
+                 analysed: Sequence[str]) -> pd.DataFrame:
+    """The "what this build can decide" table: one row per claim (overall over its cells) and the precision target."""
+    rows = []
+    for a, b, _ in CLAIMS:
+        for r in ("b", "eps"):
+            v = headline.get((a, b, r))
+            if v is not None:
+                rows.append(dict(claim=v.claim, n=v.n, lo=v.lo, hi=v.hi, margin=v.margin, verdict=v.verdict,
+                                 n_needed=v.n_needed, note=v.note))
+            elif not analysed:
+                rows.append(dict(claim=f"RR more linear in {'b' if r == 'b' else 'ε'} for {NAMES[a]} than {NAMES[b]}",
+                                 n=n_units, margin=cfg["lin_margin"], verdict="not analysed: near chance",
+                                 n_needed=None))
+    if summary is not None:
+        worst = float(half_width(summary, eps=cfg["eps_ref"], b=cfg["b_ref"], level="video").to_numpy().max())
+        rows.append(dict(claim="video RA and RR at the reference cell known to ±0.07 (95 %)", n=n_units,
+                         lo=-worst, hi=worst, margin=0.07, verdict="holds" if worst <= 0.07 else "inconclusive",
+                         n_needed=None if worst <= 0.07 else int(np.ceil(n_units * (worst / 0.07) ** 2))))
+    return decide_table(rows)
+
+
+def _exercises(records: xr.Dataset, img: xr.Dataset, headline: Mapping, cfg: Mapping,
+               analysed: Sequence[str]) -> dict:
+    """The exercises' answers from this build's records: aggregation max vs mean, frame-level curves,
+    the n the least decided image-vs-video claim needs."""
+    from ..metrics import linearity as linfit
+
+    m0, modes = analysed[0], cfg["modes"]
+    a0 = "pgd" if "pgd" in cfg["attacks"] else cfg["attacks"][0]
+    r0 = records.sel(mode=modes[0], model=[m0], attack=[a0], eps=[cfg["eps_ref"]])
+    out = {}
+    for how in ("mean", "max"):
+        v = video_records(r0, how)
+        out[how] = (float(metrics.robust_accuracy(v).squeeze()), float(metrics.robust_ratio(v, [cfg["b_ref"]]).squeeze()))
+    ex1 = (f"{m0}, {a0.upper()}, ε = {cfg['eps_ref']:g}, b = {cfg['b_ref']:g}: RA {out['mean'][0]:.3f} → "
+           f"{out['max'][0]:.3f}, RR {out['mean'][1]:.3f} → {out['max'][1]:.3f}")
+    key = f"video_{modes[0]}"
+    frame_types = {"image": (img, _unit(img), 1), key: (records.sel(mode=modes[0]), "video_id", 0)}
+    lin_f = linfit.linearity(frame_types, cfg["b_grid"], fixed_eps=cfg["eps_ref"], fixed_b=cfg["b_ref"],
+                             n_boot=cfg["n_boot"], seed=cfg["seed"])
+    ov_f = linfit.compare(lin_f, [(key, "image")], margin=cfg["lin_margin"], alpha=cfg["alpha"], readings=["b"])[0]
+    ov_f = ov_f[(key, "image", "b")]
+    v_lvl = headline.get((key, "image", "b"))
+    ex2 = f"{cfg['level']} level: {v_lvl.verdict if v_lvl else 'n/a'}; frame level: {ov_f.verdict} ({ov_f.note})"
+    img_claims = [v for (a, b, r), v in headline.items() if b == "image"]
+    need = [v.n_needed for v in img_claims if v.n_needed]
+    open_claims = [v for v in img_claims if v.verdict == "inconclusive"]
+    if need:
+        ex3 = (f"about {max(need)} units per data type, i.e. {int(np.ceil(max(need) / 2))} videos per class "
+               f"(this build: {records.attrs.get('n_videos', '?')} videos)")
+    elif open_claims:
+        ex3 = (f"unknown on this build: {len(open_claims)} image-vs-video claim(s) are inconclusive with an unbounded "
+               "interval or no difference detected, so there is no width to scale; the power simulation above "
+               "estimates it instead")
+    else:
+        ex3 = "none: every image-vs-video claim is decided at this build's size"
+    return dict(ex1_answer=ex1, ex2_answer=ex2, ex3_answer=ex3)
+
+
+def real_ffpp(cfg: Mapping, dev):
+    """The same experiment on the team's real FaceForensics++ samples with the published Meso4 (Deepfakes)
+    when ``../shared/realdata`` holds them and ``use_real_ffpp``; a smoke check, not evidence.
+    Returns a ChapterResult (``real_done`` and the section's tables)."""
+    from ..core.paths import shared_realdata
+    from ..core.results import ChapterResult
+    from ..data import get_manifest
+    from ..metrics import linearity as linfit
+
+    real_root = shared_realdata()
+    weights = (real_root / "mesonet" / "weights" / "Meso4_DF.h5") if real_root else None
+    if not cfg["use_real_ffpp"]:
+        return ChapterResult(values={"real_done": "was skipped (use_real_ffpp=False)"})
+    if real_root is None or not (real_root / "ffpp").is_dir() or not weights.is_file():
+        return ChapterResult(values={"real_done": "was skipped (samples absent)"})
+    from ..models.keras_h5 import load_pretrained
+
+    manifest = get_manifest(cfg["profile"], "video_frames", seed=cfg["seed"], data_root=str(real_root / "ffpp"),
+                            n_frames=cfg["real_frames"])
+    meso = load_pretrained(weights).to(dev).eval()
+    real_set = load_video_frames(manifest, meso.input_size)
+    attacks = list(cfg["attacks"])
+    rec = video_attack_records({"meso4_DF": meso}, attacks, cfg["eps_grid"], real_set, modes=cfg["modes"],
+                               seed=cfg["seed"], device=cfg["device"], ramp=cfg["ramp"],
+                               attack_kw=cfg["attack_kw"], settle_b=cfg["b_grid"][-1])
+    clean = rec["p_clean_fake"].sel(model="meso4_DF")
+    pr = (clean.isel(mode=0) if "mode" in clean.dims else clean).values
+    by_type = {f"video_{m}": (rec.sel(mode=m), "video_id", 0) for m in cfg["modes"]}
+    lin = linfit.linearity(by_type, cfg["b_grid"], fixed_eps=cfg["eps_ref"], fixed_b=cfg["b_ref"],
+                           n_boot=cfg["n_boot"], seed=cfg["seed"])
+    tables = {"real_scores": video_scores(pr, real_set.meta, cfg["aggregate"], threshold=0.5),
+              "real_linearity": linfit.linearity_table(lin)}
+    if len(cfg["modes"]) == 2:
+        _, cells = linfit.compare(lin, [("video_progressive", "video_per_frame")], margin=cfg["lin_margin"],
+                                  alpha=cfg["alpha"])
+        tables["real_cells"] = cells[["model", "attack", "tolerance", "verdict", "estimate", "lo", "hi", "n", "note"]].round(3)
+    return ChapterResult(values={"real_done": "was run", "real_summary": (
+        f"real FF++: {real_set.n_videos} videos, {len(real_set.meta)} face crops; skipped {len(real_set.skipped)}")},
+        tables=tables)

@@ -1,18 +1,20 @@
 """Figures of the "Images vs videos" chapter: the video panels of Figure 1 (through the robustness
 chapter's :func:`dfrobust.figures.robustness.figure1`), RR-vs-tolerance lines per data type, and
-the max deviation of RR from its chord with bootstrap intervals. Every function returns a matplotlib Figure and never shows it."""
+the shape deviation of RR from its chord (normalised tolerance) with bootstrap intervals. Every function returns a matplotlib Figure and never shows it."""
 
 from __future__ import annotations
 
-from . import colour, finish
+from . import colour, finish, palette
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 
-#: colour per data type
-COLORS = {k: colour(k) for k in ("image", "video_per_frame", "video_progressive")}
+from ..metrics.linearity import SHAPE_LABEL
+
+#: colour per data type (pseudo-videos: the palette's third colour, no shared role)
+COLORS = {**{k: colour(k) for k in ("image", "video_per_frame", "video_progressive")}, "video_pseudo": palette()[2]}
 LABELS = {"image": "images", "video_per_frame": "video, per-frame attack",
-          "video_progressive": "video, progressive attack"}
+          "video_progressive": "video, progressive attack", "video_pseudo": "pseudo-video, per-frame attack"}
 
 
 def video_figure1(summary: xr.Dataset, *, level: str = "video", mode: str = "per_frame", reading: str = "b",
@@ -33,8 +35,9 @@ def video_figure1(summary: xr.Dataset, *, level: str = "video", mode: str = "per
 
 
 def linearity_figure(lin: xr.Dataset, model: str | None = None, *, data_types=None) -> plt.Figure:
-    """RR against tolerance (points) and its chord over the non-saturated part (dashed) per data
-    type; rows = readings, columns = attacks; the legend gives the max deviation from the chord."""
+    """RR against the normalised tolerance (b/b₅₀, log₂ ε/ε₅₀; points) and its chord over the
+    non-saturated part (dashed) per data type; rows = readings, columns = attacks; the legend gives
+    the shape deviation and the scale t₅₀."""
     models = list(map(str, lin["model"].values))
     model = model or models[0]
     if model not in models:
@@ -53,22 +56,22 @@ def linearity_figure(lin: xr.Dataset, model: str | None = None, *, data_types=No
                 ok = np.isfinite(x) & np.isfinite(y)
                 if not ok.any():
                     continue
-                x, y = x[ok], y[ok]
                 c = COLORS.get(str(dt), None)
-                d = float(s["dev"])
-                lab = f"{LABELS.get(str(dt), dt)} (dev {d:.3f})" if np.isfinite(d) else f"{LABELS.get(str(dt), dt)} (undefined)"
-                ax.plot(x, y, "o-", ms=3, lw=0.6, color=c, label=lab)
+                d, t50 = float(s["dev"]), float(s["t50"])
+                lab = (f"{LABELS.get(str(dt), dt)} (dev {d:.3f}, t₅₀ {t50:.3g})" if np.isfinite(d)
+                       else f"{LABELS.get(str(dt), dt)} (undefined)")
+                ax.plot(x[ok], y[ok], "o-", ms=3, lw=0.6, color=c, label=lab)
                 lo, hi = int(s["sat_lo"]), int(s["sat_hi"])
                 if np.isfinite(d) and 0 <= lo < hi < len(x):
                     ax.plot([x[lo], x[hi]], [y[lo], y[hi]], "--", lw=1, color=c)
             ax.set_ylim(-0.03, 1.03)
             fixed = float(lin.sel(reading=r)["fixed"].isel(data_type=0))
             ax.set_title(f"{a.upper()} · " + (f"ε = {fixed:g}" if r == "b" else f"b = {fixed:g}"), fontsize=9)
-            ax.set_xlabel("tolerance b" if r == "b" else "tolerance ε")
+            ax.set_xlabel(SHAPE_LABEL[r])
             if j == 0:
                 ax.set_ylabel("RR")
             ax.legend(fontsize=6, loc="best")
-    fig.suptitle(f"{model}: RR vs tolerance and the chord over the non-saturated part", fontsize=10)
+    fig.suptitle(f"{model}: RR vs the normalised tolerance and the chord over the non-saturated part", fontsize=10)
     return finish(fig)
 
 
@@ -103,10 +106,25 @@ def deviation_figure(lin: xr.Dataset, *, ci: float = 0.95) -> plt.Figure:
             ax.set_ylim(bottom=0)
             ax.set_title(f"{m} · tolerance {'b' if r == 'b' else 'ε'}", fontsize=9)
             if j == 0:
-                ax.set_ylabel("max |RR − chord|")
+                ax.set_ylabel("shape deviation")
     axes[0, -1].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"How far is RR from a straight line? Max deviation from the chord, {ci:.0%} bootstrap interval",
+    fig.suptitle(f"How far is the normalised RR curve from a straight line? {ci:.0%} bootstrap interval",
                  fontsize=10)
     return finish(fig)
 
 
+
+
+def chapter_figures(chapter) -> dict[str, plt.Figure]:
+    """The chapter's figures from a :class:`dfrobust.experiments.videos.VideoResult`, named as its page
+    quotes them (``fig1_<mode>``, ``lin_fig``, ``dev_fig``); a stand-in that says why when no detector
+    passed the quality gate."""
+    from . import not_analysed
+
+    why = "no detector passed the quality gate"
+    figs = {f"fig1_{m}": (video_figure1(chapter.summary, level="video", mode=m, reading="b", at=chapter.eps_ref)
+                          if chapter.summary is not None else not_analysed(why)) for m in chapter.modes}
+    lin = chapter.linearity
+    figs["lin_fig"] = linearity_figure(lin, chapter.analysed[0]) if lin is not None else not_analysed(why)
+    figs["dev_fig"] = deviation_figure(lin) if lin is not None else not_analysed(why)
+    return figs
