@@ -58,6 +58,7 @@ import xarray as xr
 
 from .. import attacks as _attacks
 from .. import metrics
+from ..metrics.bootstrap import n_units
 from ..metrics.grids import check_b_grid
 from ..core.device import auto_batch_size, describe, pick_device, prepare_run
 
@@ -526,7 +527,7 @@ def group_table(records: xr.Dataset, *, eps: float, b: float, by: str = "sample"
         ra, rr = ra_rr_with_ci(sub, [b], by=by, n_boot=n_boot, seed=seed)
         for name, ds in (("RA", ra), ("RR", rr.isel(b=0, drop=True))):
             df = ds.isel(eps=0, drop=True).to_dataframe()[["estimate", "lo", "hi"]].reset_index()
-            rows.append(df.assign(group=g, metric=name, n=sub.sizes["sample"]))
+            rows.append(df.assign(group=g, metric=name, n=n_units(sub, by)))
     if not rows:
         return pd.DataFrame(columns=columns)
     out = pd.concat(rows, ignore_index=True).rename(columns={"estimate": "value"})
@@ -540,31 +541,34 @@ def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, ra_margin: floa
     """Decide the paper's claim "similar RA, different RR" for every attack and model pair.
 
     One row per (attack, model pair) with the verdict of the claim and of its two parts (RA
-    similar by TOST, RR different by a simultaneous band over b ∈ (0, b_max]); the rule, margin,
-    interval, n and n needed of each come from :func:`dfrobust.metrics.verdicts.similar_ra_different_rr`.
-    All pairs share one set of bootstrap resamples.
+    similar by TOST, RR different by a simultaneous band over b ∈ (0, b_max] that must exclude
+    ±``rr_margin``); the rule, margin, interval, n (units of ``by``) and n needed of each come from
+    :func:`dfrobust.metrics.verdicts.similar_ra_different_rr`. The comparisons are one family at
+    family-wise level ``alpha``, decided by Holm's step-down (:func:`dfrobust.metrics.verdicts.holm`;
+    column ``level``: the level a row was decided or last tested at). All pairs share one set of
+    bootstrap resamples.
     """
     from ..metrics import verdicts as V
 
     models = [str(m) for m in records.model.values]
     names = [str(a) for a in records.attack.values] if attacks is None else list(attacks)
     w = metrics.bootstrap_weights(records, by=by, n_boot=n_boot, seed=seed)
+    keys = [(a, m1, m2) for a in names for i, m1 in enumerate(models) for m2 in models[i + 1:]]
+    decide = lambda k, level: V.similar_ra_different_rr(
+        records, k[1], k[2], k[0], b_grid, ra_margin=ra_margin, rr_margin=rr_margin, alpha=level,
+        ra_window=ra_window, radii=radii, weights=w, by=by)
     rows = []
-    for a in names:
-        for i, m1 in enumerate(models):
-            for m2 in models[i + 1:]:
-                r = V.similar_ra_different_rr(records, m1, m2, a, b_grid, ra_margin=ra_margin, rr_margin=rr_margin,
-                                              alpha=alpha, ra_window=ra_window, radii=radii, weights=w, by=by)
-                c, ra, rr = r["claim"], r["ra"], r["rr"]
-                rows.append({
-                    "attack": a, "model_a": m1, "model_b": m2, "verdict": c.verdict, "eps": r["eps"], "b": r["b"],
-                    "n_radii": len(r["radii"]),
-                    "RA_diff": ra.estimate, "RA_lo": ra.lo, "RA_hi": ra.hi, "RA_verdict": ra.verdict,
-                    "RR_diff": rr.estimate, "RR_lo": rr.lo, "RR_hi": rr.hi, "RR_verdict": rr.verdict,
-                    "n": c.n, "n_needed": c.n_needed, "note": c.note, "claim_verdict": c,
-                })
-    cols = ["attack", "model_a", "model_b", "verdict", "eps", "b", "n_radii", "RA_diff", "RA_lo", "RA_hi",
-            "RA_verdict", "RR_diff", "RR_lo", "RR_hi", "RR_verdict", "n", "n_needed", "note", "claim_verdict"]
+    for (a, m1, m2), (r, level) in (V.holm(decide, keys, alpha).items() if keys else []):
+        c, ra, rr = r["claim"], r["ra"], r["rr"]
+        rows.append({
+            "attack": a, "model_a": m1, "model_b": m2, "verdict": c.verdict, "eps": r["eps"], "b": r["b"],
+            "n_radii": len(r["radii"]), "level": level,
+            "RA_diff": ra.estimate, "RA_lo": ra.lo, "RA_hi": ra.hi, "RA_verdict": ra.verdict,
+            "RR_diff": rr.estimate, "RR_lo": rr.lo, "RR_hi": rr.hi, "RR_verdict": rr.verdict,
+            "n": c.n, "unit": by, "n_needed": c.n_needed, "note": c.note, "claim_verdict": c,
+        })
+    cols = ["attack", "model_a", "model_b", "verdict", "eps", "b", "n_radii", "level", "RA_diff", "RA_lo", "RA_hi",
+            "RA_verdict", "RR_diff", "RR_lo", "RR_hi", "RR_verdict", "n", "unit", "n_needed", "note", "claim_verdict"]
     out = pd.DataFrame(rows, columns=cols)
     out["n_needed"] = out["n_needed"].astype("Int64")
     return out
@@ -616,7 +620,7 @@ def bound_table(records: xr.Dataset, *, eps: float, b: float, worst: str = "wors
                          "RR_attack": float(rps.sel(attack=a, model=m).mean()),
                          "RR_worst": float(rps.sel(attack=worst, model=m).mean()),
                          "tightening": float(dm["estimate"]), "lo": float(dm["lo"]), "hi": float(dm["hi"]),
-                         "n": int(rec.sizes["sample"])})
+                         "n": n_units(rec, by)})
     return pd.DataFrame(rows)
 
 
@@ -645,7 +649,7 @@ def tightening_table(records: xr.Dataset, b_grid: Sequence[float], *, loose: str
     out = d[["estimate", "lo", "hi"]].to_dataframe().reset_index().rename(columns={"estimate": "tightening"})
     out = out.merge(rr.sel(attack=loose, drop=True).to_dataframe("RR_loose").reset_index(), on=["model", "eps", "b"])
     out = out.merge(rr.sel(attack=tight, drop=True).to_dataframe("RR_tight").reset_index(), on=["model", "eps", "b"])
-    out = out.assign(loose=loose, tight=tight, n=int(rec.sizes["sample"]))
+    out = out.assign(loose=loose, tight=tight, n=n_units(rec, by))
     return out[["model", "loose", "tight", "eps", "b", "RR_loose", "RR_tight", "tightening", "lo", "hi", "n"]]
 
 
@@ -698,7 +702,7 @@ def minimal_curves(minimal: xr.Dataset, radii: Sequence[float], b: float, *, by:
         d = metrics.bootstrap(v, weights=w, ci=ci).to_dataframe()[["estimate", "lo", "hi"]].reset_index()
         rows.append(d.assign(metric=name))
     out = pd.concat(rows, ignore_index=True).rename(columns={"estimate": "value"})
-    return out.assign(b=float(b), n=int(minimal.sizes["sample"]))[["model", "metric", "r", "b", "value", "lo",
+    return out.assign(b=float(b), n=n_units(minimal, by))[["model", "metric", "r", "b", "value", "lo",
                                                                    "hi", "n"]]
 
 
@@ -731,7 +735,7 @@ def minimal_summary(minimal: xr.Dataset, *, by: str = "sample", n_boot: int = 10
                      "found_hi": float(np.quantile(share, qs[1])),
                      "median_linf": float(np.median(np.asarray(minimal["linf_at_min"].sel(model=m).values)[f > 0]))
                      if f.any() else float("nan"),
-                     "n": int(v.size)})
+                     "n": n_units(minimal, by)})
     return pd.DataFrame(rows)
 
 
