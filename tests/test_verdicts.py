@@ -366,3 +366,40 @@ def test_identity_bootstrap_is_wider_than_image_bootstrap_on_clustered_data():
     assert cluster_unit(v) == "identity" and n_units(v, "identity") == 12 and n_units(v, "sample") == 120
     v2 = v.assign_coords(identity=("sample", np.where(np.arange(120) == 3, "", v.identity.values)))
     assert cluster_unit(v2) == "sample"  # an identity missing somewhere: no cluster to resample
+
+
+def _bernoulli_units(k_one=60, n=100, per_unit=1):
+    v = np.repeat(np.r_[np.ones(k_one), np.zeros(n - k_one)], per_unit)
+    ids = np.repeat([f"id{i:03d}" for i in range(n)], per_unit)
+    return xr.Dataset({"v": ("sample", v)}, coords={"sample": np.arange(v.size), "identity": ("sample", ids)})
+
+
+def _above_half(ds):
+    """Holds if the Wilson 95 % lower bound of the unit mean lies above 0.5 (units of equal size)."""
+    k, n = int(round(ds["v"].values.sum() / 2)), ds.sizes["sample"] // 2
+    lo, hi = V.wilson(k, n)
+    return V.threshold(k / n, lo, hi, n=n, target=0.5, claim="above")
+
+
+def test_simulated_power_matches_the_exact_binomial_power():
+    from scipy.stats import binom
+
+    ds = _bernoulli_units(per_unit=2)  # 100 identities, 60 % ones, two images each
+    n = 80
+    exact = sum(binom.pmf(k, n, 0.6) for k in range(n + 1) if V.wilson(k, n)[0] >= 0.5)
+    sim = V.simulated_power(ds, _above_half, by="identity", n=n, n_sim=1000, seed=3)
+    assert sim == pytest.approx(exact, abs=0.05)  # resampling 60 % ones is Binomial(n, 0.6)
+    assert V.simulated_power(_bernoulli_units(k_one=50, per_unit=2), _above_half, by="identity", n=n,
+                             n_sim=500, seed=3) <= 0.06  # no effect: about the rule's one-sided level
+
+
+def test_n_needed_by_simulation_climbs_the_doubling_ladder():
+    from scipy.stats import binom
+
+    ds = _bernoulli_units(per_unit=2)
+    exact = lambda n: sum(binom.pmf(k, n, 0.6) for k in range(n + 1) if V.wilson(k, n)[0] >= 0.5)
+    n, pw = V.n_needed_by_simulation(ds, _above_half, by="identity", power=0.8, n_sim=300, seed=1)
+    assert n == 200 and pw >= 0.8  # exact power: 0.52 at 100 identities, 0.84 at 200
+    assert exact(100) < 0.8 <= exact(200)
+    r = V.resample_units(ds, "identity", 7, np.random.default_rng(0))
+    assert r.sizes["sample"] == 14 and len(set(r.identity.values)) == 7  # a unit keeps its images

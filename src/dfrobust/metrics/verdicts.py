@@ -499,3 +499,59 @@ def holm(decide, keys: Sequence, alpha: float) -> dict:
             break
         left = [k for k in left if k not in done]
     return out
+
+
+# ----------------------------------------------------------------------------- power by simulation
+
+def resample_units(records, by: str, n: int, rng: np.random.Generator):
+    """``records`` with ``n`` units of ``by`` drawn with replacement (every sample of a drawn unit comes
+    along) and relabelled, so a unit drawn twice counts as two units (``sample`` renumbered)."""
+    ids = np.asarray(records.coords[by].values).astype(str) if by != "sample" else \
+        np.arange(records.sizes["sample"]).astype(str)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    members = [np.flatnonzero(inv == u) for u in range(len(uniq))]
+    draw = rng.integers(0, len(uniq), int(n))
+    idx = np.concatenate([members[u] for u in draw])
+    labels = np.concatenate([np.full(len(members[u]), f"u{j}") for j, u in enumerate(draw)])
+    out = records.isel(sample=idx).assign_coords(sample=np.arange(idx.size))
+    return out.assign_coords({by: ("sample", labels)}) if by != "sample" else out
+
+
+def simulated_power(records, rule, *, by: str, n: int | None = None, n_sim: int = 100, seed: int = 0,
+                    outcome: str = HOLDS) -> float:
+    """Share of ``n_sim`` data sets of ``n`` units (default: as many as the records hold), each drawn
+    with replacement from the records' own units (:func:`resample_units`), on which
+    ``rule(records) -> Verdict`` decides ``outcome``. The data's own differences and discordance are
+    what is resampled, so this is the power of the rule *at the estimated effect*, not at a chosen one."""
+    from .bootstrap import n_units
+
+    if isinstance(n_sim, bool) or int(n_sim) < 1:
+        raise ValueError(f"n_sim={n_sim!r}: expected an integer >= 1")
+    if outcome not in VERDICTS:
+        raise ValueError(f"outcome={outcome!r}: expected one of {', '.join(VERDICTS)}")
+    n = n_units(records, by) if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"n={n!r}: expected at least one unit")
+    rng = np.random.default_rng(seed)
+    hits = sum(rule(resample_units(records, by, n, rng)).verdict == outcome for _ in range(int(n_sim)))
+    return hits / int(n_sim)
+
+
+def n_needed_by_simulation(records, rule, *, by: str, power: float = 0.8, n_sim: int = 50, seed: int = 0,
+                           max_factor: int = 16) -> tuple[int | None, float]:
+    """The smallest n of units on the doubling ladder n0, 2·n0, ... (up to ``max_factor``·n0, n0 the
+    records' units) at which :func:`simulated_power` reaches ``power``; returns (n, its power), or
+    (None, the power at the largest n tried). Because the ladder doubles, the answer is reported as
+    "at least" the previous rung; because it resamples the records, it holds at the estimated effect."""
+    from .bootstrap import n_units
+
+    if not 0 < power < 1:
+        raise ValueError(f"power={power!r}: expected a probability in (0, 1)")
+    n0 = n_units(records, by)
+    n, pw = n0, 0.0
+    while n <= max_factor * n0:
+        pw = simulated_power(records, rule, by=by, n=n, n_sim=n_sim, seed=seed)
+        if pw >= power:
+            return n, pw
+        n *= 2
+    return None, pw
