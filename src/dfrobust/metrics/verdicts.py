@@ -521,7 +521,8 @@ def simulated_power(records, rule, *, by: str, n: int | None = None, n_sim: int 
                     outcome: str = HOLDS) -> float:
     """Share of ``n_sim`` data sets of ``n`` units (default: as many as the records hold), each drawn
     with replacement from the records' own units (:func:`resample_units`), on which
-    ``rule(records) -> Verdict`` decides ``outcome``. The data's own differences and discordance are
+    ``rule(records) -> Verdict`` decides ``outcome`` (a rule returning a dict of verdicts gives a dict
+    of shares, one simulation for all). The data's own differences and discordance are
     what is resampled, so this is the power of the rule *at the estimated effect*, not at a chosen one."""
     from .bootstrap import n_units
 
@@ -533,8 +534,10 @@ def simulated_power(records, rule, *, by: str, n: int | None = None, n_sim: int 
     if n < 1:
         raise ValueError(f"n={n!r}: expected at least one unit")
     rng = np.random.default_rng(seed)
-    hits = sum(rule(resample_units(records, by, n, rng)).verdict == outcome for _ in range(int(n_sim)))
-    return hits / int(n_sim)
+    outs = [rule(resample_units(records, by, n, rng)) for _ in range(int(n_sim))]
+    if isinstance(outs[0], Verdict):
+        return sum(v.verdict == outcome for v in outs) / int(n_sim)
+    return {k: sum(o[k].verdict == outcome for o in outs) / int(n_sim) for k in outs[0]}
 
 
 def n_needed_by_simulation(records, rule, *, by: str, power: float = 0.8, n_sim: int = 50, seed: int = 0,
