@@ -264,3 +264,25 @@ def test_sections_read_real_records_into_one_page_result(tmp_path):
     assert {"claim_verdict", "claim_counts", "decide_table", "answer", "ex1_answer"} <= set(res.values)
     assert res.values["answer"].data.count("\n- ") == 3  # one bullet per sub-claim, then the n for the power
     assert {"rr_metrics.nc", "rr_complementary.nc"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_records_and_skipped_files_keep_paths_relative_to_the_data_home(tmp_path, monkeypatch):
+    import pandas as pd
+    import torch
+
+    from toys import SmallNet
+
+    monkeypatch.setenv("DFROBUST_DATA_HOME", str(tmp_path))
+    inside = tmp_path / "synth" / "quick" / "img0.png"
+    assert robustness.home_relative(inside) == "synth/quick/img0.png"
+    assert robustness.home_relative("/elsewhere/data/ffpp/a.png") == "…/ffpp/a.png"
+    meta = pd.DataFrame({"path": [str(inside), "/elsewhere/data/ffpp/a.png"], "label": [0, 1]})
+    rec = robustness.attack_records({"m": SmallNet(0)}, ["fgsm"], [0.0, 0.01], torch.rand(2, 3, 8, 8),
+                                    torch.tensor([0, 1]), meta, device="cpu")
+    assert list(rec["path"].values) == ["synth/quick/img0.png", "…/ffpp/a.png"]  # the old code kept str(tmp_path)
+    bad = pd.DataFrame({"path": [str(inside), str(inside)], "label": [0, 1], "split": "test"})
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(b"not an image")
+    with pytest.raises(FileNotFoundError, match="synth/quick/img0.png") as err:
+        robustness.load_samples(bad, 8)
+    assert str(tmp_path) not in str(err.value)

@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -111,6 +112,23 @@ def check_sweep(attacks: Sequence[str], eps_grid: Sequence[float],
     return names, eps
 
 
+def home_relative(path) -> str:
+    """``path`` as the records and pages show it: relative to the data home (``synth/...``,
+    ``prepared/...``), so no absolute path of the building machine reaches a result; a path outside
+    the data home keeps only its last two parts (``…/folder/file``)."""
+    from ..core.paths import data_home
+
+    if not path:
+        return ""
+    p = Path(str(path))
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.resolve().relative_to(data_home().resolve()).as_posix()
+    except ValueError:
+        return "…/" + "/".join(p.parts[-2:])
+
+
 def _sample_coords(meta: pd.DataFrame | None, n: int) -> dict[str, tuple]:
     coords: dict[str, tuple] = {}
     meta = meta if meta is not None else pd.DataFrame(index=range(n))
@@ -120,6 +138,8 @@ def _sample_coords(meta: pd.DataFrame | None, n: int) -> dict[str, tuple]:
             if isinstance(fill, str):
                 vals = np.array(["" if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v)
                                  for v in vals], dtype=object)
+                if col == "path":  # relative to the data home: no absolute path of this machine in a result
+                    vals = np.array([home_relative(v) for v in vals], dtype=object)
             else:
                 vals = pd.to_numeric(meta[col], errors="coerce").fillna(fill).astype(int).to_numpy()
         else:
@@ -982,7 +1002,8 @@ def load_samples(df: pd.DataFrame, size: int) -> tuple[torch.Tensor, torch.Tenso
             imgs.append(load_images(row, size))
             keep.append(i)
         except (OSError, ValueError) as err:
-            skipped.append({"path": str(row["path"].iloc[0]), "reason": str(err)})
+            path = str(row["path"].iloc[0])
+            skipped.append({"path": home_relative(path), "reason": str(err).replace(path, home_relative(path))})
     if not keep:
         raise FileNotFoundError(f"none of the {len(df)} selected images could be read "
                                 f"(e.g. {skipped[0]['path'] if skipped else '?'})")
