@@ -595,6 +595,7 @@ def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, ra_margin: floa
 
 
 SUB_CLAIM_PARTS = {"similar_ra": "ra", "different_rr": "rr", "literal": "claim"}
+SUB_CLAIM_TITLES = {"similar_ra": "Similar RA", "different_rr": "Different RR", "literal": "The literal claim"}
 
 
 def decide_claims(records: xr.Dataset, b_grid: Sequence[float], claims: Mapping, *, by: str, n_boot: int = 1000,
@@ -650,14 +651,14 @@ def claim_sentences(decided: Mapping, claims: Mapping, *, unit: str = "identity"
     for name, v in decided["sub"].items():
         sc = claims["sub_claims"][name]
         iv = "no interval" if not np.isfinite(v.lo) else f"{v.estimate:+.3f} [{v.lo:+.3f}, {v.hi:+.3f}]"
-        lines.append(f"- **{name.replace('_', ' ')}** ({m1} vs {m2}, {a.upper()}): **{v.verdict}**. "
+        lines.append(f"- **{SUB_CLAIM_TITLES[name]}** ({m1} vs {m2}, {a.upper()}): **{v.verdict}**. "
                      f"{sc['statistic']} = {iv}, margin ±{sc['margin']:g}, n = {v.n} {units}; simulated power "
                      f"{decided['power'][name]:.0%} at this n.")
     need, n0 = decided["n_needed"], decided["sub"]["literal"].n
-    goal = f"- A {claims['power']:.0%} chance that the literal claim holds (simulated at the estimated effect) "
-    lines.append(goal + (f"is reached at this build's n = {n0} {units}." if need == n0 else
+    goal = f"- Power {claims['power']:.0%} for the literal claim (simulated at the estimated effect): "
+    lines.append(goal + (f"reached at this build's n = {n0} {units}." if need == n0 else
                          f"needs more than {need // 2} and at most about {need} {units}." if need is not None else
-                         f"needs more than {16 * n0} {units} (16× this build)."))
+                         f"not reached at {16 * n0} {units} (16× this build)."))
     return "\n".join(lines)
 
 
