@@ -44,10 +44,12 @@ def test_check_params_sets_up_the_run_and_returns_provenance():
     assert p["cw_kw"]["search_steps"] == d["cw_search_steps"] and p["cw_kw"]["c_init"] == d["cw_c_init"]
     prov = json.loads(json.dumps(p["params"]))  # serialisable provenance
     assert prov["seed"] == 5 and prov["eps_ref"] == p["eps_ref"] and prov["cw_kw"]["steps"] == d["cw_steps"]
+    torch.manual_seed(123)
     first = torch.rand(3)
-    robustness.check_params(**d)
-    assert torch.equal(first, torch.rand(3))  # seeded by the call
-    assert torch.get_num_threads() <= 2
+    torch.manual_seed(123)
+    robustness.check_params(**{**d, "seed": 7})
+    assert torch.equal(first, torch.rand(3))  # checking has no side effect: no seeding (prepare_run's job)
+    assert p["claims"] == robustness.subclaims() and prov["claims"]["alpha"] == p["claims"]["alpha"]
 
 
 @pytest.mark.parametrize("key,value,match", [
@@ -61,10 +63,6 @@ def test_check_params_sets_up_the_run_and_returns_provenance():
     ("n_b", 1, "n_b=1"),
     ("n_samples", 0, "n_samples=0"),
     ("n_boot", 1, "n_boot=1"),
-    ("ra_margin", 0.0, "ra_margin=0.0"),
-    ("alpha", 0.6, "alpha=0.6"),
-    ("ra_hi", 0.1, "ra_hi=0.1"),
-    ("radii", "some", "radii='some'"),
     ("min_val_auc", 1.5, "min_val_auc=1.5"),
     ("target_half_width", 0, "target_half_width=0"),
     ("profile", "huge", "profile='huge'"),
@@ -178,16 +176,113 @@ def test_minimal_and_tightening_figures():
     assert len(rfig.tightening(t, b=0.1).axes) == 1
 
 
-def test_validation_cell_is_one_call_and_the_sweep_has_the_new_attacks():
+def test_chapter_is_thin_one_check_one_prepare_run_one_glue():
     import nbformat
 
     nb = nbformat.read(TEMPLATE, as_version=4)
-    cell = next(c for c in nb.cells if c.cell_type == "code" and "check_params(" in c.source)
-    lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    assert len(lines) <= 8 and cell.source.count("check_params(") == 1
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    src = "\n".join(code)
+    assert src.count("from_namespace(robustness.check_params, globals())") == 1
+    assert src.count("prepare_run(") == 1 and src.count("glue_result(") == 1 and "glue(" not in src.replace("glue_result(", "")
+    assert "def " not in src and "lambda" not in src
+    logic = [c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
+    assert max(len(c.source.splitlines()) for c in logic) <= 15
+    assert sum(len(c.splitlines()) for c in code) <= 120
     d = _defaults()
     assert d["attacks"] == "fgsm,pgd,cwinf,rr"
     assert {"cw_c_init", "cw_search_steps", "cw_steps", "cw_lr"} <= set(d) and "cw_c" not in d
-    src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "minimal_records(" in src and '"rr_minimal.nc"' in src.replace("'", '"')
-    assert "tightening_table(" in src
+    assert not {"ra_margin", "rr_margin", "alpha", "ra_lo", "ra_hi", "radii"} & set(d)  # sub-claims: study.yml
+
+
+def _identity_records(n=200):
+    """The verdict tests' 'equal RA, different RR' records with two images per identity."""
+    from test_verdicts import _equal_ra_different_rr
+
+    rec = _equal_ra_different_rr(n=n)
+    return rec.assign_coords(identity=("sample", np.repeat([f"id{i:03d}" for i in range(n // 2)], 2)))
+
+
+def test_subclaims_are_read_from_the_study_spec_and_checked():
+    c = robustness.subclaims()
+    assert set(c["sub_claims"]) == {"similar_ra", "different_rr", "literal"} and 0 < c["alpha"] < 0.25
+    assert all(s["primary"] for s in c["sub_claims"].values()) and c["by_construction"]
+    from dfrobust.core.profiles import load_spec
+
+    spec = load_spec()
+    bad = {**spec, "notebooks": [{**e, "claims": {**e["claims"], "alpha": 0.6}} if e["name"] == "03_robustness"
+                                 else e for e in spec["notebooks"]]}
+    with pytest.raises(ValueError, match=r"^claims.alpha=0.6: expected"):
+        robustness.subclaims(bad)
+
+
+def test_decide_claims_reports_identities_power_and_one_sentence_per_sub_claim():
+    from dfrobust import metrics
+    from dfrobust.metrics.bootstrap import cluster_unit
+
+    rec = _identity_records()
+    claims = robustness.subclaims()
+    unit = cluster_unit(rec)
+    d = robustness.decide_claims(rec, metrics.linspace_grid(0.2, 21, what="b"), claims, by=unit, n_boot=300,
+                                 n_sim=20, sim_boot=100)
+    assert unit == "identity" and d["deciding"] == ("pgd", "a", "b")
+    assert d["sub"]["literal"].verdict == "holds" and d["sub"]["literal"].n == 100  # identities, not 200 images
+    assert d["power"]["literal"] >= 0.8 and d["n_needed"] == 100
+    text = robustness.claim_sentences(d, claims, unit=unit)
+    assert text.count("\n- ") == 3 and "n = 100 identities" in text and "simulated power" in text
+
+
+def test_sections_read_real_records_into_one_page_result(tmp_path):
+    """analyse → decide_rows → chapter_result on records of the real engine (two tiny detectors)."""
+    import pandas as pd
+    import torch
+
+    from dfrobust import metrics
+    from dfrobust.core.results import ChapterResult
+    from dfrobust.figures import robustness as rfig
+    from toys import SmallNet
+
+    n = 16
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(n, 3, 8, 8, generator=g), torch.arange(n) % 2
+    meta = pd.DataFrame({"identity": [f"id{i // 2}" for i in range(n)], "group": ["asian_male", "african_female"] * 8,
+                         "label": labels.numpy(), "path": [f"synth/img{i}.png" for i in range(n)]})
+    rec = robustness.with_worst_case(robustness.attack_records(
+        {"m1": SmallNet(1), "m2": SmallNet(2)}, ["pgd", "rr"], [0.0, 0.01, 0.05], images, labels, meta,
+        attack_kw={"pgd": {"steps": 2}, "rr": {"steps": 2}}, device="cpu"))
+    b_grid = metrics.linspace_grid(0.2, 5, what="b")
+    cfg = {"claims": robustness.subclaims(), "b_grid": b_grid, "eps_ref": 0.01, "b_ref": 0.1,
+           "attacks": ["pgd", "rr"], "params": {"rr_level": 0.9}}
+    a = robustness.analyse(cfg, rec, analysed=["m1", "m2"], n_boot=50, seed=0, out_dir=tmp_path, n_sim=3)
+    assert a.unit == "identity" and a.result.values["n_units"] == "8 identities"
+    assert set(a.result.tables["claims"]["n"]) == {8} and set(a.result.tables["claims"]["unit"]) == {"identity"}
+    assert a.result.values["answer"].count("n = 8 identities") == 3
+    decide = robustness.decide_rows(a, cfg, target_half_width=0.07, out_dir=tmp_path)
+    assert decide.columns[2] == "n (identities)" and (tmp_path / "rr_verdicts.csv").is_file()
+    cw = robustness.Minimal(ChapterResult(values={"cw_settings": "-", "cw_medians": "-", "cw_time_s": 0.0}))
+    res = rfig.chapter_result(ChapterResult(values={"data_label": "synthetic"}), a, cw, p=cfg, decide=decide)
+    assert {"fig1_b", "claim_fig", "tight_fig", "cw_fig_dist"} <= set(res.figures)
+    assert {"claim_verdict", "claim_counts", "decide_table", "answer", "ex1_answer"} <= set(res.values)
+    assert res.values["answer"].data.count("\n- ") == 3  # one bullet per sub-claim, then the n for the power
+    assert {"rr_metrics.nc", "rr_complementary.nc"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_records_and_skipped_files_keep_paths_relative_to_the_data_home(tmp_path, monkeypatch):
+    import pandas as pd
+    import torch
+
+    from toys import SmallNet
+
+    monkeypatch.setenv("DFROBUST_DATA_HOME", str(tmp_path))
+    inside = tmp_path / "synth" / "quick" / "img0.png"
+    assert robustness.home_relative(inside) == "synth/quick/img0.png"
+    assert robustness.home_relative("/elsewhere/data/ffpp/a.png") == "…/ffpp/a.png"
+    meta = pd.DataFrame({"path": [str(inside), "/elsewhere/data/ffpp/a.png"], "label": [0, 1]})
+    rec = robustness.attack_records({"m": SmallNet(0)}, ["fgsm"], [0.0, 0.01], torch.rand(2, 3, 8, 8),
+                                    torch.tensor([0, 1]), meta, device="cpu")
+    assert list(rec["path"].values) == ["synth/quick/img0.png", "…/ffpp/a.png"]  # the old code kept str(tmp_path)
+    bad = pd.DataFrame({"path": [str(inside), str(inside)], "label": [0, 1], "split": "test"})
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(b"not an image")
+    with pytest.raises(FileNotFoundError, match="synth/quick/img0.png") as err:
+        robustness.load_samples(bad, 8)
+    assert str(tmp_path) not in str(err.value)

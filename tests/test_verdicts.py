@@ -66,7 +66,10 @@ def test_n18_with_one_discordant_sample_is_inconclusive():
     assert r["ra"].verdict == "inconclusive"
     assert r["ra"].hi - r["ra"].lo > 0.05  # one discordant sample of 18: the interval is wider than the margin
     assert r["claim"].verdict == "inconclusive"
-    assert r["claim"].n_needed > n  # and it says how many samples would decide it
+    assert r["ra"].n_needed > n  # the RA part says how many samples would decide it ...
+    # ... but no sample differs in RR (both lose P(ŷ) by 0.3 > b_max everywhere): no n resampled from
+    # these records would show a difference, so the claim names none
+    assert "no difference detected at n = 18" in r["rr"].note and r["claim"].n_needed is None
 
 
 def _equal_ra_different_rr(n=200, rr_b=0.15):
@@ -104,11 +107,34 @@ def _identical(n):
     return rec
 
 
-def test_same_models_that_move_refute_different_rr():
+def test_identical_models_are_no_difference_detected_not_refuted():
+    # zero discordance: every resample gives ΔRR = 0, the band collapses to the resolution floor.
+    # The old rule called that "refuted" at n = 400; it only says no difference was detected.
     rec = _identical(400)
     r = V.similar_ra_different_rr(rec, "a", "b", "pgd", B_GRID, n_boot=300)
+    assert r["ra"].verdict == "holds" and r["rr"].verdict == "inconclusive"
+    assert r["claim"].verdict == "inconclusive" and "no difference detected at n = 400" in r["claim"].note
+    assert r["claim"].n_needed is None  # more of the same units never differ
+
+
+def test_discordant_models_with_equal_rr_refute_different_rr():
+    # 4 units where only b loses P(ŷ) by 0.05 and 4 where only a does: ΔRR = 0 with a real spread
+    rec = _identical(400)
+    for m, idx in ((1, slice(0, 4)), (0, slice(4, 8))):
+        v = rec["p_adv"].values.copy()
+        v[m, :, 1:, idx] = 0.85
+        rec["p_adv"] = (rec["p_adv"].dims, v)
+    r = V.similar_ra_different_rr(rec, "a", "b", "pgd", B_GRID, n_boot=500)
     assert r["ra"].verdict == "holds" and r["rr"].verdict == "refuted"
     assert r["claim"].verdict == "refuted"
+
+
+def test_difference_inside_the_margin_does_not_hold():
+    # ΔRR = 0.03 measured tightly: nonzero (the old rule: holds) but inside ±0.05 (refuted now)
+    boots = np.random.default_rng(0).normal(0, 0.002, (1000, 3)) + np.array([0.0, 0.03, 0.0])
+    v = V.difference(boots, np.array([0.0, 0.03, 0.0]), n=1000, margin=0.05)
+    assert v.verdict == "refuted"
+    assert V.difference(boots + 0.05, np.array([0.05, 0.08, 0.05]), n=1000, margin=0.05).verdict == "holds"
 
 
 def test_b_zero_is_excluded_from_the_rr_band():
@@ -121,7 +147,8 @@ def test_b_zero_is_excluded_from_the_rr_band():
     rec = _records(pc, pa, y)
     assert metrics.robust_ratio(rec, [0.0]).sel(eps=0.05).squeeze().values.tolist() == [1.0, 0.0]
     r = V.similar_ra_different_rr(rec, "a", "b", "pgd", B_GRID, n_boot=300)
-    assert r["rr"].verdict == "refuted" and r["claim"].verdict == "refuted"
+    assert r["rr"].verdict != "holds" and r["claim"].verdict != "holds"
+    assert "no difference detected" in r["rr"].note  # at every b > 0 both RRs are 1
 
 
 def test_no_informative_radius_is_inconclusive():
@@ -171,6 +198,8 @@ def test_difference_rule():
     est = np.array([0.0, 0.0, 0.1, 0.0, 0.0])
     v = V.difference(boots + est, est, n=1000, margin=0.05, labels=list("abcde"))
     assert v.verdict == "holds" and "at c" in v.note
+    v = V.difference(np.zeros((1000, 5)), np.zeros(5), n=1000, margin=0.05)
+    assert v.verdict == "inconclusive" and "no difference detected" in v.note  # a collapsed band
     v = V.difference(boots, np.zeros(5), n=1000, margin=0.05)
     assert v.verdict == "refuted"
     v = V.difference(boots, np.zeros(5), n=1000, margin=0.05, moved=False)
@@ -303,3 +332,74 @@ def test_decide_html_keeps_whole_claims_and_marks_missing_values():
     html = decide_html(t).data
     assert claim.replace("<", "&lt;") in html and "0.123<" in html and "—" in html and "<NA>" not in html
     assert "<th></th>" not in html                                   # no index column
+
+
+def test_holm_steps_down_where_bonferroni_stops():
+    # rules decided at a level with known p-values: Holm decides all three, Bonferroni (α/3) only one
+    p = {"x": 0.001, "y": 0.015, "z": 0.024, "w": 0.5}
+    rule = lambda k, level: V.Verdict(k, "holds" if p[k] <= level else "inconclusive", "p <= level", 0.05,
+                                      p[k], 0, 0, 10)
+    out = V.holm(rule, list(p), 0.05)
+    assert {k for k, (v, _) in out.items() if v.verdict == "holds"} == {"x", "y", "z"}
+    assert out["x"][1] == pytest.approx(0.05 / 4) and out["z"][1] == pytest.approx(0.05 / 2)
+    assert out["w"][0].verdict == "inconclusive" and out["w"][1] == pytest.approx(0.05)
+    assert sum(p[k] <= 0.05 / 4 for k in p) == 1
+
+
+def _clustered(n_id=12, per_id=10, seed=0):
+    """Per-sample 0/1 values constant within each identity (a fully clustered toy)."""
+    rng = np.random.default_rng(seed)
+    per = rng.integers(0, 2, n_id)
+    ids = np.repeat([f"id{i:02d}" for i in range(n_id)], per_id)
+    return xr.DataArray(np.repeat(per, per_id).astype(float), dims="sample",
+                        coords={"sample": np.arange(ids.size), "identity": ("sample", ids)})
+
+
+def test_identity_bootstrap_is_wider_than_image_bootstrap_on_clustered_data():
+    from dfrobust.metrics.bootstrap import cluster_unit, n_units
+
+    v = _clustered()
+    img = metrics.bootstrap(v, by="sample", n_boot=2000, seed=1)
+    ids = metrics.bootstrap(v, by="identity", n_boot=2000, seed=1)
+    w_img, w_id = float(img.hi - img.lo), float(ids.hi - ids.lo)
+    assert w_id > 2 * w_img  # 12 independent units, not 120: about sqrt(10) wider
+    assert cluster_unit(v) == "identity" and n_units(v, "identity") == 12 and n_units(v, "sample") == 120
+    v2 = v.assign_coords(identity=("sample", np.where(np.arange(120) == 3, "", v.identity.values)))
+    assert cluster_unit(v2) == "sample"  # an identity missing somewhere: no cluster to resample
+
+
+def _bernoulli_units(k_one=60, n=100, per_unit=1):
+    v = np.repeat(np.r_[np.ones(k_one), np.zeros(n - k_one)], per_unit)
+    ids = np.repeat([f"id{i:03d}" for i in range(n)], per_unit)
+    return xr.Dataset({"v": ("sample", v)}, coords={"sample": np.arange(v.size), "identity": ("sample", ids)})
+
+
+def _above_half(ds):
+    """Holds if the Wilson 95 % lower bound of the unit mean lies above 0.5 (units of equal size)."""
+    k, n = int(round(ds["v"].values.sum() / 2)), ds.sizes["sample"] // 2
+    lo, hi = V.wilson(k, n)
+    return V.threshold(k / n, lo, hi, n=n, target=0.5, claim="above")
+
+
+def test_simulated_power_matches_the_exact_binomial_power():
+    from scipy.stats import binom
+
+    ds = _bernoulli_units(per_unit=2)  # 100 identities, 60 % ones, two images each
+    n = 80
+    exact = sum(binom.pmf(k, n, 0.6) for k in range(n + 1) if V.wilson(k, n)[0] >= 0.5)
+    sim = V.simulated_power(ds, _above_half, by="identity", n=n, n_sim=1000, seed=3)
+    assert sim == pytest.approx(exact, abs=0.05)  # resampling 60 % ones is Binomial(n, 0.6)
+    assert V.simulated_power(_bernoulli_units(k_one=50, per_unit=2), _above_half, by="identity", n=n,
+                             n_sim=500, seed=3) <= 0.06  # no effect: about the rule's one-sided level
+
+
+def test_n_needed_by_simulation_climbs_the_doubling_ladder():
+    from scipy.stats import binom
+
+    ds = _bernoulli_units(per_unit=2)
+    exact = lambda n: sum(binom.pmf(k, n, 0.6) for k in range(n + 1) if V.wilson(k, n)[0] >= 0.5)
+    n, pw = V.n_needed_by_simulation(ds, _above_half, by="identity", power=0.8, n_sim=300, seed=1)
+    assert n == 200 and pw >= 0.8  # exact power: 0.52 at 100 identities, 0.84 at 200
+    assert exact(100) < 0.8 <= exact(200)
+    r = V.resample_units(ds, "identity", 7, np.random.default_rng(0))
+    assert r.sizes["sample"] == 14 and len(set(r.identity.values)) == 7  # a unit keeps its images

@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -58,8 +59,9 @@ import xarray as xr
 
 from .. import attacks as _attacks
 from .. import metrics
+from ..metrics.bootstrap import n_units
 from ..metrics.grids import check_b_grid
-from ..core.device import auto_batch_size, describe, pick_device, prepare_run
+from ..core.device import auto_batch_size, describe, pick_device
 
 #: manifest columns copied onto the ``sample`` dimension, with the fill for a missing column
 SAMPLE_COORDS = {"group": "", "manipulation": "", "video_id": "", "frame_index": -1,
@@ -110,6 +112,23 @@ def check_sweep(attacks: Sequence[str], eps_grid: Sequence[float],
     return names, eps
 
 
+def home_relative(path) -> str:
+    """``path`` as the records and pages show it: relative to the data home (``synth/...``,
+    ``prepared/...``), so no absolute path of the building machine reaches a result; a path outside
+    the data home keeps only its last two parts (``…/folder/file``)."""
+    from ..core.paths import data_home
+
+    if not path:
+        return ""
+    p = Path(str(path))
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.resolve().relative_to(data_home().resolve()).as_posix()
+    except ValueError:
+        return "…/" + "/".join(p.parts[-2:])
+
+
 def _sample_coords(meta: pd.DataFrame | None, n: int) -> dict[str, tuple]:
     coords: dict[str, tuple] = {}
     meta = meta if meta is not None else pd.DataFrame(index=range(n))
@@ -119,6 +138,8 @@ def _sample_coords(meta: pd.DataFrame | None, n: int) -> dict[str, tuple]:
             if isinstance(fill, str):
                 vals = np.array(["" if (v is None or (isinstance(v, float) and math.isnan(v))) else str(v)
                                  for v in vals], dtype=object)
+                if col == "path":  # relative to the data home: no absolute path of this machine in a result
+                    vals = np.array([home_relative(v) for v in vals], dtype=object)
             else:
                 vals = pd.to_numeric(meta[col], errors="coerce").fillna(fill).astype(int).to_numpy()
         else:
@@ -526,7 +547,7 @@ def group_table(records: xr.Dataset, *, eps: float, b: float, by: str = "sample"
         ra, rr = ra_rr_with_ci(sub, [b], by=by, n_boot=n_boot, seed=seed)
         for name, ds in (("RA", ra), ("RR", rr.isel(b=0, drop=True))):
             df = ds.isel(eps=0, drop=True).to_dataframe()[["estimate", "lo", "hi"]].reset_index()
-            rows.append(df.assign(group=g, metric=name, n=sub.sizes["sample"]))
+            rows.append(df.assign(group=g, metric=name, n=n_units(sub, by)))
     if not rows:
         return pd.DataFrame(columns=columns)
     out = pd.concat(rows, ignore_index=True).rename(columns={"estimate": "value"})
@@ -540,34 +561,105 @@ def claim_table(records: xr.Dataset, b_grid: Sequence[float], *, ra_margin: floa
     """Decide the paper's claim "similar RA, different RR" for every attack and model pair.
 
     One row per (attack, model pair) with the verdict of the claim and of its two parts (RA
-    similar by TOST, RR different by a simultaneous band over b ∈ (0, b_max]); the rule, margin,
-    interval, n and n needed of each come from :func:`dfrobust.metrics.verdicts.similar_ra_different_rr`.
-    All pairs share one set of bootstrap resamples.
+    similar by TOST, RR different by a simultaneous band over b ∈ (0, b_max] that must exclude
+    ±``rr_margin``); the rule, margin, interval, n (units of ``by``) and n needed of each come from
+    :func:`dfrobust.metrics.verdicts.similar_ra_different_rr`. The comparisons are one family at
+    family-wise level ``alpha``, decided by Holm's step-down (:func:`dfrobust.metrics.verdicts.holm`;
+    column ``level``: the level a row was decided or last tested at). All pairs share one set of
+    bootstrap resamples.
     """
     from ..metrics import verdicts as V
 
     models = [str(m) for m in records.model.values]
     names = [str(a) for a in records.attack.values] if attacks is None else list(attacks)
     w = metrics.bootstrap_weights(records, by=by, n_boot=n_boot, seed=seed)
+    keys = [(a, m1, m2) for a in names for i, m1 in enumerate(models) for m2 in models[i + 1:]]
+    decide = lambda k, level: V.similar_ra_different_rr(
+        records, k[1], k[2], k[0], b_grid, ra_margin=ra_margin, rr_margin=rr_margin, alpha=level,
+        ra_window=ra_window, radii=radii, weights=w, by=by)
     rows = []
-    for a in names:
-        for i, m1 in enumerate(models):
-            for m2 in models[i + 1:]:
-                r = V.similar_ra_different_rr(records, m1, m2, a, b_grid, ra_margin=ra_margin, rr_margin=rr_margin,
-                                              alpha=alpha, ra_window=ra_window, radii=radii, weights=w, by=by)
-                c, ra, rr = r["claim"], r["ra"], r["rr"]
-                rows.append({
-                    "attack": a, "model_a": m1, "model_b": m2, "verdict": c.verdict, "eps": r["eps"], "b": r["b"],
-                    "n_radii": len(r["radii"]),
-                    "RA_diff": ra.estimate, "RA_lo": ra.lo, "RA_hi": ra.hi, "RA_verdict": ra.verdict,
-                    "RR_diff": rr.estimate, "RR_lo": rr.lo, "RR_hi": rr.hi, "RR_verdict": rr.verdict,
-                    "n": c.n, "n_needed": c.n_needed, "note": c.note, "claim_verdict": c,
-                })
-    cols = ["attack", "model_a", "model_b", "verdict", "eps", "b", "n_radii", "RA_diff", "RA_lo", "RA_hi",
-            "RA_verdict", "RR_diff", "RR_lo", "RR_hi", "RR_verdict", "n", "n_needed", "note", "claim_verdict"]
+    for (a, m1, m2), (r, level) in (V.holm(decide, keys, alpha).items() if keys else []):
+        c, ra, rr = r["claim"], r["ra"], r["rr"]
+        rows.append({
+            "attack": a, "model_a": m1, "model_b": m2, "verdict": c.verdict, "eps": r["eps"], "b": r["b"],
+            "n_radii": len(r["radii"]), "level": level,
+            "RA_diff": ra.estimate, "RA_lo": ra.lo, "RA_hi": ra.hi, "RA_verdict": ra.verdict,
+            "RR_diff": rr.estimate, "RR_lo": rr.lo, "RR_hi": rr.hi, "RR_verdict": rr.verdict,
+            "n": c.n, "unit": by, "n_needed": c.n_needed, "note": c.note, "claim_verdict": c,
+        })
+    cols = ["attack", "model_a", "model_b", "verdict", "eps", "b", "n_radii", "level", "RA_diff", "RA_lo", "RA_hi",
+            "RA_verdict", "RR_diff", "RR_lo", "RR_hi", "RR_verdict", "n", "unit", "n_needed", "note", "claim_verdict"]
     out = pd.DataFrame(rows, columns=cols)
     out["n_needed"] = out["n_needed"].astype("Int64")
     return out
+
+
+SUB_CLAIM_PARTS = {"similar_ra": "ra", "different_rr": "rr", "literal": "claim"}
+SUB_CLAIM_TITLES = {"similar_ra": "Similar RA", "different_rr": "Different RR", "literal": "The literal claim"}
+
+
+def decide_claims(records: xr.Dataset, b_grid: Sequence[float], claims: Mapping, *, by: str, n_boot: int = 1000,
+                  seed: int = 0, n_sim: int = 50, sim_boot: int = 200) -> dict:
+    """Chapter 03's verdicts under the sub-claims fixed in ``study.yml`` (:func:`subclaims`).
+
+    Returns ``table`` (:func:`claim_table`, Holm over the comparisons), ``headline`` (the literal claim
+    over every comparison, :func:`dfrobust.metrics.verdicts.overall`), ``deciding`` (the comparison
+    whose numbers the headline quotes) and, for it, ``sub`` (name → its :class:`Verdict`), ``power``
+    (name → share of ``n_sim`` data sets resampled by ``by`` from these records at this n on which the
+    sub-claim holds, with ``sim_boot`` resamples each) and ``n_needed`` (the identities at which the
+    literal claim's simulated power reaches ``claims["power"]``, None when 16× the units do not).
+    """
+    from ..metrics import verdicts as V
+
+    subs = claims["sub_claims"]
+    kw = dict(ra_margin=subs["similar_ra"]["margin"], rr_margin=subs["different_rr"]["margin"],
+              ra_window=tuple(claims["ra_window"]), radii=claims["radii"])
+    table = claim_table(records, b_grid, alpha=claims["alpha"], by=by, n_boot=n_boot, seed=seed, **kw)
+    out = {"table": table, "headline": V.overall(list(table["claim_verdict"]), "similar RA, different RR "
+                                                  "(some attack and model pair)"),
+           "deciding": None, "sub": {}, "power": {}, "n_needed": None, "level": claims["alpha"]}
+    if not len(table):
+        return out
+    held = table[table["verdict"] == V.HOLDS]
+    pick = held if len(held) else table
+    row = pick.loc[pick["n_needed"].astype("Float64").fillna(np.inf).astype(float).idxmin()] if not len(held) \
+        else held.loc[held["RR_diff"].abs().idxmax()]
+    key = (row["attack"], row["model_a"], row["model_b"])
+    level = float(row["level"])
+    rule = lambda rec: {k: v for k, v in V.similar_ra_different_rr(
+        rec, key[1], key[2], key[0], b_grid, alpha=level, by=by, n_boot=sim_boot, seed=seed, **kw).items()
+        if k in SUB_CLAIM_PARTS.values()}
+    r = V.similar_ra_different_rr(records, key[1], key[2], key[0], b_grid, alpha=level, by=by, n_boot=n_boot,
+                                  seed=seed, **kw)
+    power = V.simulated_power(records, rule, by=by, n_sim=n_sim, seed=seed)
+    lit = lambda rec: rule(rec)["claim"]
+    need, _ = V.n_needed_by_simulation(records, lit, by=by, power=claims["power"], n_sim=n_sim, seed=seed)
+    out.update(deciding=key, level=level, n_needed=need,
+               sub={name: r[part] for name, part in SUB_CLAIM_PARTS.items()},
+               power={name: power[part] for name, part in SUB_CLAIM_PARTS.items()})
+    return out
+
+
+def claim_sentences(decided: Mapping, claims: Mapping, *, unit: str = "identity") -> str:
+    """One plain sentence per sub-claim (verdict, statistic, interval, n in units, simulated power) for
+    the comparison that decides (or comes closest to deciding) the claim, as Markdown bullets."""
+    if decided["deciding"] is None:
+        return "No comparison: fewer than two detectors were analysed, so no sub-claim was decided."
+    units = unit if unit == "sample" else unit.replace("identity", "identities") if unit == "identity" else unit + "s"
+    a, m1, m2 = decided["deciding"]
+    lines = []
+    for name, v in decided["sub"].items():
+        sc = claims["sub_claims"][name]
+        iv = "no interval" if not np.isfinite(v.lo) else f"{v.estimate:+.3f} [{v.lo:+.3f}, {v.hi:+.3f}]"
+        lines.append(f"- **{SUB_CLAIM_TITLES[name]}** ({m1} vs {m2}, {a.upper()}): **{v.verdict}**. "
+                     f"{sc['statistic']} = {iv}, margin ±{sc['margin']:g}, n = {v.n} {units}; simulated power "
+                     f"{decided['power'][name]:.0%} at this n.")
+    need, n0 = decided["n_needed"], decided["sub"]["literal"].n
+    goal = f"- Power {claims['power']:.0%} for the literal claim (simulated at the estimated effect): "
+    lines.append(goal + (f"reached at this build's n = {n0} {units}." if need == n0 else
+                         f"needs more than {need // 2} and at most about {need} {units}." if need is not None else
+                         f"not reached at {16 * n0} {units} (16× this build)."))
+    return "\n".join(lines)
 
 
 def attack_options(attack_names: Sequence[str], *, steps: int) -> dict[str, dict]:
@@ -616,7 +708,7 @@ def bound_table(records: xr.Dataset, *, eps: float, b: float, worst: str = "wors
                          "RR_attack": float(rps.sel(attack=a, model=m).mean()),
                          "RR_worst": float(rps.sel(attack=worst, model=m).mean()),
                          "tightening": float(dm["estimate"]), "lo": float(dm["lo"]), "hi": float(dm["hi"]),
-                         "n": int(rec.sizes["sample"])})
+                         "n": n_units(rec, by)})
     return pd.DataFrame(rows)
 
 
@@ -645,7 +737,7 @@ def tightening_table(records: xr.Dataset, b_grid: Sequence[float], *, loose: str
     out = d[["estimate", "lo", "hi"]].to_dataframe().reset_index().rename(columns={"estimate": "tightening"})
     out = out.merge(rr.sel(attack=loose, drop=True).to_dataframe("RR_loose").reset_index(), on=["model", "eps", "b"])
     out = out.merge(rr.sel(attack=tight, drop=True).to_dataframe("RR_tight").reset_index(), on=["model", "eps", "b"])
-    out = out.assign(loose=loose, tight=tight, n=int(rec.sizes["sample"]))
+    out = out.assign(loose=loose, tight=tight, n=n_units(rec, by))
     return out[["model", "loose", "tight", "eps", "b", "RR_loose", "RR_tight", "tightening", "lo", "hi", "n"]]
 
 
@@ -698,7 +790,7 @@ def minimal_curves(minimal: xr.Dataset, radii: Sequence[float], b: float, *, by:
         d = metrics.bootstrap(v, weights=w, ci=ci).to_dataframe()[["estimate", "lo", "hi"]].reset_index()
         rows.append(d.assign(metric=name))
     out = pd.concat(rows, ignore_index=True).rename(columns={"estimate": "value"})
-    return out.assign(b=float(b), n=int(minimal.sizes["sample"]))[["model", "metric", "r", "b", "value", "lo",
+    return out.assign(b=float(b), n=n_units(minimal, by))[["model", "metric", "r", "b", "value", "lo",
                                                                    "hi", "n"]]
 
 
@@ -731,18 +823,56 @@ def minimal_summary(minimal: xr.Dataset, *, by: str = "sample", n_boot: int = 10
                      "found_hi": float(np.quantile(share, qs[1])),
                      "median_linf": float(np.median(np.asarray(minimal["linf_at_min"].sel(model=m).values)[f > 0]))
                      if f.any() else float("nan"),
-                     "n": int(v.size)})
+                     "n": n_units(minimal, by)})
     return pd.DataFrame(rows)
+
+
+def subclaims(spec: Mapping | None = None) -> dict:
+    """Chapter 03's sub-claims as ``study.yml`` fixes them before any run (the ``claims:`` block of the
+    ``03_robustness`` entry; ``spec``: a parsed study.yml, else the project's), checked: ``alpha``,
+    ``ra_window``, ``radii``, ``power``, ``sub_claims`` (name → statistic, margin, direction,
+    primary) and ``by_construction``. One-line ValueError naming the bad entry."""
+    from ..core.params import check_number
+    from ..core.profiles import load_spec
+
+    spec = load_spec() if spec is None else spec
+    entry = next((e for e in spec.get("notebooks") or [] if isinstance(e, Mapping) and e.get("name") == "03_robustness"),
+                 None)
+    c = (entry or {}).get("claims")
+    if not isinstance(c, Mapping):
+        raise ValueError("study.yml: 03_robustness has no claims: block; expected the sub-claims fixed before the run")
+    alpha = check_number(c.get("alpha"), "claims.alpha", 0, 0.25, lo_open=True)
+    power = check_number(c.get("power"), "claims.power", 0, 1, lo_open=True)
+    win = c.get("ra_window")
+    if not (isinstance(win, (list, tuple)) and len(win) == 2 and all(isinstance(v, (int, float)) for v in win)
+            and 0 <= win[0] < win[1] <= 1):
+        raise ValueError(f"claims.ra_window={win!r}: expected [lo, hi] with 0 <= lo < hi <= 1")
+    if c.get("radii") not in ("informative", "all"):
+        raise ValueError(f"claims.radii={c.get('radii')!r}: expected 'informative' (both RAs in ra_window) or 'all'")
+    subs = {}
+    for sc in c.get("sub_claims") or []:
+        name = sc.get("name") if isinstance(sc, Mapping) else None
+        if name not in ("similar_ra", "different_rr", "literal"):
+            raise ValueError(f"claims.sub_claims name={name!r}: expected similar_ra, different_rr or literal")
+        for k in ("statistic", "direction"):
+            if not isinstance(sc.get(k), str) or not sc[k]:
+                raise ValueError(f"claims.sub_claims[{name}].{k}={sc.get(k)!r}: expected a sentence")
+        subs[name] = {"statistic": sc["statistic"], "direction": sc["direction"], "primary": bool(sc.get("primary")),
+                      "margin": check_number(sc.get("margin"), f"claims.sub_claims[{name}].margin", 0, 1, lo_open=True)}
+    if set(subs) != {"similar_ra", "different_rr", "literal"}:
+        raise ValueError(f"claims.sub_claims: {sorted(subs)}; expected similar_ra, different_rr and literal")
+    return {"alpha": float(alpha), "power": float(power), "ra_window": [float(win[0]), float(win[1])],
+            "radii": c["radii"], "sub_claims": subs, "by_construction": [str(x) for x in c.get("by_construction") or []]}
 
 
 def check_params(*, data_root: str = "", profile: str, seed: int, models: str, attacks: str, eps_min: float, eps_max: float,
                  n_eps: int, b_max: float, n_b: int, n_samples: int, pgd_steps: int, cw_c_init: float,
                  cw_search_steps: int, cw_steps: int, cw_lr: float, n_boot: int, rr_level: float, eps_ref: float,
-                 b_ref: float, ra_margin: float, rr_margin: float, alpha: float, ra_lo: float, ra_hi: float,
-                 radii: str, target_half_width: float, min_val_auc: float, device: str, shard_size: int = 32,
+                 b_ref: float, target_half_width: float, min_val_auc: float, device: str, shard_size: int = 32,
                  workers: int = 0, weights: str = "") -> dict:
-    """Every parameter of the RA-vs-RR chapter checked before any data or model is touched, then
-    the run set up (device chosen, seeds set, CPU threads capped at 2).
+    """Every parameter of the RA-vs-RR chapter checked before any data or model is touched, and the
+    sub-claims read from ``study.yml`` (:func:`subclaims`). No side effect: the device is checked
+    (a one-line error when it is absent) but seeds and threads are :func:`prepare_run`'s job.
 
     One-line ValueError naming the parameter and what is expected. Returns the canonical values:
     ``models`` and ``attacks`` lists, ``eps_grid`` (0 plus ``n_eps`` log-spaced radii), ``b_grid``,
@@ -787,15 +917,6 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     check_number(rr_level, "rr_level", 0, 1)
     check_number(eps_ref, "eps_ref", 0, 1, lo_open=True)
     check_number(b_ref, "b_ref", 0, 1, lo_open=True)
-    check_number(ra_margin, "ra_margin", 0, 1, lo_open=True)
-    check_number(rr_margin, "rr_margin", 0, 1, lo_open=True)
-    check_number(alpha, "alpha", 0, 0.25, lo_open=True)
-    check_number(ra_lo, "ra_lo", 0, 1)
-    check_number(ra_hi, "ra_hi", 0, 1)
-    if ra_hi <= ra_lo:
-        raise ValueError(f"ra_hi={ra_hi!r}: expected a value above ra_lo={ra_lo!r} (RA window (ra_lo, ra_hi))")
-    if radii not in ("informative", "all"):
-        raise ValueError(f"radii={radii!r}: expected 'informative' (both RAs in (ra_lo, ra_hi)) or 'all'")
     check_number(target_half_width, "target_half_width", 0, 0.5, lo_open=True)
     check_number(min_val_auc, "min_val_auc", 0, 1)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -807,7 +928,8 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     cw_kw = cw_options(c_init=cw_c_init, search_steps=cw_search_steps, steps=cw_steps, lr=cw_lr)
     check_data_root(profile, data_root)
     check_weights(model_list, weights)
-    dev = prepare_run(device, seed)  # every check passed: device (one-line error if absent), threads, seeds
+    claims = subclaims()
+    dev = pick_device(device)  # one-line error if absent; seeds and threads: prepare_run
     positive = [e for e in eps if e > 0]
     eps_ref_used = min(positive, key=lambda e: abs(e - eps_ref))
     b_ref_used = min(b_grid, key=lambda b: abs(b - b_ref))
@@ -815,13 +937,12 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                   b_grid=[float(b) for b in b_grid], n_samples=int(n_samples), pgd_steps=int(pgd_steps),
                   attack_kw=attack_kw, cw_kw={k: (float(v) if isinstance(v, float) else v) for k, v in cw_kw.items()},
                   n_boot=int(n_boot), rr_level=float(rr_level), eps_ref=float(eps_ref_used),
-                  b_ref=float(b_ref_used), ra_margin=float(ra_margin), rr_margin=float(rr_margin),
-                  alpha=float(alpha), ra_window=[float(ra_lo), float(ra_hi)], radii=radii,
+                  b_ref=float(b_ref_used), claims=claims,
                   target_half_width=float(target_half_width), min_val_auc=float(min_val_auc), device=str(dev),
                   shard_size=int(shard_size), workers=int(workers), weights=str(weights or ""))
     return {"models": model_list, "attacks": names, "eps_grid": eps, "b_grid": b_grid,
             "eps_ref": eps_ref_used, "b_ref": b_ref_used, "attack_kw": attack_kw, "cw_kw": cw_kw,
-            "device": dev, "params": params}
+            "device": dev, "claims": claims, "params": params}
 
 
 # ----------------------------------------------------------------------------- evaluation set
@@ -882,9 +1003,229 @@ def load_samples(df: pd.DataFrame, size: int) -> tuple[torch.Tensor, torch.Tenso
             imgs.append(load_images(row, size))
             keep.append(i)
         except (OSError, ValueError) as err:
-            skipped.append({"path": str(row["path"].iloc[0]), "reason": str(err)})
+            path = str(row["path"].iloc[0])
+            skipped.append({"path": home_relative(path), "reason": str(err).replace(path, home_relative(path))})
     if not keep:
         raise FileNotFoundError(f"none of the {len(df)} selected images could be read "
                                 f"(e.g. {skipped[0]['path'] if skipped else '?'})")
     kept = df.iloc[keep].reset_index(drop=True)
     return (torch.cat(imgs), torch.tensor(kept["label"].to_numpy(np.int64).copy()), kept, skipped)
+
+
+# ----------------------------------------------------------------------------- chapter 03's sections
+# What the notebook calls: each section returns what its page shows (values the prose quotes and tables,
+# as a ChapterResult glued under the prefix ``rr``) and what later sections need. Figures are drawn by
+# dfrobust.figures.robustness.chapter_figures (figures sit above experiments).
+
+
+@dataclass
+class Samples:
+    """The attacked images: tensors at the analysed detectors' size, their manifest rows, and the
+    unreadable files skipped (path relative to the data home, reason)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    meta: pd.DataFrame
+    skipped: list
+
+
+def evaluation_set(p: Mapping, s: Setup, *, target_half_width: float, min_val_auc: float):
+    """The section "Data, detectors and the sample size": the quality gate, the power target and the
+    loaded images. Returns (ChapterResult, :class:`Samples`)."""
+    from ..core.results import ChapterResult
+    from ..data import data_note
+    from ..metrics import verdicts as V
+    from ..models.published import origin
+
+    excluded = s.gate[~s.gate["analysed"]]
+    gate_sentence = (f"Every detector passed the quality gate (validation AUC ≥ {min_val_auc:.2f})." if excluded.empty
+                     else "Not analysed: " + "; ".join(f"{r.model} ({r.status.removeprefix('not analysed: ')})"
+                                                       for r in excluded.itertuples()) + ".")
+    strata = int(s.manifest.query("split == 'test'").groupby(["label", "group"]).ngroups) or 1
+    images, labels, meta, skipped = load_samples(s.selection, s.size)
+    res = ChapterResult(values=dict(
+        data_label=s.data_label, data_note=data_note(s.manifest), detector_origin=origin(s.trained),
+        n_samples=int(len(meta)), n_skipped=int(len(skipped)), power_n=V.power_n(target_half_width),
+        power_n_strata=f"{V.power_n(target_half_width, multiple=strata)} ({strata} strata)",
+        target_hw=float(target_half_width), min_val_auc=float(min_val_auc), gate_sentence=gate_sentence,
+        eps_ref=float(p["eps_ref"]), b_ref=float(p["b_ref"]), level=float(p["params"]["rr_level"]),
+        n_eps=len(p["eps_grid"]) - 1, eps_min=float(p["eps_grid"][1]), eps_max=float(p["eps_grid"][-1]),
+        b_max=float(p["b_grid"][-1]), shard_size=int(p["params"]["shard_size"])),
+        tables=dict(gate=s.gate.round(3), strata_counts=meta.groupby(["label", "group"]).size().unstack(fill_value=0)))
+    return res, Samples(images, labels, meta, skipped)
+
+
+@dataclass
+class Analysis:
+    """The ε sweep's readings: RA/RR and their intervals, the tables and the verdicts (``decided``,
+    :func:`decide_claims`), with the ChapterResult of what the page quotes (``result``)."""
+
+    result: object
+    unit: str
+    ra: xr.DataArray | None = None
+    rr: xr.DataArray | None = None
+    ra_ci: xr.Dataset | None = None
+    rr_ci: xr.Dataset | None = None
+    decided: dict | None = None
+
+
+def _interval(v) -> str:
+    return "no interval" if not np.isfinite(v.lo) else \
+        f"ΔRR = {v.estimate:+.3f} [{v.lo:+.3f}, {v.hi:+.3f}] at n = {v.n}"
+
+
+def analyse(p: Mapping, records: xr.Dataset | None, *, analysed: Sequence[str], n_boot: int, seed: int,
+            out_dir, n_sim: int = 50) -> Analysis:
+    """Every reading of the ε-sweep records (no attack runs): RA and RR with identity-bootstrap
+    intervals (saved as ``rr_metrics.nc`` in ``out_dir``), the per-group table, the verdicts under
+    the sub-claims of ``study.yml`` with their simulated power, the tightening and worst-case tables and
+    the complementary metrics (``rr_complementary.nc``). ``records`` None: no detector was analysed."""
+    from ..core import results
+    from ..core.results import ChapterResult
+    from ..metrics.bootstrap import cluster_unit
+
+    claims, b_grid = p["claims"], p["b_grid"]
+    eps_ref, b_ref = p["eps_ref"], p["b_ref"]
+    subs = claims["sub_claims"]
+    values = dict(alpha=claims["alpha"], ra_margin=subs["similar_ra"]["margin"],
+                  rr_margin=subs["different_rr"]["margin"], ra_lo=claims["ra_window"][0], ra_hi=claims["ra_window"][1],
+                  worst_of=", ".join(a.upper() for a in budgeted_linf(p["attacks"])))
+    if records is None:
+        values.update(n_units="no records", claim_verdict="inconclusive", claim_counts="no comparison",
+                      claim_interval="no interval", claim_n_needed="no interval to extrapolate", claim_from="—",
+                      answer="No detector passed the quality gate: nothing was attacked, no sub-claim was decided.",
+                      tight_ref="not computed (no analysed detector)", tight_max="not computed",
+                      bound_max="no worst case computed", n_comparisons=0, group_attack="—")
+        return Analysis(ChapterResult(values=values), "sample")
+    unit = cluster_unit(records)
+    values["n_units"] = f"{n_units(records, unit)} {'identities' if unit == 'identity' else unit + 's'}"
+    ra, rr = metrics.robust_accuracy(records), metrics.robust_ratio(records, b_grid)
+    ra_ci, rr_ci = ra_rr_with_ci(records, b_grid, by=unit, n_boot=n_boot, seed=seed)
+    summary = ra_ci.rename({k: f"RA_{k}" for k in ra_ci.data_vars}).merge(
+        rr_ci.rename({k: f"RR_{k}" for k in rr_ci.data_vars}))
+    summary["clean_accuracy"] = metrics.clean_accuracy(records)
+    summary.attrs.update(records.attrs, unit=unit)
+    results.save(summary, out_dir / "rr_metrics.nc")
+    tables = {"ra": ra.to_dataframe().unstack("eps")["RA"].round(3)}
+    atk = "worst" if "worst" in records.attack.values else str(records.attack.values[-1])
+    groups = group_table(records, eps=eps_ref, b=b_ref, by=unit, n_boot=n_boot, seed=seed)
+    tables["groups"] = groups[groups["attack"] == atk]
+    values["group_attack"] = atk.upper()
+    decided = {"table": pd.DataFrame(columns=["attack", "model_a", "model_b", "verdict", "claim_verdict"]),
+               "headline": None, "deciding": None}
+    if len(analysed) >= 2:
+        decided = decide_claims(records, b_grid, claims, by=unit, n_boot=n_boot, seed=seed, n_sim=n_sim)
+    claim_vs = list(decided["table"]["claim_verdict"])
+    from ..metrics import verdicts as V
+
+    head = V.overall(claim_vs, "similar RA, different RR (some attack and model pair)")
+    decided["headline"] = head
+    tables["claims"] = decided["table"].drop(columns=["claim_verdict"])
+    counts = ", ".join(f"{sum(v.verdict == k for v in claim_vs)} {k}" for k in V.VERDICTS)
+    frm = head.note.split("numbers from: ")[-1] if "numbers from" in head.note else "—"
+    values.update(
+        n_comparisons=len(claim_vs), claim_verdict=head.verdict, claim_counts=f"{counts} of {len(claim_vs)}",
+        claim_interval=_interval(head),
+        claim_n_needed=("no interval to extrapolate" if head.n_needed is None else
+                        f"this build's n = {head.n} decides it" if head.verdict != V.INCONCLUSIVE else
+                        f"a narrow enough interval would take about {int(head.n_needed)} {unit_plural(unit)} (this "
+                        f"build: {head.n}; width extrapolation, see the simulated power above)"),
+        claim_from=frm,
+        ex2_answer=(f"about {head.n_needed} {unit_plural(unit)} for {frm} "
+                    f"(this build: n = {head.n})" if head.n_needed is not None else
+                    "not computed: no comparison with an interval"),
+        answer=claim_sentences(decided, claims, unit=unit) if decided["deciding"] else
+        "Fewer than two detectors passed the quality gate: no pair to compare, no sub-claim decided.")
+    if {"pgd", "rr"} <= set(p["attacks"]):
+        tight = tightening_table(records, [b_ref], loose="pgd", tight="rr", by=unit, n_boot=n_boot, seed=seed)
+        at = tight[np.isclose(tight["eps"], eps_ref)]
+        top = tight.loc[tight["tightening"].idxmax()]
+        values.update(tight_ref="; ".join(f"{r.model}: {r.tightening:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] (RR "
+                                          f"{r.RR_loose:.2f} → {r.RR_tight:.2f})" for r in at.itertuples()),
+                      tight_max=f"{top['tightening']:+.3f} [{top['lo']:+.3f}, {top['hi']:+.3f}] for {top['model']} "
+                                f"at ε = {top['eps']:.4g}")
+        tables["tightening"] = tight
+    else:
+        values.update(tight_ref="not computed (pgd or rr not in the sweep)", tight_max="not computed")
+    values["bound_max"] = "no worst case computed"
+    if "worst" in records.attack.values:
+        bounds = bound_table(records, eps=eps_ref, b=b_ref, by=unit, n_boot=n_boot, seed=seed)
+        k = bounds["tightening"].idxmax()
+        values["bound_max"] = f"{bounds['tightening'].max():.3f} ({bounds.loc[k, 'attack'].upper()}, {bounds.loc[k, 'model']})"
+        tables["bounds"] = bounds
+    comp = metrics.complementary(records.drop_sel(attack="worst") if "worst" in records.attack.values else records)
+    results.save(comp.assign_attrs(records.attrs), out_dir / "rr_complementary.nc")
+    tables["complementary"] = comp.sel(eps=eps_ref).to_dataframe()[
+        ["attack_success_rate", "n_success", "ACAC", "ACTC", "NTE", "ALD_2", "ALD_inf", "ASS", "changed_rate"]]
+    reach = rr.sel(b=b_ref, method="nearest") >= p["params"]["rr_level"]
+    best = reach.eps.where(reach).max("eps").to_dataframe("e").reset_index().sort_values("e", ascending=False).iloc[0]
+    values["ex1_answer"] = (f"{best['model']} under {str(best['attack']).upper()} (up to ε = {float(best['e']):.4g})"
+                            if np.isfinite(best["e"]) else "no panel reaches the level")
+    return Analysis(ChapterResult(values=values, tables=tables), unit, ra, rr, ra_ci, rr_ci, decided)
+
+
+def unit_plural(unit: str) -> str:
+    """'identities', 'video_ids', 'samples': how the page counts the resampled units."""
+    return "identities" if unit == "identity" else unit + "s"
+
+
+def decide_rows(a: Analysis, p: Mapping, *, target_half_width: float, out_dir) -> pd.DataFrame:
+    """"What this build can decide": every comparison, the precision target at the reference cell
+    (a design check on n, not a claim of the paper) and the overall verdict; saved as ``rr_verdicts.csv``."""
+    from ..metrics import verdicts as V
+
+    rows = list(a.decided["table"]["claim_verdict"]) if a.decided else []
+    if a.ra_ci is not None:
+        p_eps, p_b = p["eps_ref"], p["b_ref"]
+        hw = [(a.ra_ci["hi"] - a.ra_ci["lo"]).sel(eps=p_eps, method="nearest").values.ravel() / 2,
+              (a.rr_ci["hi"] - a.rr_ci["lo"]).sel(eps=p_eps, method="nearest").sel(b=p_b, method="nearest").values.ravel() / 2]
+        n = int(a.result.values["n_units"].split()[0])
+        rows.append(V.precision(np.concatenate(hw), n=n, target=target_half_width,
+                                claim=f"design check: RA and RR at the reference cell known to ±{target_half_width:g} (95 %)"))
+    if a.decided and a.decided.get("headline") is not None:
+        rows.append(a.decided["headline"])
+    decide = V.verdict_table(rows)[["claim", "verdict", "n", "lo", "hi", "width", "margin", "n_needed", "note"]]
+    decide = decide.rename(columns={"lo": "interval lo", "hi": "interval hi", "n": f"n ({unit_plural(a.unit)})"})
+    decide.to_csv(out_dir / "rr_verdicts.csv", index=False)
+    return decide
+
+
+@dataclass
+class Minimal:
+    """The CW-L2 section's records (None when no detector was analysed), curves and summary."""
+
+    result: object
+    records: xr.Dataset | None = None
+    curves: pd.DataFrame | None = None
+
+
+def minimal_section(p: Mapping, s: Setup, samples: Samples, *, by: str, n_boot: int, seed: int, device: str,
+                    out_dir, provenance: Mapping) -> Minimal:
+    """The section "Minimal perturbations (CW-L2)": minimal records of the analysed detectors on the
+    attacked images (saved as ``rr_minimal.nc``), RA(r)/RR(r, b_ref) curves and the median summary."""
+    from ..core import results
+    from ..core.results import ChapterResult
+
+    kw = p["cw_kw"]
+    values = {"cw_settings": f"c starts at {kw['c_init']:g} and is searched in [{kw['c_min']:g}, {kw['c_max']:g}] over "
+                             f"{kw['search_steps']} steps of {kw['steps']} Adam iterations at learning rate {kw['lr']:g}"}
+    if not s.analysed:
+        return Minimal(ChapterResult(values={**values, "cw_medians": "not computed: no detector analysed",
+                                             "cw_time_s": 0.0}))
+    t0 = time.perf_counter()
+    detectors = {m: s.trained[m].model for m in s.analysed}
+    minimal = minimal_records(detectors, samples.images, samples.labels, samples.meta, seed=seed, device=device,
+                              cw_kw=kw)
+    minimal.attrs.update(results.provenance(p["params"], profile=p["params"]["profile"], seed=seed,
+                                            wall_time_s=time.perf_counter() - t0, **provenance))
+    results.save(minimal, out_dir / "rr_minimal.nc")
+    curves = minimal_curves(minimal, radius_grid(minimal), p["b_ref"], by=by, n_boot=n_boot, seed=seed)
+    msum = minimal_summary(minimal, by=by, n_boot=n_boot, seed=seed)
+    num = lambda v: "∞" if not np.isfinite(v) else f"{v:.3g}"
+    med = lambda r: ("not reached (fewer than half flipped)" if not np.isfinite(r.median_l2) else
+                     f"{num(r.median_l2)} [{num(r.median_lo)}, {num(r.median_hi)}]")
+    values.update(cw_medians="; ".join(f"{r.model}: {med(r)}, {r.found:.0%} flipped [{r.found_lo:.0%}, "
+                                       f"{r.found_hi:.0%}]" for r in msum.itertuples()),
+                  cw_time_s=round(time.perf_counter() - t0, 1))
+    return Minimal(ChapterResult(values=values, tables={"cw_summary": msum}), minimal, curves)
+

@@ -248,3 +248,39 @@ def minimal_curves(curves: pd.DataFrame) -> plt.Figure:
     return finish(fig)
 
 
+
+
+def chapter_result(data, analysis, minimal, *, p, decide: pd.DataFrame, **values):
+    """Chapter 03's one ChapterResult: the values and tables of its sections (``data``: the
+    ChapterResult of :func:`dfrobust.experiments.robustness.evaluation_set`; ``analysis``:
+    :func:`~dfrobust.experiments.robustness.analyse`; ``minimal``:
+    :func:`~dfrobust.experiments.robustness.minimal_section`), every figure of the page, and the
+    decide table as HTML under ``decide_table`` (the name the landing page quotes). ``values``: more
+    quoted values (timings)."""
+    from ..core.results import ChapterResult
+    from . import decide_html, not_analysed
+
+    a = analysis
+    none = lambda: not_analysed("no detector passed the quality gate: nothing to attack")
+    eps_ref, b_ref, t = p["eps_ref"], p["b_ref"], a.result.tables
+    figs = {"fig1_b": figure1(a.ra, a.rr, reading="b", at=eps_ref, ra_ci=a.ra_ci, rr_ci=a.rr_ci) if a.rr is not None
+            else none(),
+            "fig1_eps": figure1(a.ra, a.rr, reading="eps", at=b_ref, ra_ci=a.ra_ci, rr_ci=a.rr_ci) if a.rr is not None
+            else none(),
+            "region_fig": region_maps(a.rr, p["params"]["rr_level"]) if a.rr is not None else none(),
+            "group_fig": group_bars(t["groups"]) if len(t.get("groups", ())) else
+            none() if a.rr is None else not_analysed("no demographic groups in this data: no per-group table"),
+            "claim_fig": claim_intervals(t["claims"], margin=a.result.values["rr_margin"]) if len(t.get("claims", ()))
+            else not_analysed("fewer than two detectors analysed: no pair to compare"),
+            "tight_fig": tightening(t["tightening"], b=b_ref) if "tightening" in t else
+            none() if a.rr is None else not_analysed("the sweep lacks pgd or rr: no tightening to show"),
+            "cw_fig_dist": minimal_distribution(minimal.records) if minimal.records is not None else none(),
+            "cw_fig_curves": minimal_curves(minimal.curves) if minimal.records is not None else none()}
+    from IPython.display import Markdown
+
+    vals = {**data.values, **a.result.values, **minimal.result.values, **values}
+    vals.update(answer=Markdown(vals["answer"]), decide_table=decide_html(decide))  # {glue:md}: Markdown bullets
+    res = ChapterResult(values=vals,
+                        tables={**data.tables, **a.result.tables, **minimal.result.tables, "decide": decide},
+                        figures=figs)
+    return res

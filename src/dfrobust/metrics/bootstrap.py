@@ -10,6 +10,8 @@ differences, which scipy's API does not do.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import xarray as xr
 
@@ -33,6 +35,25 @@ def bootstrap_weights(records_or_coords, *, by: str = "sample", n_boot: int = 10
     counts = rng.multinomial(len(uniq), np.full(len(uniq), 1.0 / len(uniq)), size=int(n_boot))
     return counts[:, inv].astype(np.float64)
 
+
+
+def cluster_unit(records_or_coords, prefer: Sequence[str] = ("identity", "video_id")) -> str:
+    """The resampling unit of records: the first of ``prefer`` that is a sample coordinate filled for
+    every sample (identities: the reals and fakes of one person are not independent), else "sample"."""
+    for by in prefer:
+        c = records_or_coords.coords.get(by)
+        if c is not None and c.dims == ("sample",):
+            ids = np.asarray(c.values).astype(str)
+            if ids.size and not ((ids == "") | (ids == "-1")).any():
+                return by
+    return "sample"
+
+
+def n_units(records_or_coords, by: str) -> int:
+    """How many units ``by`` resamples: samples, or distinct values of the cluster coordinate."""
+    if by == "sample":
+        return int(records_or_coords.sizes["sample"])
+    return int(len(np.unique(np.asarray(records_or_coords.coords[by].values).astype(str))))
 
 
 def bootstrap(values: xr.DataArray, *, by: str = "sample", n_boot: int = 1000, seed: int = 0,

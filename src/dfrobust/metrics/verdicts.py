@@ -12,16 +12,27 @@ bootstrap resamples, where one resample of the samples serves both models:
 * **Difference (simultaneous band)**, :func:`difference`. The claim "A and B differ somewhere on a
   grid" uses a max-|Δ| bootstrap band over the whole grid. The band's half-width is the (1 − α)
   quantile of max_k |Δ*_k − Δ̂_k|, so one band covers every grid cell at once (no multiplicity
-  left). The claim *holds* when the band excludes 0 at some cell. It is *refuted* when the band lies
-  inside ±margin at every cell, is no wider than the margin, and the measurement moved at all
-  (``moved``). Otherwise it is *inconclusive*.
+  left). The claim *holds* when the band excludes ±margin at some cell (a difference larger than
+  the margin, not merely a nonzero one). It is *refuted* when the band lies inside ±margin at every
+  cell, is no wider than the margin, the measurement moved at all (``moved``) and the resamples
+  vary at all. Otherwise it is *inconclusive*.
+* **No difference detected is not "the same"**, :func:`degenerate`. When no unit differs between the
+  models (zero discordance), every resample gives the same difference and the band collapses to a
+  point ([0, 0] before the resolution floor). Such a comparison is "no difference detected at n":
+  *inconclusive*, never *refuted*, however large n is.
 * **Resolution floor**, :func:`resolution_floor`. An interval from n samples is never narrower than
   ±h(n), with h(n) = 1 − α^(1/n) ≈ 3/n. When no sample differs, the percentile bootstrap collapses
   to [0, 0] and would claim a precision that n samples cannot give. h(n) is the exact one-sided
   binomial bound for "0 events in n" (the rule of three).
 * **n needed**, :func:`n_needed`. The interval width shrinks like 1/√n, so the width would reach the
   margin at n·(width/margin)². The answer is never less than the n whose resolution floor fits the
-  margin. Every inconclusive verdict therefore says what sample size would decide it.
+  margin. Every inconclusive verdict therefore says what sample size would decide it. That is a
+  width extrapolation; :func:`simulated_power` and :func:`n_needed_by_simulation` instead re-run the
+  rule on units resampled from the records (identities), which also accounts for the estimated
+  difference and discordance the rule must fit.
+* **Holm per family**, :func:`holm`. A family of comparisons is decided by Holm's step-down: every
+  undecided comparison is tested at α / (number undecided); the decided ones leave the family and
+  the rest are tested again at the larger level, until a round decides none.
 * **Threshold**, :func:`threshold`. "The quantity is at least (at most) t" *holds* when its whole
   interval lies on the claimed side of t and is *refuted* when it lies wholly on the other side.
   The intervals are Wilson's for an accuracy (:func:`wilson`) and Hanley & McNeil's for an ROC AUC
@@ -30,7 +41,9 @@ bootstrap resamples, where one resample of the samples serves both models:
 :func:`similar_ra_different_rr` applies these rules to attack records for the claim of Lyu et al.:
 "despite similar RA, the models show different RR". The comparison uses the radii where both RAs
 lie in (0.2, 0.8), or every radius ε > 0, and the bounds b ∈ (0, b_max], so the float-equality
-test at b = 0 is excluded.
+test at b = 0 is excluded. Its unit is what the bootstrap resamples (``by``): identities in chapter
+03, because the images of one identity (its reals and the fakes made from them) are not independent;
+every ``n`` it reports is a number of those units.
 
 These rules are written by hand. statsmodels' ``ttost_paired`` is a t-test, and scipy's
 ``bootstrap`` gives pointwise intervals. Neither gives TOST on the paired (or video-clustered)
@@ -47,7 +60,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .bootstrap import bootstrap_weights
+from .bootstrap import bootstrap_weights, n_units as _n_units
 from .grids import check_b_grid
 from .robustness import correct_adv, prob_change, robust_per_sample
 
@@ -56,12 +69,13 @@ VERDICTS = (HOLDS, REFUTED, INCONCLUSIVE)
 
 RULE_EQUIVALENCE = ("TOST: holds if the {lvl:.0%} paired-bootstrap interval lies inside ±{m:g} and is at most "
                     "{m:g} wide; refuted if the {lvl2:.0%} interval lies wholly outside ±{m:g}; else inconclusive")
-RULE_DIFFERENCE = ("simultaneous {lvl:.0%} max-|Δ| bootstrap band over {grid}: holds if it excludes 0 somewhere; "
-                   "refuted if it lies inside ±{m:g} everywhere (at most {m:g} wide, attack moved P(ŷ)); "
-                   "else inconclusive")
+RULE_DIFFERENCE = ("simultaneous {lvl:.0%} max-|Δ| bootstrap band over {grid}: holds if it excludes ±{m:g} somewhere; "
+                   "refuted if it lies inside ±{m:g} everywhere (at most {m:g} wide, attack moved P(ŷ), some unit "
+                   "discordant); else inconclusive (no discordant unit: no difference detected at n)")
 RULE_CLAIM = ("at radii where both RAs lie in ({lo:g}, {hi:g}): holds if RA is similar (TOST, ±{mra:g}) and the RR "
-              "band over b ∈ (0, {bmax:g}] excludes 0 at one such radius; refuted if at every such radius RA is "
-              "similar and RR the same (±{mrr:g}); else inconclusive")
+              "band over b ∈ (0, {bmax:g}] excludes ±{mrr:g} at one such radius; refuted if at every such radius RA "
+              "is similar and RR the same (band inside ±{mrr:g}, some unit discordant); else inconclusive")
+NO_DIFFERENCE = "no difference detected at n = {n} (no discordant unit): not evidence of equality"
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,15 @@ def resolution_floor(n: int, alpha: float = 0.05) -> float:
     if int(n) < 1:
         raise ValueError(f"n={n!r}: expected at least one sample")
     return float(1.0 - alpha ** (1.0 / int(n)))
+
+
+def degenerate(boots: np.ndarray, estimate) -> bool:
+    """True when no bootstrap resample differs from the estimate at any cell: zero discordance
+    (every unit gives the same paired difference), an interval collapsed to a point."""
+    b = np.asarray(boots, float).reshape(len(boots), -1)
+    e = np.asarray(estimate, float).reshape(-1)
+    dev = np.abs(b - e)
+    return bool(np.all(~np.isfinite(dev) | (dev <= 1e-12)))
 
 
 def n_for_floor(margin: float, alpha: float = 0.05) -> int:
@@ -196,12 +219,15 @@ def difference(boots: np.ndarray, estimate: np.ndarray, *, n: int, margin: float
     raw = simultaneous_band(b[:, ok], e, n=10 ** 9, alpha=alpha)  # without the floor, for n_needed
     need = n_needed(n, 2 * raw, margin, alpha)
     lo, hi = float(e[k] - c), float(e[k] + c)
-    if (np.abs(e) > c).any():
+    if (np.abs(e) - c > margin).any():
         j = int(np.argmax(np.abs(e) - c))
         where = f" at {np.asarray(labels, dtype=object)[ok][j]}" if labels is not None else ""
         return Verdict(claim, HOLDS, rule, margin, float(e[j]), float(e[j] - c), float(e[j] + c), int(n), need,
-                       f"band excludes 0{where}")
+                       f"band excludes ±margin{where}")
     if (np.abs(e) + c <= margin).all() and 2 * c <= margin:
+        if degenerate(b[:, ok], e):
+            return Verdict(claim, INCONCLUSIVE, rule, margin, float(e[k]), lo, hi, int(n), need,
+                           NO_DIFFERENCE.format(n=int(n)))
         if moved:
             return Verdict(claim, REFUTED, rule, margin, float(e[k]), lo, hi, int(n), need,
                            f"band inside ±margin everywhere (largest{where})")
@@ -325,7 +351,7 @@ def similar_ra_different_rr(records: xr.Dataset, model_a: str, model_b: str, att
     rec = rec.isel(eps=np.flatnonzero(rec.eps.values > 0))
     n = int(rec.sizes["sample"])
     w = weights if weights is not None else bootstrap_weights(rec, by=by, n_boot=n_boot, seed=seed)
-    n_units = int(len(np.unique(np.asarray(rec[by].values).astype(str)))) if by != "sample" else n
+    n_units = _n_units(rec, by)
     ca = correct_adv(rec).astype(float).transpose("model", "eps", "sample").values  # [2, E, n]
     ra = ca.mean(-1)
     eps = rec.eps.values
@@ -361,8 +387,10 @@ def similar_ra_different_rr(records: xr.Dataset, model_a: str, model_b: str, att
     raw_rr = simultaneous_band(bt_rr.reshape(len(bt_rr), -1), est_rr.reshape(-1), n=10 ** 9, alpha=alpha)
     change = prob_change(rec).transpose("model", "eps", "sample").values[:, keep]
     moved = (change > 1e-12).any(axis=(0, 2))  # per kept radius
-    differs = (np.abs(est_rr) > c_rr).any(-1)
-    same = (np.abs(est_rr) + c_rr <= rr_margin).all(-1) & (2 * c_rr <= rr_margin) & moved
+    differs = (np.abs(est_rr) - c_rr > rr_margin).any(-1)  # a difference beyond ±margin, not merely nonzero
+    # zero discordance at a radius (every unit gives the same paired difference): no difference detected
+    flat = np.array([degenerate(bt_rr[:, e], est_rr[e]) for e in range(eps_k.size)])
+    same = (np.abs(est_rr) + c_rr <= rr_margin).all(-1) & (2 * c_rr <= rr_margin) & moved & ~flat
     holds_e = ra_ok & differs
     need_ra = n_needed(n_units, 2 * raw90, ra_margin, alpha)
     need_rr = n_needed(n_units, 2 * raw_rr, rr_margin, alpha)
@@ -382,16 +410,20 @@ def similar_ra_different_rr(records: xr.Dataset, model_a: str, model_b: str, att
     at = f"ε={e_i:.4g}, b={b_k:.3g}"
 
     if holds_e.any():
-        verdict, note = HOLDS, f"RA similar and RR band excludes 0 at {at}"
+        verdict, note = HOLDS, f"RA similar and RR band excludes ±{rr_margin:g} at {at}"
     elif ra_ok.any() and (ra_far | (ra_ok & same)).all():
         verdict, note = REFUTED, f"RA similar and RR the same at every such radius (largest gap at {at})"
     elif ra_far.all():
         verdict, note = INCONCLUSIVE, "RA differ at every compared radius: the pair does not test the claim"
     elif ra_ok.any() and not moved[ra_ok].any():
         verdict, note = INCONCLUSIVE, "the attack changed no P(ŷ) of either model: an RR of 1 is only an upper bound"
+    elif ra_ok.any() and flat[ra_ok].any():
+        verdict, note = INCONCLUSIVE, NO_DIFFERENCE.format(n=n_units) + f" (at {at})"
     else:
         why = "RA not shown similar" if not ra_ok.any() else "RR band overlaps 0 and ±margin"
         verdict, note = INCONCLUSIVE, f"{why} (at {at})"
+    if flat[i] and not differs[i]:
+        need_rr = None  # zero discordance: more units resampled from these records never differ
     # n needed: that of the part still undecided at the deciding radius (both when neither is)
     parts = [nd for nd, done in ((need_ra, ra_ok[i] or ra_far[i]), (need_rr, differs[i] or same[i])) if not done]
     parts = parts or [need_ra, need_rr]
@@ -416,8 +448,10 @@ def similar_ra_different_rr(records: xr.Dataset, model_a: str, model_b: str, att
         rr_v = REFUTED
     else:
         rr_v = INCONCLUSIVE
+    rr_note = f"at {at}" + ("" if moved[i] else "; the attack changed no P(ŷ)") + \
+        (f"; {NO_DIFFERENCE.format(n=n_units)}" if flat[i] and not differs[i] else "")
     out["rr"] = Verdict(f"different RR: {model_a} vs {model_b}, {attack}", rr_v, rr_rule, rr_margin, rr_est,
-                        rr_lo, rr_hi, n_units, need_rr, f"at {at}" + ("" if moved[i] else "; the attack changed no P(ŷ)"))
+                        rr_lo, rr_hi, n_units, need_rr, rr_note)
     return out
 
 
@@ -440,3 +474,87 @@ def overall(verdicts: Sequence[Verdict], claim: str) -> Verdict:
     counts = ", ".join(f"{sum(x.verdict == k for x in vs)} {k}" for k in VERDICTS)
     return Verdict(claim, verdict, rule, v.margin, v.estimate, v.lo, v.hi, v.n, v.n_needed,
                    f"{counts} of {len(vs)}; numbers from: {v.claim}")
+
+
+def holm(decide, keys: Sequence, alpha: float) -> dict:
+    """Holm's step-down over a family of comparisons decided at a level.
+
+    ``decide(key, level)`` returns a :class:`Verdict` (or a dict with one under ``"claim"``). Each
+    round tests every undecided key at ``alpha / (number undecided)``; keys decided (holds or refuted)
+    leave the family, the rest are tested again at the larger level; a round that decides none ends
+    it. For rules whose decisions only get easier as the level grows this is Holm's procedure (a
+    key decided at α/k is decided at every larger level). Returns ``{key: (result, level)}`` with
+    the level each key was decided, or last tested, at.
+    """
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha={alpha!r}: expected a level in (0, 0.5)")
+    verdict = lambda r: (r["claim"] if isinstance(r, dict) else r).verdict
+    left, out = list(keys), {}
+    while left:
+        level = alpha / len(left)
+        res = {k: decide(k, level) for k in left}
+        out.update({k: (r, level) for k, r in res.items()})
+        done = {k for k, r in res.items() if verdict(r) != INCONCLUSIVE}
+        if not done:
+            break
+        left = [k for k in left if k not in done]
+    return out
+
+
+# ----------------------------------------------------------------------------- power by simulation
+
+def resample_units(records, by: str, n: int, rng: np.random.Generator):
+    """``records`` with ``n`` units of ``by`` drawn with replacement (every sample of a drawn unit comes
+    along) and relabelled, so a unit drawn twice counts as two units (``sample`` renumbered)."""
+    ids = np.asarray(records.coords[by].values).astype(str) if by != "sample" else \
+        np.arange(records.sizes["sample"]).astype(str)
+    uniq, inv = np.unique(ids, return_inverse=True)
+    members = [np.flatnonzero(inv == u) for u in range(len(uniq))]
+    draw = rng.integers(0, len(uniq), int(n))
+    idx = np.concatenate([members[u] for u in draw])
+    labels = np.concatenate([np.full(len(members[u]), f"u{j}") for j, u in enumerate(draw)])
+    out = records.isel(sample=idx).assign_coords(sample=np.arange(idx.size))
+    return out.assign_coords({by: ("sample", labels)}) if by != "sample" else out
+
+
+def simulated_power(records, rule, *, by: str, n: int | None = None, n_sim: int = 100, seed: int = 0,
+                    outcome: str = HOLDS) -> float:
+    """Share of ``n_sim`` data sets of ``n`` units (default: as many as the records hold), each drawn
+    with replacement from the records' own units (:func:`resample_units`), on which
+    ``rule(records) -> Verdict`` decides ``outcome`` (a rule returning a dict of verdicts gives a dict
+    of shares, one simulation for all). The data's own differences and discordance are
+    what is resampled, so this is the power of the rule *at the estimated effect*, not at a chosen one."""
+    from .bootstrap import n_units
+
+    if isinstance(n_sim, bool) or int(n_sim) < 1:
+        raise ValueError(f"n_sim={n_sim!r}: expected an integer >= 1")
+    if outcome not in VERDICTS:
+        raise ValueError(f"outcome={outcome!r}: expected one of {', '.join(VERDICTS)}")
+    n = n_units(records, by) if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"n={n!r}: expected at least one unit")
+    rng = np.random.default_rng(seed)
+    outs = [rule(resample_units(records, by, n, rng)) for _ in range(int(n_sim))]
+    if isinstance(outs[0], Verdict):
+        return sum(v.verdict == outcome for v in outs) / int(n_sim)
+    return {k: sum(o[k].verdict == outcome for o in outs) / int(n_sim) for k in outs[0]}
+
+
+def n_needed_by_simulation(records, rule, *, by: str, power: float = 0.8, n_sim: int = 50, seed: int = 0,
+                           max_factor: int = 16) -> tuple[int | None, float]:
+    """The smallest n of units on the doubling ladder n0, 2·n0, ... (up to ``max_factor``·n0, n0 the
+    records' units) at which :func:`simulated_power` reaches ``power``; returns (n, its power), or
+    (None, the power at the largest n tried). Because the ladder doubles, the answer is reported as
+    "at least" the previous rung; because it resamples the records, it holds at the estimated effect."""
+    from .bootstrap import n_units
+
+    if not 0 < power < 1:
+        raise ValueError(f"power={power!r}: expected a probability in (0, 1)")
+    n0 = n_units(records, by)
+    n, pw = n0, 0.0
+    while n <= max_factor * n0:
+        pw = simulated_power(records, rule, by=by, n=n, n_sim=n_sim, seed=seed)
+        if pw >= power:
+            return n, pw
+        n *= 2
+    return None, pw
