@@ -13,14 +13,14 @@ from dfrobust.models.train import (clean_metrics, get_trained, load_checkpoint, 
                                    save_checkpoint, val_auc)
 
 torch.set_num_threads(1)
-SMALL = {"meso4": 32, "mesoinception4": 32, "resnet34": 32, "xception": 48}
+SMALL = {"meso4": 32, "mesoinception4": 32, "resnet34": 32, "xception": 48, "meso4_adv": 32, "meso4_ibp": 32}
 
 
 # ----------------------------------------------------------------------------- architectures
 
 def test_registry_and_published_sizes():
-    assert MODELS == ("meso4", "mesoinception4", "resnet34", "xception")
-    sizes = {"meso4": 256, "mesoinception4": 256, "resnet34": 256, "xception": 299}
+    assert MODELS == ("meso4", "mesoinception4", "resnet34", "xception", "meso4_adv", "meso4_ibp")
+    sizes = {"meso4": 256, "mesoinception4": 256, "resnet34": 256, "xception": 299, "meso4_adv": 256, "meso4_ibp": 256}
     for name, size in sizes.items():
         m = build(name)
         assert m.name == name and m.input_size == size

@@ -37,6 +37,7 @@ from .cw import CW_DEFAULTS, FixedCW, SearchCW, build_cw, check_cw
 from .gradient import LOSSES, SeededPGD, cw_margin, fgsm, fgsm_sweep, l2_radius, prob_of
 from .nes import MaskedNES, NESResult, nes_attack
 from .rr import RRAttack
+from .training import adversarial_loss  # registers the "pgd" training objective of dfrobust.models.train
 
 
 @dataclass(frozen=True)

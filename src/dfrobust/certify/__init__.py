@@ -12,6 +12,8 @@ elsewhere and use it, never the other way round.
 from __future__ import annotations
 
 from .bounds import METHODS, MarginBounds, margin_bounds, trace
-from .records import certified_change, certified_records
+from .records import certified_change, certified_records, first_order_change
+from .training import ibp_loss  # registers the "ibp" training objective of dfrobust.models.train
 
-__all__ = ["METHODS", "MarginBounds", "margin_bounds", "trace", "certified_records", "certified_change"]
+__all__ = ["METHODS", "MarginBounds", "margin_bounds", "trace", "certified_records", "certified_change", "first_order_change",
+           "ibp_loss"]

@@ -581,13 +581,19 @@ def _target_name(fn) -> str:
 
 
 def trace(model: nn.Module, input_shape: Sequence[int] | None = None, *,
-          dtype: torch.dtype = torch.float64) -> Graph:
+          dtype: torch.dtype = torch.float64, differentiable: bool = False,
+          bn_stats: dict | None = None) -> Graph:
     """Trace ``model`` into a :class:`Graph` of supported operations (eval-mode semantics).
 
     ``model``: a :class:`dfrobust.models.Detector` (its normalisation is prepended and its
     wrapped ``net`` traced) or any module built from the supported layers whose output is one
     value (read as logits [z, 0]) or two logits per sample. ``input_shape``: (C, H, W); a
     Detector's default is (3, input_size, input_size).
+    ``differentiable``: the graph's weights stay attached to the model's parameters (no copy, no
+    ``detach``; batch-norm folded from its running statistics), so bounds computed on it carry
+    gradients to the parameters — certified (IBP) training; the model's train/eval modes are kept.
+    ``bn_stats``: batch-norm module → (mean, var) used instead of its running statistics (training:
+    the clean batch's statistics, as the clean forward pass in training mode uses them).
     """
     from ..models import Detector
 
@@ -603,20 +609,31 @@ def trace(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     if input_shape is None:
         raise ValueError(f"{name}: input_shape=None; expected (C, H, W) for a module that is not a Detector")
     input_shape = tuple(int(s) for s in input_shape)
-    net = copy.deepcopy(net).eval()  # eval semantics, and shape propagation must not touch the caller's BN stats
+    modes = {m: m.training for m in net.modules()}
+    if not differentiable:  # eval semantics, and shape propagation must not touch the caller's BN stats
+        net = copy.deepcopy(net)
+
+    def par(t: torch.Tensor) -> torch.Tensor:
+        return t if differentiable else t.detach()
+
     try:
         gm = fx.symbolic_trace(net)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means unsupported control flow
         raise ValueError(f"{name}: cannot be traced by torch.fx ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); expected a network of {_SUPPORTED}") from None
-    gm.eval()
+    gm.eval()  # also the model's own modules when differentiable (shared): restored below
     try:
         p0 = next(gm.parameters())
         pdev, pdt = p0.device, p0.dtype
     except StopIteration:
         pdev, pdt = torch.device("cpu"), torch.float32
-    with torch.no_grad():
-        ShapeProp(gm).propagate(torch.zeros(2, *input_shape, device=pdev, dtype=pdt))
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(torch.zeros(2, *input_shape, device=pdev, dtype=pdt))
+    finally:
+        if differentiable:
+            for m, mode in modes.items():
+                m.training = mode
     mods = dict(gm.named_modules())
 
     nodes: list[_Node] = [_Node("input", "input", [], input_shape)]
@@ -656,20 +673,22 @@ def trace(model: nn.Module, input_shape: Sequence[int] | None = None, *,
                 if m.padding_mode != "zeros" or isinstance(m.padding, str):
                     bad(nd, f"Conv2d(padding={m.padding!r}, padding_mode={m.padding_mode!r})")
                 kw = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
-                node = _Node(nd.name, "conv", [src], shp, {"w": m.weight.detach(), "kw": kw,
-                             "b": None if m.bias is None else m.bias.detach()})
+                node = _Node(nd.name, "conv", [src], shp, {"w": par(m.weight), "kw": kw,
+                             "b": None if m.bias is None else par(m.bias)})
             elif isinstance(m, nn.BatchNorm2d):
                 if m.running_mean is None:
                     bad(nd, "BatchNorm2d without running statistics")
-                var, mean = m.running_var.detach().double(), m.running_mean.detach().double()
-                w = m.weight.detach().double() if m.affine else torch.ones_like(var)
-                b = m.bias.detach().double() if m.affine else torch.zeros_like(mean)
+                mean, var = (m.running_mean.detach(), m.running_var.detach()) if m not in (bn_stats or {}) \
+                    else bn_stats[m]
+                var, mean = var.double(), mean.double()
+                w = par(m.weight).double() if m.affine else torch.ones_like(var)
+                b = par(m.bias).double() if m.affine else torch.zeros_like(mean)
                 s = w / torch.sqrt(var + m.eps)
                 t = b - mean * s
                 node = _Node(nd.name, "affine", [src], shp, {"s": s.view(-1, 1, 1), "t": t.view(-1, 1, 1)})
             elif isinstance(m, nn.Linear):
-                node = _Node(nd.name, "linear", [src], shp, {"w": m.weight.detach(),
-                             "b": None if m.bias is None else m.bias.detach()})
+                node = _Node(nd.name, "linear", [src], shp, {"w": par(m.weight),
+                             "b": None if m.bias is None else par(m.bias)})
             elif isinstance(m, nn.ReLU):
                 node = _Node(nd.name, "relu", [src], shp)
             elif isinstance(m, nn.LeakyReLU):

@@ -7,3 +7,7 @@ each chapter's ``check_params`` (every parameter checked before any data or mode
 It composes ``data``, ``models``, ``attacks``, ``explainers`` and ``metrics``; only ``study``
 and ``figures`` sit above it.
 """
+
+# every chapter reaches its detectors through this package: these homes register the robust detectors'
+# training objectives (dfrobust.models.train.OBJECTIVES: "pgd", "ibp"), which sit above models
+from .. import attacks, certify  # noqa: E402,F401

@@ -12,7 +12,12 @@ name               architecture                                input size  norma
 ``mesoinception4`` MesoInception4, port of Keras               256         none (x/255)
 ``resnet34``       torchvision ResNet-34, 2-class head         256         ImageNet mean/std
 ``xception``       timm ``legacy_xception``, 2-class head      299         mean/std 0.5
+``meso4_adv``      Meso4, adversarially trained (PGD, L∞)      256         none (x/255)
+``meso4_ibp``      Meso4, certifiably trained (IBP, L∞)        256         none (x/255)
 =================  ==========================================  ==========  ============
+
+The robust detectors are the Meso4 architecture trained with a robust objective
+(:data:`dfrobust.models.train.OBJECTIVES`), for the radius ``train_eps`` of their training settings.
 
 MesoNet's single sigmoid unit (P(real) in the published weights) is exposed as logits
 ``[z, 0]``: ``softmax([z, 0])[0] = sigmoid(z)``, so the Keras probabilities are unchanged.
@@ -32,7 +37,7 @@ from .gate import DEFAULT_MIN_VAL_AUC, analysed_models, quality_gate
 from .meso import Meso4Net, MesoInception4Net
 from .published import PUBLISHED_DETECTORS
 
-MODELS = ("meso4", "mesoinception4", "resnet34", "xception")
+MODELS = ("meso4", "mesoinception4", "resnet34", "xception", "meso4_adv", "meso4_ibp")
 #: every detector name a chapter accepts: the architectures it trains, then the published MesoNet weights
 #: (:mod:`dfrobust.models.published`: ``meso4_df`` ... resolved against the ``weights`` folder)
 DETECTORS = MODELS + tuple(PUBLISHED_DETECTORS)
@@ -47,6 +52,11 @@ SPECS: dict[str, dict] = {
                      source="He et al. 2016, torchvision.models.resnet34"),
     "xception": dict(input_size=299, min_size=48, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                      source="Chollet 2017, timm legacy_xception"),
+    # robust detectors (issue 25): the Meso4 architecture trained with a robust objective (models.train.OBJECTIVES)
+    "meso4_adv": dict(input_size=256, min_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), arch="meso4",
+                      objective="pgd", source="Meso4, adversarially trained (PGD in the L∞ ball, ε ramped)"),
+    "meso4_ibp": dict(input_size=256, min_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), arch="meso4",
+                      objective="ibp", source="Meso4, certifiably trained (IBP worst-case loss, ε ramped)"),
 }
 
 # head parameters that a local ImageNet state dict must not overwrite
@@ -83,7 +93,7 @@ class Detector(nn.Module):
 
     @property
     def cam_layer(self) -> nn.Module:
-        if self.name in ("meso4", "mesoinception4"):
+        if isinstance(self.net, (Meso4Net, MesoInception4Net)):
             return self.net.bn4
         if self.name == "resnet34":
             return self.net.layer4[-1]
@@ -145,7 +155,7 @@ def build(name: str, input_size: int | None = None, *, init_weights: str | os.Pa
     size = spec["input_size"] if input_size is None else input_size
     if isinstance(size, bool) or not isinstance(size, int) or size < spec["min_size"]:
         raise ValueError(f"input_size={input_size!r} for {name}: expected an int >= {spec['min_size']}")
-    if name == "meso4":
+    if spec.get("arch", name) == "meso4":
         net, single = Meso4Net(size), True
     elif name == "mesoinception4":
         net, single = MesoInception4Net(size), True

@@ -86,6 +86,37 @@ HPARAM_DOC: dict[str, str] = {
 
 _CHOICES = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "constant")}
 
+#: Robust training (issue 25): what a robust detector (``SPECS[name]["objective"]`` not "standard") adds to
+#: :data:`DEFAULTS`. Only robust detectors take these keys, so the standard detectors' cache keys are unchanged.
+ROBUST_DEFAULTS: dict[str, Any] = dict(train_eps=1 / 255, eps_ramp=0.5, robust_weight=0.5, attack_steps=5)
+HPARAM_DOC.update({
+    "train_eps": "L-inf radius the detector is trained for (robust detectors)",
+    "eps_ramp": "fraction of the steps over which the training radius and the robust loss's weight ramp up from 0",
+    "robust_weight": "weight of the robust loss (PGD or IBP worst case) against the clean loss, after the ramp",
+    "attack_steps": "PGD steps of the adversarial examples trained on (adversarial training)",
+})
+
+#: objective name -> ``loss(model, x, y, *, eps, seed, hp) -> tensor``: the robust part of the training loss (the
+#: worst case, or an attack's estimate of it, over the L-inf ball of radius eps). The homes that own the
+#: searches register them (``dfrobust.attacks``: "pgd", ``dfrobust.certify``: "ibp"), as they sit above models.
+OBJECTIVES: dict[str, Any] = {}
+
+
+def register_objective(name: str, loss) -> None:
+    """Register a robust training objective (see :data:`OBJECTIVES`)."""
+    OBJECTIVES[name] = loss
+
+
+def _objective(name: str):
+    from . import SPECS
+
+    kind = SPECS[name].get("objective", "standard")
+    if kind != "standard" and kind not in OBJECTIVES:
+        home = {"pgd": "dfrobust.attacks", "ibp": "dfrobust.certify"}.get(kind, "the home that defines it")
+        raise ValueError(f"model={name!r}: its training objective {kind!r} is not registered; import {home} "
+                         "(it registers it) before training")
+    return kind
+
 
 def study_hparams(profile: str, name: str | None = None) -> dict[str, Any]:
     """The study spec's training hyper-parameters for ``profile`` (``common`` merged under ``name``'s).
@@ -119,12 +150,19 @@ def resolve_hparams(name: str, profile: str = "quick", overrides: dict[str, Any]
     ``overrides``; every value checked (one-line ValueError naming it) and ``None`` sizes/threads resolved."""
     from ..core.profiles import check_profile
 
+    from . import SPECS
+
     check_name(name)
     check_profile(profile)
     overrides = dict(overrides or {})
     base = study_hparams(profile, name) if hparams is None else dict(hparams)
-    hp = dict(DEFAULTS)
+    objective = SPECS[name].get("objective", "standard")
+    hp = dict(DEFAULTS) if objective == "standard" else dict(DEFAULTS, **ROBUST_DEFAULTS)
     for where, values in (("hparams", base), ("override", overrides)):
+        values = dict(values)
+        if values.pop("objective", objective) != objective:  # resolved hparams passed back in carry it
+            raise ValueError(f"objective={dict(base, **overrides)['objective']!r} for {name}: expected "
+                             f"{objective!r} (set by the detector's name)")
         unknown = sorted(set(values) - set(hp))
         if unknown:
             raise ValueError(f"training {where}(s) {unknown} for {name}: unknown; expected some of {sorted(hp)}")
@@ -149,6 +187,15 @@ def resolve_hparams(name: str, profile: str = "quick", overrides: dict[str, Any]
     for key, choices in _CHOICES.items():
         if hp[key] not in choices:
             raise ValueError(f"{key}={hp[key]!r} for {name}: expected one of {', '.join(choices)}")
+    if objective != "standard":
+        for key, lo, hi in (("train_eps", 0, 1), ("eps_ramp", 0, 1), ("robust_weight", 0, 1)):
+            v = hp[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise ValueError(f"{key}={v!r} for {name}: expected a number in [{lo}, {hi}]")
+        v = hp["attack_steps"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"attack_steps={v!r} for {name}: expected a positive int")
+        hp["objective"] = objective
     v = hp["bn_recalib"]
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise ValueError(f"bn_recalib={v!r} for {name}: expected an int >= 0 (training images; 0 = off)")
@@ -487,6 +534,11 @@ def fit(model: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_
     ``x_train``: float in [0, 1] or uint8 (0..255, converted per batch); ``x_val``: float in [0, 1].
     Returns the history: ``train_loss``, ``val_auc``, ``lr`` per epoch, ``best_epoch``,
     ``best_val_auc`` (of the weights kept, with their recalibrated statistics), ``steps``.
+
+    Robust detectors (``hp['objective']`` "pgd" or "ibp", :data:`OBJECTIVES`): the loss is
+    ``(1 − w)·clean + w·robust(ε)`` with ε and w ramped linearly from 0 to ``train_eps`` and
+    ``robust_weight`` over the first ``eps_ramp`` of the steps; only epochs that end at the full
+    radius are candidates for the weights kept.
     """
     from ..core.device import seed_everything
 
@@ -508,6 +560,8 @@ def _fit(model, x_train, y_train, x_val, y_val, hp, *, gen, device, progress) ->
     steps_per_epoch = sum(1 for i in range(0, n, bs) if min(bs, n - i) >= 2)
     opt = _make_optimizer(model, hp)
     sched = _make_schedule(opt, hp, steps_per_epoch * hp["epochs"])
+    robust = OBJECTIVES[hp["objective"]] if hp.get("objective", "standard") != "standard" else None
+    ramp_steps = max(1, round(float(hp.get("eps_ramp", 0)) * steps_per_epoch * hp["epochs"]))
     ctx_dtype = _autocast(device, hp["amp"])[1]
     scaler = torch.amp.GradScaler("cuda") if ctx_dtype == torch.float16 else None
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=float(hp["label_smoothing"]))
@@ -540,6 +594,10 @@ def _fit(model, x_train, y_train, x_val, y_val, hp, *, gen, device, progress) ->
             ctx, _ = _autocast(device, hp["amp"])
             with ctx:
                 loss = loss_fn(model(xb).float(), yb)
+                if robust is not None:  # eps and the robust loss's weight ramp up linearly, then stay
+                    ramp = min(1.0, (steps + 1) / ramp_steps)
+                    w = float(hp["robust_weight"]) * ramp
+                    loss = (1 - w) * loss + w * robust(model, xb, yb, eps=float(hp["train_eps"]) * ramp, seed=steps, hp=hp)
             if scaler is not None:
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -562,6 +620,8 @@ def _fit(model, x_train, y_train, x_val, y_val, hp, *, gen, device, progress) ->
         if progress:
             print(f"  {getattr(model, 'name', 'model')} epoch {epoch + 1}/{hp['epochs']}: "
                   f"loss {total / max(seen, 1):.4f}, val AUC {val_auc:.4f}", flush=True)
+        if robust is not None and steps < ramp_steps:  # only weights trained at the full radius are kept
+            continue
         if val_auc > best_auc + 1e-6:
             best_auc, best_epoch, bad = val_auc, epoch, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
@@ -571,6 +631,8 @@ def _fit(model, x_train, y_train, x_val, y_val, hp, *, gen, device, progress) ->
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    else:  # the ramp took every epoch: the last weights are kept
+        best_auc, best_epoch = history["val_auc"][-1], len(history["val_auc"]) - 1
     if hp["channels_last"]:
         model.to(memory_format=torch.contiguous_format)
     history["best_epoch"], history["best_val_auc"], history["steps"] = best_epoch, float(best_auc), steps
@@ -607,7 +669,8 @@ def _record(name: str, metrics: pd.DataFrame, history: dict[str, Any], *, hp, pr
                        model=name, input_size=int(hp["input_size"]), data_fingerprint=fingerprint,
                        checkpoint=checkpoint.name, synthetic=int(bool(synthetic)),
                        n_train=counts["train"], n_val=counts["val"], n_test=counts["test"],
-                       n_skipped=len(skipped), skipped=skipped, n_steps=int(history.get("steps", 0)))
+                       n_skipped=len(skipped), skipped=skipped, n_steps=int(history.get("steps", 0)),
+                       objective=hp.get("objective", "standard"), train_eps=float(hp.get("train_eps", 0.0)))
     ds.attrs.update(attrs)
     return ds
 
@@ -637,6 +700,7 @@ def get_trained(name: str, manifest: pd.DataFrame, *, profile: str = "quick", se
     from ..core.results import load, save
 
     hp = resolve_hparams(name, profile, overrides, hparams=hparams)
+    _objective(name)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed={seed!r}: expected an int")
     dev = pick_device(device)
