@@ -99,6 +99,21 @@ def book(profile: str = PROFILE, param: Optional[List[str]] = PARAM,
 
 
 @app.command()
+def toc(check: bool = typer.Option(False, "--check", help="Only say whether _toc.yml matches (exit 1 when not).")) -> None:
+    """Write _toc.yml from notebooks/study.yml (the book's one source of structure; `book` does it too)."""
+    from .runner import write_toc
+
+    try:
+        differs = write_toc(write=not check)
+    except (StudyError, OSError) as exc:
+        _fail(str(exc))
+    if check and differs:
+        console.print("_toc.yml differs from notebooks/study.yml; run: dfrobust toc", highlight=False)
+        raise typer.Exit(1)
+    console.print("_toc.yml written from notebooks/study.yml" if differs else "_toc.yml matches notebooks/study.yml")
+
+
+@app.command()
 def params(notebook: str = typer.Argument(..., help="Notebook name from notebooks/study.yml.")) -> None:
     """Show a notebook's parameters, their types, descriptions and per-profile values."""
     try:

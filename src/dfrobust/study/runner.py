@@ -33,7 +33,7 @@ from ..core.paths import (data_home, file_sha256, generated_book_dir, project_ro
 from ..core.results import PRODUCERS, STAGE_ENV
 from ..core.profiles import ENV_DATA_ROOT, load_spec
 from .pages import present_chapter
-from .spec import Study, StudyError, declared_parameters, load_study, params_json, resolve_params
+from .spec import Study, StudyError, declared_parameters, load_study, params_json, resolve_params, toc_text
 
 KERNEL = "dfrobust"
 
@@ -528,9 +528,24 @@ def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping
     return results
 
 
-def build_book(root: Path | None = None, *, log: Callable[[str], None] = print) -> Path:
-    """``jupyter-book build`` with warnings as errors; returns the path of index.html."""
+def write_toc(root: Path | None = None, study: Study | None = None, *, write: bool = True) -> bool:
+    """Write ``<root>/_toc.yml`` from the study spec (:func:`~dfrobust.study.spec.toc_text`) where it differs
+    (``write=False``: only compare); True when it differed."""
+    path = (root or project_root()) / "_toc.yml"
+    text = toc_text(study or load_study())
+    if path.is_file() and path.read_text() == text:
+        return False
+    if write:
+        path.write_text(text)
+    return True
+
+
+def build_book(root: Path | None = None, *, study: Study | None = None, log: Callable[[str], None] = print) -> Path:
+    """``jupyter-book build`` with warnings as errors, after writing ``_toc.yml`` from the study spec
+    (:func:`write_toc`); returns the path of index.html."""
     root = root or project_root()
+    if write_toc(root, study):
+        log("[toc ] _toc.yml written from notebooks/study.yml")
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root), "-W", "-n", "--keep-going"]
     log("[book] " + " ".join(cmd))
@@ -545,4 +560,4 @@ def build_book(root: Path | None = None, *, log: Callable[[str], None] = print) 
 
 
 __all__ = ["NotebookFailed", "RunResult", "StudyError", "build_book", "clean_stale_stages", "package_fingerprint",
-           "plan_study", "run_notebook", "run_study"]
+           "plan_study", "run_notebook", "run_study", "write_toc"]
