@@ -59,7 +59,19 @@ def _run_with_progress(profile: str, **kw):
         def log(line: str) -> None:  # the runner's lines as written: "[run ]", "[skip]" are text, not rich markup
             bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-        return run_study(profile, log=log, progress=advance, **kw)
+        def cells(name: str, done: int, total: int, elapsed: float, previous: float | None) -> None:
+            text = f"{name}: cell {done}/{total}, {_clock(elapsed)}" + (
+                f" (last run {_clock(previous)})" if previous else " (no previous run)")
+            bar.update(task, description=f"{profile}: {text}")
+            if not bar.console.is_terminal:  # no live bar (a log file, CI): one line per cell
+                log(f"[cell] {text}")
+
+        return run_study(profile, log=log, progress=advance, on_cell=cells, **kw)
+
+
+def _clock(seconds: float) -> str:
+    minutes, s = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {s:02d} s" if minutes else f"{s} s"
 
 
 @app.command()

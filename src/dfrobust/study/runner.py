@@ -387,8 +387,54 @@ def notices(notebook: Path) -> list[str]:
     return out
 
 
+#: ``on_cell(name, done, total, elapsed_s, previous_s)``: after each code cell of a running notebook (and with
+#: ``done == 0`` when the kernel is up); ``previous_s`` is the last run's time (its stamp), or None
+CellProgress = Callable[[str, int, int, float, "float | None"], None]
+
+
+def previous_wall(output: Path) -> float | None:
+    """How long the last successful run of the notebook at ``output`` took (its stamp's ``wall_s``), or None."""
+    try:
+        wall = json.loads(_stamp_path(output).read_text()).get("wall_s")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) else None
+
+
+def _cell_hooks(name: str, t0: float, previous: float | None, on_cell: CellProgress) -> dict[str, Callable]:
+    """nbclient's ``on_notebook_start`` / ``on_cell_executed`` hooks (papermill passes them on) calling ``on_cell``."""
+    state = {"done": 0, "total": 0}
+
+    def start(notebook, **_) -> None:
+        state["total"] = sum(c.cell_type == "code" and bool(c.source.strip()) for c in notebook.cells)
+        on_cell(name, 0, state["total"], time.perf_counter() - t0, previous)
+
+    def executed(**_) -> None:
+        state["done"] += 1
+        on_cell(name, state["done"], state["total"], time.perf_counter() - t0, previous)
+
+    return {"on_notebook_start": start, "on_cell_executed": executed}
+
+
+def kernel_log_path(output: Path) -> Path:
+    """Where the kernel's own stdout and stderr go (beside the executed notebook): dask's shutdown messages,
+    the kernel's warnings. Kept out of the terminal; a failed run names the file."""
+    return output.with_suffix(".kernel.log")
+
+
+def _logged_kernel_manager(stream):
+    """A kernel manager whose kernel (and the processes it starts, dask's workers) write to ``stream``."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            return await super().start_kernel(**{**kw, "stdout": stream, "stderr": stream})
+
+    return LoggedKernelManager
+
+
 def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, out_dir: Path | None,
-             log: Callable[[str], None], reads: Sequence[str] = ()) -> RunResult:
+             log: Callable[[str], None], reads: Sequence[str] = (), on_cell: CellProgress | None = None) -> RunResult:
     import papermill
 
     out_dir = out_dir or generated_book_dir()
@@ -417,19 +463,24 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
     clean_stale_stages(log=log)
     stage = Path(tempfile.mkdtemp(prefix=f"{_STAGE}{name}-{os.getpid()}-", dir=results_dir()))
     t0 = time.perf_counter()
+    hooks = _cell_hooks(name, t0, previous_wall(output), on_cell) if on_cell else {}
     saved = {k: os.environ.get(k) for k in ("DFROBUST_HOME", STAGE_ENV, *kernel_env)}
     os.environ.update(kernel_env)
     os.environ["DFROBUST_HOME"] = str(project_root())  # the kernel inherits it: notebooks find the project
     os.environ[STAGE_ENV] = str(stage)                  # results go here until the notebook succeeded
+    kernel_log = kernel_log_path(output)
     try:
-        papermill.execute_notebook(str(template), str(partial), parameters=params, kernel_name=_kernel_name(),
-                                   cwd=str(project_root()), progress_bar=False, log_output=False)
+        with open(kernel_log, "w") as stream:
+            papermill.execute_notebook(str(template), str(partial), parameters=params, kernel_name=_kernel_name(),
+                                       cwd=str(project_root()), progress_bar=False, log_output=False,
+                                       kernel_manager_class=_logged_kernel_manager(stream), **hooks)
     except Exception as exc:  # papermill.PapermillExecutionError and kernel failures
         shutil.rmtree(stage, ignore_errors=True)
         for line in notices(partial):
             log(f"[note] {name}: {line}")
         kept = " (the previous results and page are kept)" if output.is_file() else ""
-        raise NotebookFailed(_failure_message(name, exc) + f" (executed copy: {partial}){kept}") from exc
+        raise NotebookFailed(_failure_message(name, exc) + f" (executed copy: {partial}; kernel output: "
+                             f"{kernel_log}){kept}") from exc
     finally:
         for k, v in saved.items():
             if v is None:
@@ -510,10 +561,12 @@ def plan_study(profile: str, *, only: list[str] | None = None, overrides: Mappin
 def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping[str, Any] | None = None,
               force: bool = False, study: Study | None = None, out_dir: Path | None = None,
               log: Callable[[str], None] = print,
-              progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+              progress: Callable[[str, int, int], None] | None = None,
+              on_cell: CellProgress | None = None) -> list[RunResult]:
     """Validate every notebook's parameters (:func:`plan_study`), then execute them in book order.
 
-    ``progress(name, i, n)`` is called before notebook ``i`` of ``n`` (and with ``i == n`` at the end).
+    ``progress(name, i, n)`` is called before notebook ``i`` of ``n`` (and with ``i == n`` at the end);
+    ``on_cell`` after each code cell of a running notebook (:data:`CellProgress`).
     """
     plan = plan_study(profile, only=only, overrides=overrides, study=study)
     results = []
@@ -522,7 +575,7 @@ def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping
             if progress:
                 progress(nb.name, i, len(plan))
             results.append(_execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log,
-                                    reads=nb.reads))
+                                    reads=nb.reads, on_cell=on_cell))
     if progress:
         progress("done", len(plan), len(plan))
     return results
