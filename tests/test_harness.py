@@ -231,8 +231,7 @@ def test_unit_costs_divide_each_chapters_seconds_by_its_work(tmp_path):
 def test_appendix_check_params_names_the_bad_value():
     from dfrobust.study import perf
 
-    assert perf.check_params(bench_scale="full", budget_min=30.0, device="cpu")["bench_args"] == ["--device", "cpu",
-                                                                                                   "--full"]
+    assert perf.check_params(bench_scale="full", budget_min=30.0, device="cpu").bench_args == ["--device", "cpu", "--full"]
     with pytest.raises(ValueError, match="budget_min=-1"):
         perf.check_params(bench_scale="small", budget_min=-1, device="cpu")
     with pytest.raises(ValueError, match="bench_scale='huge'"):
