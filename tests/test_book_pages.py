@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from dfrobust import study
-from dfrobust.study import runner
+from dfrobust.study import pages, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_present_chapter_collapses_setup_removes_injected_cell_and_adds_the_reru
     result.write_bytes(b"netcdf bytes")
     params = {"profile": "default", "n": 7}
     path = _executed(tmp_path, tpl, params)
-    runner.present_chapter(path, "mini", tpl, params, results={result: result.stat().st_mtime_ns})
+    pages.present_chapter(path, "mini", tpl, params, results={result: result.stat().st_mtime_ns})
     cells = nbformat.read(path, as_version=4).cells
     src = [c.source.splitlines()[0] if c.source else "" for c in cells]
     # title, then the box, then the collapsed set-up cells, then the results
@@ -98,14 +98,14 @@ def test_present_chapter_collapses_setup_removes_injected_cell_and_adds_the_reru
     assert (path.parent / "downloads" / "mini" / "mini_records.nc").read_bytes() == b"netcdf bytes"
     # presenting twice changes nothing (one box)
     before = path.read_text()
-    runner.present_chapter(path, "mini", tpl, params, results={})
+    pages.present_chapter(path, "mini", tpl, params, results={})
     assert path.read_text() == before
 
 
 def test_present_chapter_without_results_says_so(tmp_path):
     tpl = _template(tmp_path)
     path = _executed(tmp_path, tpl, {"profile": "quick"})
-    runner.present_chapter(path, "mini", tpl, {"profile": "quick"})
+    pages.present_chapter(path, "mini", tpl, {"profile": "quick"})
     box = nbformat.read(path, as_version=4).cells[1].source
     assert "writes no result file" in box and ".venv/bin/dfrobust run mini --profile quick\n" in box
 
@@ -116,7 +116,7 @@ def test_present_chapter_names_a_template_without_parameters_cell(tmp_path):
     path = tmp_path / "t.ipynb"
     nbformat.write(nb, path)
     with pytest.raises(ValueError, match=r"t\.ipynb: no cell tagged 'parameters'"):
-        runner.present_chapter(path, "t", path, {"profile": "quick"})
+        pages.present_chapter(path, "t", path, {"profile": "quick"})
 
 
 @pytest.mark.parametrize("value, shown", [
@@ -125,7 +125,7 @@ def test_present_chapter_names_a_template_without_parameters_cell(tmp_path):
     (1e-05, "attacks=1.0e-05"), (2.5e-10, "attacks=2.5e-10"), (float("inf"), "attacks=.inf"),
 ])
 def test_rerun_command_values_read_back_as_the_same_parameter(value, shown):
-    cmd = runner.rerun_command("03_robustness", {"profile": "quick", "attacks": value}, {"profile": "quick"})
+    cmd = pages.rerun_command("03_robustness", {"profile": "quick", "attacks": value}, {"profile": "quick"})
     argv = shlex.split(cmd)
     assert argv[:5] == [".venv/bin/dfrobust", "run", "03_robustness", "--profile", "quick"]
     assert argv[5:] == ["-p", shown]
@@ -133,7 +133,7 @@ def test_rerun_command_values_read_back_as_the_same_parameter(value, shown):
 
 
 def test_rerun_command_leaves_out_what_the_profile_already_sets():
-    cmd = runner.rerun_command("mini", {"profile": "default", "n": 5, "scale": 2.0}, {"profile": "default", "n": 5})
+    cmd = pages.rerun_command("mini", {"profile": "default", "n": 5, "scale": 2.0}, {"profile": "default", "n": 5})
     assert cmd == ".venv/bin/dfrobust run mini --profile default -p scale=2.0"
 
 

@@ -9,6 +9,7 @@ worked); pinned memory and non-blocking copies (no-ops on CPU, the CUDA branch w
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -391,7 +392,12 @@ def test_the_appendix_template_reads_a_gpu_report():
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert re.search(r'^gpu_report: str = ""  # .+', params.source, re.M)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "gpu_report=gpu_report" in code and "perf.gpu_report_table(gpu_report" in code
+    # the parameters reach the appendix through its check (from_namespace) and its chapter function
+    assert "from_namespace(perf.check_params, globals())" in code and "perf.run(cfg" in code
+    from dfrobust.study import perf
+
+    assert "gpu_report" in inspect.signature(perf.check_params).parameters
+    assert "gpu_report_table(cfg.gpu_report" in inspect.getsource(perf.run)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
 

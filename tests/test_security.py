@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dfrobust import study
-from dfrobust.study import runner, sweep
+from dfrobust.study import pages, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 INJECTIONS = ["gpu\nrm -rf ~", "gpu;rm -rf ~", "gpu $(rm -rf ~)", "gpu`id`", "gpu\r\n#SBATCH --uid=0"]
@@ -68,8 +68,8 @@ def _box(tmp_path: Path, data_root: str) -> str:
     tpl = ROOT / "notebooks" / "01_data.ipynb"
     path = tmp_path / "01_data.ipynb"
     path.write_text(tpl.read_text())
-    runner.present_chapter(path, "01_data", tpl, {"profile": "quick", "data_root": data_root})
-    return next(c.source for c in nbformat.read(path, as_version=4).cells if runner.RERUN_CLASS in c.source)
+    pages.present_chapter(path, "01_data", tpl, {"profile": "quick", "data_root": data_root})
+    return next(c.source for c in nbformat.read(path, as_version=4).cells if pages.RERUN_CLASS in c.source)
 
 
 def _render(markdown: str) -> str:

@@ -93,3 +93,14 @@ def bar_chart(values: dict[str, float], lower: float = 0.85, upper: float = 0.98
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return finish(fig)
+
+
+def chapter_figures(cfg, images: pd.DataFrame, frames: pd.DataFrame, result) -> dict[str, plt.Figure]:
+    """The data chapter's figures from its parameters, manifests and result (``experiments.data.run``):
+    ``pairs_fig``, ``video_fig``, ``bar_fig``."""
+    source = result.values["source"]
+    bar = result.tables["bar"]["held-out accuracy"].to_dict()
+    return {"pairs_fig": pair_grid(images, n_per_group=cfg.pairs_per_group, seed=cfg.seed,
+                                   title=f"{source} real/fake pairs per group"),
+            "video_fig": video_strip(frames, n=cfg.strip_frames, title=f"{source} clip: real (top) and its fake (bottom)"),
+            "bar_fig": bar_chart(bar, title=f"held-out accuracy ({source} data, profile {cfg.profile})")}

@@ -82,3 +82,11 @@ def metrics_table(table: pd.DataFrame) -> pd.DataFrame:
     models = list(dict.fromkeys(table["model"]))
     cols = [(m, name) for m in ("accuracy", "auc") for name in models]
     return wide.reindex(index=order, columns=cols).round(3)
+
+
+def chapter_figures(result, trained: dict) -> dict[str, plt.Figure]:
+    """The detectors chapter's figures from its result (``experiments.models.run``) and detectors:
+    ``fig_metrics`` (clean accuracy and AUC), ``fig_curves`` (validation AUC per epoch)."""
+    label = result.values["data_label"]
+    return {"fig_metrics": finish(clean_metrics(result.tables["metrics"], label)),
+            "fig_curves": finish(validation_curves(trained, label))}

@@ -59,7 +59,19 @@ def _run_with_progress(profile: str, **kw):
         def log(line: str) -> None:  # the runner's lines as written: "[run ]", "[skip]" are text, not rich markup
             bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-        return run_study(profile, log=log, progress=advance, **kw)
+        def cells(name: str, done: int, total: int, elapsed: float, previous: float | None) -> None:
+            text = f"{name}: cell {done}/{total}, {_clock(elapsed)}" + (
+                f" (last run {_clock(previous)})" if previous else " (no previous run)")
+            bar.update(task, description=f"{profile}: {text}")
+            if not bar.console.is_terminal:  # no live bar (a log file, CI): one line per cell
+                log(f"[cell] {text}")
+
+        return run_study(profile, log=log, progress=advance, on_cell=cells, **kw)
+
+
+def _clock(seconds: float) -> str:
+    minutes, s = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {s:02d} s" if minutes else f"{s} s"
 
 
 @app.command()
@@ -96,6 +108,21 @@ def book(profile: str = PROFILE, param: Optional[List[str]] = PARAM,
             _fail(str(exc))
         console.print(f"book built in {time.perf_counter() - t0:.0f} s total")
         print(index)
+
+
+@app.command()
+def toc(check: bool = typer.Option(False, "--check", help="Only say whether _toc.yml matches (exit 1 when not).")) -> None:
+    """Write _toc.yml from notebooks/study.yml (the book's one source of structure; `book` does it too)."""
+    from .runner import write_toc
+
+    try:
+        differs = write_toc(write=not check)
+    except (StudyError, OSError) as exc:
+        _fail(str(exc))
+    if check and differs:
+        console.print("_toc.yml differs from notebooks/study.yml; run: dfrobust toc", highlight=False)
+        raise typer.Exit(1)
+    console.print("_toc.yml written from notebooks/study.yml" if differs else "_toc.yml matches notebooks/study.yml")
 
 
 @app.command()

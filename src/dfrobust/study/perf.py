@@ -8,6 +8,7 @@
 * :func:`run_bench` runs one of the ``bench/`` scripts in a fresh interpreter and returns its
   JSON report. The scripts measure their ratios side by side in one run (never as timed
   tests); running them as subprocesses keeps their timings free of the notebook's own state.
+* :func:`check_params` and :func:`run` are the appendix's chapter (``PerfParams`` in, ``ChapterResult`` out).
 * :func:`gpu_report_table` reads the report of the prepared GPU check (``bench/gpu_check.sh``,
   ``gpu_check.json``) and lays its ratios beside this build's CPU ones, each against its goal
   (:data:`GPU_GOALS`).
@@ -19,6 +20,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +49,35 @@ def notebook_timings(out_dir: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["notebook", "profile", "wall_s", "finished"])
 
 
+@dataclass(frozen=True)
+class PerfParams:
+    """The performance appendix's parameters, checked (:func:`check_params`)."""
+
+    profile: str
+    run_benchmarks: bool
+    bench_scale: str
+    budget_min: float
+    device: str
+    sweep_workers: int
+    gpu_report: str
+
+    @property
+    def device_name(self) -> str:
+        from ..core import device as D
+
+        return D.describe(D.pick_device(self.device))
+
+    @property
+    def bench_args(self) -> list[str]:
+        """The arguments every bench script gets."""
+        from ..core.device import pick_device
+
+        return ["--device", str(pick_device(self.device))] + (["--full"] if self.bench_scale == "full" else [])
+
+
 def check_params(*, bench_scale: str, budget_min: float, device: str, sweep_workers: int = 2,
-                 gpu_report: str = "") -> dict[str, Any]:
-    """The performance appendix's one validation call: ``device`` (torch device), ``device_name``
-    and ``bench_args`` (the arguments every bench script gets)."""
+                 gpu_report: str = "", profile: str = "default", run_benchmarks: bool = True) -> PerfParams:
+    """The performance appendix's parameters checked (one-line ValueError naming the value), no side effects."""
     from ..core import device as D
     from ..core.params import check_int, check_number
 
@@ -58,11 +85,86 @@ def check_params(*, bench_scale: str, budget_min: float, device: str, sweep_work
         raise ValueError(f"bench_scale={bench_scale!r}: expected 'small' or 'full'")
     check_number(budget_min, "budget_min", 0, 7 * 24 * 60)  # minutes; 0: no budget
     check_int(sweep_workers, "sweep_workers", 1, 256)     # dask workers of bench_sweep.py
+    if not isinstance(run_benchmarks, bool):
+        raise ValueError(f"run_benchmarks={run_benchmarks!r}: expected True or False")
     if gpu_report:
         gpu_report_table(gpu_report)  # the GPU check's report (bench/gpu_check.sh) read and validated now
-    dev = D.pick_device(device)
-    return {"device": dev, "device_name": D.describe(dev),
-            "bench_args": ["--device", str(dev)] + (["--full"] if bench_scale == "full" else [])}
+    D.pick_device(device)
+    return PerfParams(profile, run_benchmarks, bench_scale, float(budget_min), device, int(sweep_workers), gpu_report)
+
+
+#: the benchmarks the appendix runs (one ratio table each); ``bench_sweep.py`` is the scaling section
+BENCHES = ("bench_rr.py", "bench_pgd.py", "bench_nes.py", "bench_lime.py")
+
+
+def _budget_verdict(cfg: PerfParams, build_min: float, n: int, device_name: str):
+    from ..metrics import verdicts
+
+    if cfg.budget_min > 0:
+        row = verdicts.Verdict(
+            f"the {cfg.profile} build fits its budget of {cfg.budget_min:g} minutes",
+            verdicts.HOLDS if build_min <= cfg.budget_min else verdicts.REFUTED,
+            "holds if the chapters' measured wall time (this appendix included) is at most the budget; exact",
+            cfg.budget_min, round(build_min, 2), round(build_min, 2), round(build_min, 2), n, None,
+            f"estimate: minutes on {device_name}")
+    else:
+        row = verdicts.Verdict(f"the {cfg.profile} build fits a budget", verdicts.INCONCLUSIVE,
+                               "no budget set (budget_min = 0)", 0.0, round(build_min, 2), float("nan"), float("nan"),
+                               n, None, "estimate: minutes")
+    return verdicts.verdict_table([row])[["claim", "verdict", "estimate", "margin", "n", "rule", "note"]]
+
+
+def run(cfg: PerfParams, started: float):
+    """The performance appendix (``started``: ``time.perf_counter()`` when it began): the chapters' timings,
+    the cost per unit of work, the benchmarks (when ``run_benchmarks``), the GPU report, the sweep's scaling and
+    the budget verdict, as a :class:`~dfrobust.core.results.ChapterResult`."""
+    import time
+
+    from ..core.paths import results_dir
+    from ..core.results import ChapterResult
+    from ..figures import perf as figs
+
+    device_name = cfg.device_name
+    timings = notebook_timings()
+    timings = timings[timings.notebook != "06_performance"].reset_index(drop=True)
+    units = unit_costs(results_dir(cfg.profile))
+    rows = []
+    for script in BENCHES if cfg.run_benchmarks else ():
+        report = run_bench(script, *cfg.bench_args)
+        rows += [{"benchmark": script.removesuffix(".py"), **r, "device": report.get("device", device_name)}
+                 for r in report["ratios"]]
+    bench = pd.DataFrame(rows, columns=["benchmark", "what", "fast_s", "slow_s", "ratio", "device"])
+    values = {f"{r.benchmark}_ratio": float(r.ratio)  # one key per script: its first (headline) ratio
+              for r in bench.drop_duplicates("benchmark").itertuples()}
+    sweep = run_bench("bench_sweep.py", "--workers", str(cfg.sweep_workers), *cfg.bench_args) if cfg.run_benchmarks else None
+    if sweep is not None:
+        scaling = pd.DataFrame({"run": ["serial", "1 worker", f"{sweep['workers']} workers"],
+                                "wall_s": [sweep["serial_s"], sweep["worker_s"]["1"],
+                                           sweep["worker_s"][str(sweep["workers"])]]})
+        efficiency, sweep_device = float(sweep["scaling_efficiency"]), sweep["device"]
+        estimate = f"{sweep['estimate']['chapter03_paper_h_1_worker']} h on one worker"
+    else:
+        scaling = pd.DataFrame({"run": [], "wall_s": []})
+        efficiency, sweep_device = float("nan"), f"{device_name} (benchmarks not run in this build)"
+        estimate = "not measured in this build"
+    if len(units):
+        top = units.loc[units["seconds"].idxmax()]
+        ex_unit = (f"{top['chapter']}, {top['work']}: {top['seconds']:.0f} s for {top['units']} units ({top['unit']}); "
+                   f"twice the units would add about {top['seconds']:.0f} s")
+    else:
+        ex_unit = "no chapter stored timings in this build"
+    total_min = float(timings.wall_s.sum() / 60)
+    build_min = total_min + (time.perf_counter() - started) / 60  # this appendix included
+    values.update(total_min=total_min, device=device_name, sweep_workers=cfg.sweep_workers,
+                  sweep_efficiency=efficiency, sweep_device=sweep_device, sweep_estimate=estimate,
+                  build_min=round(build_min, 1), ex_unit=ex_unit)
+    gpu = gpu_report_table(cfg.gpu_report, cpu=bench) if cfg.gpu_report else None
+    return ChapterResult(values=values,
+                         tables={"timings": timings, "units": units, "bench": bench, "scaling": scaling,
+                                 **({"gpu": gpu} if gpu is not None else {})},
+                         figures={"fig_timings": figs.timings_bar(timings, cfg.profile),
+                                  "fig_sweep": figs.sweep_bars(scaling)},
+                         decide=_budget_verdict(cfg, build_min, len(timings) + 1, device_name))
 
 
 def _timing_dict(text) -> dict:

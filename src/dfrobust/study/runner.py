@@ -32,7 +32,8 @@ from ..core.paths import (data_home, file_sha256, generated_book_dir, project_ro
                           user_path)
 from ..core.results import PRODUCERS, STAGE_ENV
 from ..core.profiles import ENV_DATA_ROOT, load_spec
-from .spec import Study, StudyError, declared_parameters, load_study, params_json, resolve_params
+from .pages import present_chapter
+from .spec import Study, StudyError, declared_parameters, load_study, params_json, resolve_params, toc_text
 
 KERNEL = "dfrobust"
 
@@ -386,8 +387,54 @@ def notices(notebook: Path) -> list[str]:
     return out
 
 
+#: ``on_cell(name, done, total, elapsed_s, previous_s)``: after each code cell of a running notebook (and with
+#: ``done == 0`` when the kernel is up); ``previous_s`` is the last run's time (its stamp), or None
+CellProgress = Callable[[str, int, int, float, "float | None"], None]
+
+
+def previous_wall(output: Path) -> float | None:
+    """How long the last successful run of the notebook at ``output`` took (its stamp's ``wall_s``), or None."""
+    try:
+        wall = json.loads(_stamp_path(output).read_text()).get("wall_s")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) else None
+
+
+def _cell_hooks(name: str, t0: float, previous: float | None, on_cell: CellProgress) -> dict[str, Callable]:
+    """nbclient's ``on_notebook_start`` / ``on_cell_executed`` hooks (papermill passes them on) calling ``on_cell``."""
+    state = {"done": 0, "total": 0}
+
+    def start(notebook, **_) -> None:
+        state["total"] = sum(c.cell_type == "code" and bool(c.source.strip()) for c in notebook.cells)
+        on_cell(name, 0, state["total"], time.perf_counter() - t0, previous)
+
+    def executed(**_) -> None:
+        state["done"] += 1
+        on_cell(name, state["done"], state["total"], time.perf_counter() - t0, previous)
+
+    return {"on_notebook_start": start, "on_cell_executed": executed}
+
+
+def kernel_log_path(output: Path) -> Path:
+    """Where the kernel's own stdout and stderr go (beside the executed notebook): dask's shutdown messages,
+    the kernel's warnings. Kept out of the terminal; a failed run names the file."""
+    return output.with_suffix(".kernel.log")
+
+
+def _logged_kernel_manager(stream):
+    """A kernel manager whose kernel (and the processes it starts, dask's workers) write to ``stream``."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            return await super().start_kernel(**{**kw, "stdout": stream, "stderr": stream})
+
+    return LoggedKernelManager
+
+
 def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, out_dir: Path | None,
-             log: Callable[[str], None], reads: Sequence[str] = ()) -> RunResult:
+             log: Callable[[str], None], reads: Sequence[str] = (), on_cell: CellProgress | None = None) -> RunResult:
     import papermill
 
     out_dir = out_dir or generated_book_dir()
@@ -416,19 +463,24 @@ def _execute(name: str, template: Path, params: dict[str, Any], *, force: bool, 
     clean_stale_stages(log=log)
     stage = Path(tempfile.mkdtemp(prefix=f"{_STAGE}{name}-{os.getpid()}-", dir=results_dir()))
     t0 = time.perf_counter()
+    hooks = _cell_hooks(name, t0, previous_wall(output), on_cell) if on_cell else {}
     saved = {k: os.environ.get(k) for k in ("DFROBUST_HOME", STAGE_ENV, *kernel_env)}
     os.environ.update(kernel_env)
     os.environ["DFROBUST_HOME"] = str(project_root())  # the kernel inherits it: notebooks find the project
     os.environ[STAGE_ENV] = str(stage)                  # results go here until the notebook succeeded
+    kernel_log = kernel_log_path(output)
     try:
-        papermill.execute_notebook(str(template), str(partial), parameters=params, kernel_name=_kernel_name(),
-                                   cwd=str(project_root()), progress_bar=False, log_output=False)
+        with open(kernel_log, "w") as stream:
+            papermill.execute_notebook(str(template), str(partial), parameters=params, kernel_name=_kernel_name(),
+                                       cwd=str(project_root()), progress_bar=False, log_output=False,
+                                       kernel_manager_class=_logged_kernel_manager(stream), **hooks)
     except Exception as exc:  # papermill.PapermillExecutionError and kernel failures
         shutil.rmtree(stage, ignore_errors=True)
         for line in notices(partial):
             log(f"[note] {name}: {line}")
         kept = " (the previous results and page are kept)" if output.is_file() else ""
-        raise NotebookFailed(_failure_message(name, exc) + f" (executed copy: {partial}){kept}") from exc
+        raise NotebookFailed(_failure_message(name, exc) + f" (executed copy: {partial}; kernel output: "
+                             f"{kernel_log}){kept}") from exc
     finally:
         for k, v in saved.items():
             if v is None:
@@ -509,10 +561,12 @@ def plan_study(profile: str, *, only: list[str] | None = None, overrides: Mappin
 def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping[str, Any] | None = None,
               force: bool = False, study: Study | None = None, out_dir: Path | None = None,
               log: Callable[[str], None] = print,
-              progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+              progress: Callable[[str, int, int], None] | None = None,
+              on_cell: CellProgress | None = None) -> list[RunResult]:
     """Validate every notebook's parameters (:func:`plan_study`), then execute them in book order.
 
-    ``progress(name, i, n)`` is called before notebook ``i`` of ``n`` (and with ``i == n`` at the end).
+    ``progress(name, i, n)`` is called before notebook ``i`` of ``n`` (and with ``i == n`` at the end);
+    ``on_cell`` after each code cell of a running notebook (:data:`CellProgress`).
     """
     plan = plan_study(profile, only=only, overrides=overrides, study=study)
     results = []
@@ -521,15 +575,30 @@ def run_study(profile: str, *, only: list[str] | None = None, overrides: Mapping
             if progress:
                 progress(nb.name, i, len(plan))
             results.append(_execute(nb.name, nb.template, params, force=force, out_dir=out_dir, log=log,
-                                    reads=nb.reads))
+                                    reads=nb.reads, on_cell=on_cell))
     if progress:
         progress("done", len(plan), len(plan))
     return results
 
 
-def build_book(root: Path | None = None, *, log: Callable[[str], None] = print) -> Path:
-    """``jupyter-book build`` with warnings as errors; returns the path of index.html."""
+def write_toc(root: Path | None = None, study: Study | None = None, *, write: bool = True) -> bool:
+    """Write ``<root>/_toc.yml`` from the study spec (:func:`~dfrobust.study.spec.toc_text`) where it differs
+    (``write=False``: only compare); True when it differed."""
+    path = (root or project_root()) / "_toc.yml"
+    text = toc_text(study or load_study())
+    if path.is_file() and path.read_text() == text:
+        return False
+    if write:
+        path.write_text(text)
+    return True
+
+
+def build_book(root: Path | None = None, *, study: Study | None = None, log: Callable[[str], None] = print) -> Path:
+    """``jupyter-book build`` with warnings as errors, after writing ``_toc.yml`` from the study spec
+    (:func:`write_toc`); returns the path of index.html."""
     root = root or project_root()
+    if write_toc(root, study):
+        log("[toc ] _toc.yml written from notebooks/study.yml")
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root), "-W", "-n", "--keep-going"]
     log("[book] " + " ".join(cmd))
@@ -543,170 +612,5 @@ def build_book(root: Path | None = None, *, log: Callable[[str], None] = print) 
     return index
 
 
-
-# --------------------------------------------------------------------------- the executed copy as a page
-# The templates stay plain notebooks; the runner turns the executed copy into a book page:
-# results first (set-up cells collapsed, papermill's injected cell removed) and a re-run box after
-# the title with the exact command, the parameters used and download links (executed notebook and
-# the chapter's .nc results, copied beside it so Sphinx's {download} role puts them in the build).
-RERUN_CLASS = "rerun-box"
-DOWNLOADS = "downloads"  # book/generated/downloads/<chapter>/<result>.nc
-
-
-def _cli_value(value: Any) -> str:
-    """``value`` as ``-p`` reads it back (:func:`~dfrobust.study.spec.parse_override`), on one line."""
-    from .spec import parse_override
-
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, float):
-        text = repr(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            text = {"nan": ".nan", "inf": ".inf", "-inf": "-.inf"}[text]
-        elif "e" in text and "." not in text.split("e")[0]:
-            text = text.replace("e", ".0e", 1)  # YAML 1.1 (PyYAML) reads 1e-05 as a string, 1.0e-05 as a float
-    elif isinstance(value, int):
-        text = repr(value)
-    else:
-        text = str(value)
-        # quoted (JSON) unless -p reads it back as this very string; control characters (a newline) escaped
-        if text == "" or not text.isprintable() or parse_override(f"v={text}")[1] != text:
-            text = json.dumps(text)
-    return text
-
-
-def rerun_command(name: str, params: Mapping[str, Any], baseline: Mapping[str, Any] | None = None) -> str:
-    """The command that re-runs a chapter with ``params``; ``-p`` only where they differ from ``baseline``
-    (the profile's own values)."""
-    import shlex
-
-    profile = params.get("profile", "default")
-    base = dict(baseline or {"profile": profile})
-    extra = [f"-p {shlex.quote(f'{k}={_cli_value(v)}')}" for k, v in params.items()
-             if k != "profile" and (k not in base or base[k] != v)]
-    return " ".join([".venv/bin/dfrobust", "run", shlex.quote(name), "--profile", shlex.quote(str(profile)), *extra])
-
-
-def _profile_baseline(name: str, template: Path, profile: str) -> dict[str, Any] | None:
-    """The parameters the study spec beside ``template`` gives this chapter under ``profile``, if any."""
-    try:
-        spec = load_study(Path(template).parent / "study.yml")
-        nb = spec.notebook(name)
-        if nb.template.resolve() != Path(template).resolve():
-            return None
-        return resolve_params(spec, nb, profile, {})
-    except Exception:  # noqa: BLE001 - a missing or foreign spec only makes the command longer
-        return None
-
-
-def _cell_text(value: Any) -> str:
-    """``value`` for a code span in a Markdown table cell: on one line (a string with surrounding spaces or a
-    control character such as a newline is shown JSON-quoted, escapes visible), no backtick to close the span,
-    pipes escaped for the table. Inside the code span Markdown and HTML are shown as text, not interpreted."""
-    text = str(value)
-    if (isinstance(value, str) and (text == "" or text != text.strip())) or not text.isprintable():
-        text = json.dumps(text)
-    return text.replace("|", "\\|").replace("`", "'")
-
-
-def _rerun_markdown(name: str, template: Path, params: Mapping[str, Any], downloads: list[str]) -> str:
-    import ast
-
-    profile = str(params.get("profile", ""))
-    declared = declared_parameters(template)
-    rows = []
-    for key, info in declared.items():
-        if key in params:
-            value, source = params[key], "this run"
-        else:
-            try:
-                value = ast.literal_eval(str(info.get("default")))
-            except (ValueError, SyntaxError):
-                value = info.get("default")
-            source = "template default"
-        help_ = str(info.get("help", "")).replace("|", "\\|")
-        rows.append(f"| `{key}` | `{_cell_text(value)}` | {source} | {help_} |")
-    links = [f"{{download}}`executed notebook ({name}.ipynb) <{name}.ipynb>`"]
-    links += [f"{{download}}`{Path(d).name} <{d}>`" for d in downloads]
-    results_note = "" if downloads else " This chapter writes no result file."
-    cmd = rerun_command(name, params, _profile_baseline(name, template, profile))
-    return "\n".join([
-        f"::::{{admonition}} Re-run this chapter (built with the `{profile}` profile)",
-        f":class: tip {RERUN_CLASS}",
-        "",
-        "Every number and figure below was computed by this command; change or add `-p name=value` to "
-        f"re-run it with other parameters (`.venv/bin/dfrobust params {name}` lists them all):",
-        "",
-        "```bash",
-        cmd,
-        "```",
-        "",
-        "**Downloads:** " + " · ".join(links) + "." + results_note,
-        "",
-        ":::{admonition} Parameters used",
-        ":class: dropdown",
-        "",
-        "| parameter | value | set by | description |",
-        "|---|---|---|---|",
-        *rows,
-        ":::",
-        "::::",
-    ])
-
-
-def _add_tag(cell, tag: str) -> None:
-    tags = list(cell.metadata.get("tags", []))
-    if tag not in tags:
-        cell.metadata["tags"] = tags + [tag]
-
-
-def present_chapter(path: Path, name: str, template: Path, params: Mapping[str, Any], *,
-                    results: Sequence[Path] = ()) -> Path:
-    """Turn the executed notebook at ``path`` into a book page, in place (see the section comment).
-
-    Code cells before the ``parameters`` cell (imports), the ``parameters`` cell and the cell after
-    it (validation) get ``hide-input``; papermill's ``injected-parameters`` cell gets
-    ``remove-input``; a markdown re-run box is inserted after the cell holding the H1 title. The
-    ``results`` files are copied to ``downloads/<name>/`` beside the notebook.
-    """
-    import shutil
-
-    import nbformat
-
-    path = Path(path)
-    nb = nbformat.read(path, as_version=4)
-    if any(RERUN_CLASS in c.source for c in nb.cells if c.cell_type == "markdown"):
-        return path  # already presented
-    cells = nb.cells
-    is_param = ["parameters" in c.metadata.get("tags", []) for c in cells]
-    is_injected = ["injected-parameters" in c.metadata.get("tags", []) for c in cells]
-    if not any(is_param):
-        raise ValueError(f"{path}: no cell tagged 'parameters'; expected the template's parameters cell")
-    p = is_param.index(True)
-    for i, c in enumerate(cells):
-        if is_injected[i]:
-            _add_tag(c, "remove-input")
-        elif c.cell_type == "code" and i <= p:
-            _add_tag(c, "hide-input")
-    after = next((i for i in range(p + 1, len(cells)) if cells[i].cell_type == "code" and not is_injected[i]), None)
-    if after is not None:
-        _add_tag(cells[after], "hide-input")
-    dest = path.parent / DOWNLOADS / name
-    if dest.is_dir():
-        shutil.rmtree(dest)
-    downloads = []
-    for src in sorted(results):
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest / src.name)
-        downloads.append(f"{DOWNLOADS}/{name}/{src.name}")
-    title = next((i for i, c in enumerate(cells) if c.cell_type == "markdown"
-                  and any(line.startswith("# ") for line in c.source.splitlines())), None)
-    box = nbformat.v4.new_markdown_cell(_rerun_markdown(name, template, params, downloads))
-    box.id = RERUN_CLASS  # a fixed id: the same run gives the same notebook
-    cells.insert(0 if title is None else title + 1, box)
-    nbformat.write(nb, path)
-    return path
-
-
 __all__ = ["NotebookFailed", "RunResult", "StudyError", "build_book", "clean_stale_stages", "package_fingerprint",
-           "plan_study", "present_chapter", "rerun_command", "run_notebook", "run_study"]
+           "plan_study", "run_notebook", "run_study", "write_toc"]

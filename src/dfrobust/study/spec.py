@@ -1,4 +1,5 @@
-"""The study spec (``notebooks/study.yml``): notebooks in book order and their parameters per profile.
+"""The study spec (``notebooks/study.yml``): notebooks in book order, their parameters per profile and the
+book's structure (``book:`` and each notebook's ``part:``; ``_toc.yml`` is generated from it, :func:`toc_text`).
 
 Validation happens here, before anything runs: an unknown profile, an unknown notebook, an
 unknown parameter or a value of the wrong type stops with a one-line error that names the
@@ -40,6 +41,15 @@ class NotebookSpec:
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # profile -> overrides
     #: the chapters whose results or stamps this one reads (``reads:``): it re-runs when one of them did
     reads: tuple[str, ...] = ()
+    #: the caption of the book part the chapter is in (``part:``; the first part when unset)
+    part: str = ""
+
+
+@dataclass(frozen=True)
+class BookPart:
+    caption: str
+    #: narrative pages (``book/<page>``, no suffix) after the part's chapters
+    pages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,9 @@ class Study:
     #: profile -> detector (or ``common``) -> training hyper-parameters (``training:`` block;
     #: read by :func:`dfrobust.models.train.study_hparams`, which checks the keys)
     training: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    #: the book's landing page and parts (``book:``); a spec without one is a single part
+    root: str = "book/intro"
+    parts: tuple[BookPart, ...] = (BookPart("The study"),)
 
     def notebook(self, name: str) -> NotebookSpec:
         for nb in self.notebooks:
@@ -89,7 +102,8 @@ def load_study(path: str | Path | None = None) -> Study:
         if not isinstance(reads, list) or not all(isinstance(r, str) for r in reads):
             raise StudyError(f"{path}: notebook {name!r} has reads={reads!r}; expected a list of notebook names")
         notebooks.append(NotebookSpec(name=name, template=tpl, title=entry.get("title", name),
-                                      params={k: dict(v or {}) for k, v in params.items()}, reads=tuple(reads)))
+                                      params={k: dict(v or {}) for k, v in params.items()}, reads=tuple(reads),
+                                      part=str(entry.get("part") or "")))
     if not notebooks:
         raise StudyError(f"{path}: lists no notebooks")
     names = {nb.name for nb in notebooks}
@@ -105,8 +119,46 @@ def load_study(path: str | Path | None = None) -> Study:
             raise StudyError(f"{path}: training sets values for profile={prof!r}; expected one of {', '.join(profiles)}")
         if not isinstance(block, dict) or not all(isinstance(v, dict) for v in block.values()):
             raise StudyError(f"{path}: training.{prof} must map each detector (or 'common') to a mapping of values")
+    root, parts = _book(path, spec.get("book"), notebooks)
     return Study(path=path, profiles=dict(profiles), notebooks=tuple(notebooks),
-                 training={k: {m: dict(v) for m, v in (b or {}).items()} for k, b in training.items()})
+                 training={k: {m: dict(v) for m, v in (b or {}).items()} for k, b in training.items()},
+                 root=root, parts=parts)
+
+
+def _book(path: Path, book: Any, notebooks: list[NotebookSpec]) -> tuple[str, tuple[BookPart, ...]]:
+    """The ``book:`` section checked: a landing page and parts whose pages exist, every ``part:`` a caption."""
+    root, parts = Study.root, Study.parts
+    if book is not None:
+        try:
+            root = str(book["root"])
+            parts = tuple(BookPart(str(p["caption"]), tuple(str(x) for x in p.get("pages") or ()))
+                          for p in book["parts"])
+        except (KeyError, TypeError, AttributeError):
+            raise StudyError(f"{path}: book needs 'root' (a page) and 'parts' (each a 'caption' and optional "
+                             "'pages')") from None
+        for page in (root, *(x for p in parts for x in p.pages)):
+            if not any((path.parent.parent / f"{page}{suffix}").is_file() for suffix in (".md", ".ipynb")):
+                raise StudyError(f"{path}: book page {page!r} has no {page}.md; expected a page of the project")
+    captions = [p.caption for p in parts]
+    for nb in notebooks:
+        if nb.part and nb.part not in captions:
+            raise StudyError(f"{path}: notebook {nb.name!r} has part={nb.part!r}; expected one of "
+                             f"{', '.join(captions)}")
+    return root, parts
+
+
+def toc_text(study: Study) -> str:
+    """``_toc.yml`` of the study's book: each part's chapters (the executed copies in ``book/generated/``, in
+    the spec's order), then its pages."""
+    first = study.parts[0].caption
+    toc = {"format": "jb-book", "root": study.root, "parts": [
+        {"caption": part.caption,
+         "chapters": [{"file": f"book/generated/{nb.name}"} for nb in study.notebooks
+                      if (nb.part or first) == part.caption] + [{"file": page} for page in part.pages]}
+        for part in study.parts]}
+    return ("# Generated from notebooks/study.yml (`book:` and each notebook's `part:`) by `dfrobust toc` and before\n"
+            "# every `dfrobust book`: edit study.yml, not this file. Chapters are the executed notebooks in book/generated/.\n"
+            + yaml.safe_dump(toc, sort_keys=False))
 
 
 @lru_cache(maxsize=64)
