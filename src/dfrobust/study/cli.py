@@ -236,10 +236,12 @@ def data_prepare(root: str = typer.Argument(..., help="Dataset root folder (rela
 
 
 @app.command()
-def train(model: str = typer.Argument(..., help="meso4, mesoinception4, resnet34 or xception."),
+def train(model: str = typer.Argument(..., help="meso4, mesoinception4, resnet34, xception, or a robust Meso4: "
+                                                 "meso4_adv (PGD training), meso4_ibp (IBP training)."),
           profile: str = PROFILE, seed: int = typer.Option(0, help="Training seed."),
           device: str = typer.Option("auto", help="auto, cpu or cuda.")) -> None:
     """Train (or load the cached checkpoint of) one detector on the profile's data."""
+    from .. import experiments  # noqa: F401 - registers the robust detectors' training objectives
     from ..data import get_manifest
     from ..models import MODELS
     from ..models.train import get_trained
