@@ -116,6 +116,13 @@ class MaskedNES(Attack):
         return (m > 0).float().expand(n, c, h, w).contiguous()
 
     @staticmethod
+    def generators(seed: int, n: int, device) -> list[torch.Generator]:
+        """One noise stream per sample (from ``seed`` and its index): its directions do not depend on
+        the rest of the batch."""
+        states = np.random.SeedSequence(int(seed)).generate_state(n, dtype=np.uint64)
+        return [torch.Generator(device=device).manual_seed(int(s) & (2 ** 63 - 1)) for s in states]
+
+    @staticmethod
     def antithetic(x: torch.Tensor, u: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The sample pair ``x ± σu`` in the unclipped space (``x`` [n, C, H, W], ``u`` [n, q, C, H, W])."""
         return x[:, None] + sigma * u, x[:, None] - sigma * u
@@ -141,9 +148,7 @@ class MaskedNES(Attack):
             raise ValueError(f"labels shape {tuple(labels.shape)}: expected ({len(images)},)")
         m = self._mask(mask, images)
         n, q, dev = len(images), self.n_pairs, images.device
-        # one noise stream per sample: its directions do not depend on the rest of the batch
-        seeds = np.random.SeedSequence(self.seed).generate_state(n, dtype=np.uint64)
-        gens = [torch.Generator(device=dev).manual_seed(int(s) & (2 ** 63 - 1)) for s in seeds]
+        gens = self.generators(self.seed, n, dev)
         x = images.clone()
         active = torch.ones(n, dtype=torch.bool, device=dev)
         success = torch.zeros(n, dtype=torch.bool, device=dev)
