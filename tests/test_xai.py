@@ -336,3 +336,17 @@ def test_chapter_analysis_cells_run_on_toy_records():
     assert decide["claim"].str.contains("differs between xception@24 and xception@28").any()
     assert set(decide["verdict"]) <= {"holds", "refuted", "inconclusive", "not analysed: near chance",
                                       "not analysed: no pair passes the protocol"}
+
+
+def test_records_keep_queries_to_flip_censored_at_the_budget_and_the_full_image_ceiling(run):
+    ds = run.records
+    budget = ds.attrs["nes_budget"]
+    assert budget == NES["steps"] * (1 + 2 * NES["n_pairs"]) + 1
+    ana = (ds["analysed"] == 1).broadcast_like(ds["queries"])
+    cens, succ, q = ds["censored"].values[ana.values], ds["success"].values[ana.values], ds["queries"].values[ana.values]
+    np.testing.assert_array_equal(cens, 1 - succ)
+    assert (q[cens == 1] == budget).all() and (q[cens == 0] <= budget).all() and (q[cens == 0] >= 1).all()
+    a = ds["analysed"].values == 1
+    fq = ds["full_queries"].values
+    assert (fq[a] >= 1).all() and (fq[a] <= budget).all() and (fq[~a] == 0).all()
+    assert set(np.unique(ds["full_success"].values[a])) <= {0, 1}

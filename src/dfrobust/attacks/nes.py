@@ -56,6 +56,11 @@ class NESResult:
     budget: int                # queries of a censored sample: steps * (1 + 2 * n_pairs) + 1
 
 
+def nes_budget(steps: int, n_pairs: int) -> int:
+    """Queries of a censored sample: ``steps`` steps of ``1 + 2 n_pairs`` queries and the final check."""
+    return int(steps) * (1 + 2 * int(n_pairs)) + 1
+
+
 def _margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """z_label − max_{other} z (the label's log-odds against the strongest other class)."""
     own = logits.gather(1, labels[:, None]).squeeze(1)
@@ -87,7 +92,7 @@ class MaskedNES(Attack):
         self.sigma, self.n_pairs, self.seed = float(sigma), int(n_pairs), int(seed)
         self.batch_size = None if batch_size is None else int(batch_size)
         self.early_stop = bool(early_stop)
-        self.budget = self.steps * (1 + 2 * self.n_pairs) + 1
+        self.budget = nes_budget(self.steps, self.n_pairs)
         self.supported_mode = ["default"]
         self.last_queries = self.last_success = self.last_steps = self.last_censored = None
         self.n_model_calls = 0

@@ -38,6 +38,7 @@ from torch import nn
 
 from .. import explainers as _explain
 from ..attacks import MaskedNES
+from ..attacks.nes import nes_budget
 from ..core.device import auto_batch_size, describe, pick_device, prepare_run
 from ..core.params import MAX_BOOT, MAX_COUNT, check_int, check_number, check_seed, int_list, split_list
 from ..data.sampling import balanced, select_pairs
@@ -190,6 +191,7 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
         "p_fake_adv": np.full(shape_t, np.nan, np.float32),
         "success": np.zeros(shape_t, np.int8),
         "queries": np.zeros(shape_t, np.int64),
+        "censored": np.zeros(shape_t, np.int8),
         "steps": np.zeros(shape_t, np.int32),
         "mask_fraction": np.full(shape_t, np.nan, np.float32),
         "count_mask_fraction": np.full(shape_t, np.nan, np.float32),
@@ -198,6 +200,8 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
         "deletion_time_s": np.zeros(shape_e, np.float32),
         "deletion_auc": np.full(shape_e, np.nan, np.float32),
         "insertion_auc": np.full(shape_e, np.nan, np.float32),
+        "full_success": np.zeros(shape_p, np.int8),
+        "full_queries": np.zeros(shape_p, np.int64),
     }
     setup_s = np.zeros(len(names), np.float32)
     sizes, gallery, images = [], {}, {}
@@ -255,6 +259,7 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
                 rec["p_fake_adv"][mi, ti, ki, idx] = _explain.batched_proba(model, adv, bs)[:, 1].cpu().numpy()
                 rec["success"][mi, ti, ki, idx] = atk.last_success
                 rec["queries"][mi, ti, ki, idx] = atk.last_queries
+                rec["censored"][mi, ti, ki, idx] = atk.last_censored
                 rec["steps"][mi, ti, ki, idx] = atk.last_steps
                 rec["mask_fraction"][mi, ti, ki, idx] = mask.reshape(m_, -1).mean(1)
                 rec["count_mask_fraction"][mi, ti, ki, idx] = by_count.reshape(m_, -1).mean(1)
@@ -263,6 +268,10 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
             g_att.append(att[:keep])
             g_mask.append(np.stack(masks_k))
             g_adv.append(np.stack(adv_k))
+        say(f"{name}: NES on the whole image (the ceiling)")
+        atk = MaskedNES(model, seed=seed, **nes_run)
+        atk(fake, labels, None)
+        rec["full_success"][mi, idx], rec["full_queries"][mi, idx] = atk.last_success, atk.last_queries
         gallery[name] = xr.Dataset(
             {"real": (("pair", "channel", "y", "x"), real[:keep].cpu().numpy()),
              "fake": (("pair", "channel", "y", "x"), fake[:keep].cpu().numpy()),
@@ -278,7 +287,11 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
              "analysed": ("1", "pair analysed (fake called fake and real called real, within n_pairs)"),
              "n_segments_actual": ("1", "SLIC segments of the real image"),
              "p_fake_adv": ("1", "P(fake) of the adversarial fake"), "success": ("1", "fake classified real after NES"),
-             "queries": ("1", "model queries of NES"), "steps": ("1", "NES update steps"),
+             "queries": ("1", "NES queries to flip the fake (the budget when censored)"),
+             "censored": ("1", "no flip within the NES budget (queries = budget)"),
+             "full_success": ("1", "fake classified real after NES on the whole image (the ceiling)"),
+             "full_queries": ("1", "queries to flip with NES on the whole image (the budget when censored)"),
+             "steps": ("1", "NES update steps"),
              "mask_fraction": ("1", "fraction of pixels attacked"),
              "count_mask_fraction": ("1", "fraction of pixels in the top-k segments (count rule)"),
              "attack_time_s": ("s", "NES wall time per image"), "explain_time_s": ("s", "explanation wall time per image"),
@@ -300,6 +313,7 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update({"device": describe(dev), "n_segments": int(n_segments), "seed": int(seed),
                      "nes": {k_: float(v) for k_, v in nes_kw.items() if v is not None},
+                     "nes_budget": nes_budget(nes_kw["steps"], nes_kw["n_pairs"]),
                      "explain_options": explain_options, "explain_target": 0, "attack_label": 1,
                      "masks": masks, "area_per_k": float(area_per_k), "threshold": THRESHOLD})
     return XAIRun(records=ds, gallery=gallery)
