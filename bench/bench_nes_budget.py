@@ -54,12 +54,14 @@ def main(argv=None):
     ana = ds["analysed"].values[0] == 1
     q_rand = ds["queries"].values[0, 0, 0, ana]
     q_full = ds["full_queries"].values[0, ana]
+    hit_rand = ds["censored"].values[0, 0, 0, ana] == 0          # a censored pair sits at the budget: no flip
+    hit_full = ds["full_success"].values[0, ana] == 1
     per_query_s = float(ds["attack_time_s"].values[0, 0, 0, ana].sum() / q_rand.sum())
     rows = []
     for s in sorted({i for i in (1, 2, 3, 4, 6, 8, 10, 12, 15, 20, 25, 30, 35, 40) if i < a.iters} | {a.iters}):
         b = nes_budget(s, p["nes_pairs"])
-        rows.append({"iters": s, "budget": b, "random_k%d" % k: float((q_rand <= b).mean()),
-                     "full_image": float((q_full <= b).mean()),
+        rows.append({"iters": s, "budget": b, "random_k%d" % k: float((hit_rand & (q_rand <= b)).mean()),
+                     "full_image": float((hit_full & (q_full <= b)).mean()),
                      "attack_s_per_pair": float(np.minimum(q_rand, b).mean() * per_query_s)})
     curve = pd.DataFrame(rows)
     print(f"Meso4 @ {td.input_size} px, {int(ana.sum())} pairs, {a.profile} profile, k = {k}, "
