@@ -558,7 +558,8 @@ def analyse(cfg: XAISettings, inputs: XAIInputs, run: XAIRun | None, device: tor
         t["power_table"] = pd.DataFrame([pw]).round(3)
         kmax = str(max(cfg.top_k))
         s0 = succ[succ.model == first_model].set_index(["tool", "k"])["flipped"]
-        v.update(power=pw["power"], power_n=pw["n"], power_n80=str(pw["n_80"] or f"more than {64 * pw['n']}"),
+        v.update(power=pw["power"], power_n=pw["n"], power_n80=(str(pw["n_80"]) if pw["n_80"] else "no n (nothing to simulate)"
+                                                     if not np.isfinite(pw["power"]) else f"more than {64 * pw['n']}"),
                  power_note=pw["note"] or "simulated", success_full=float(s0.get(("full image", "all"), nan)),
                  success_random_kmax=float(s0.get(("random", kmax), nan)), success_rate=float(da["success"].where(
                      da["analysed"] == 1).mean()),
