@@ -18,6 +18,14 @@ Protocol, per detector and image pair (a fake and the real frame it was made fro
    same ranked segments are removed (set to 0) or inserted (into a blurred copy), and the Kendall
    tau (``scipy.stats.kendalltau``) between the two rankings of tools.
 
+NES stops on a pair once its fake is called real and records the queries to flip, censored at the
+budget (``censored``, ``attrs["nes_budget"]``); NES on the whole image (``full_success``,
+``full_queries``) is the ceiling no choice of segments can beat.
+
+The chapter is three calls (the notebook narrates them): :func:`setup` (data, detectors, the quality
+gate), :func:`experiment` (:func:`run_xai`, records saved) and :func:`analyse` (a
+:class:`~dfrobust.core.results.ChapterResult` of every value, table and verdict the page shows).
+
 Records have dims ``(model, tool, k, pair)`` with pair coords from the manifest (group,
 manipulation, dataset, ...), per-stage wall times per pair (where the chapter's time goes), and
 ``analysed``; the faithfulness metrics and verdicts are reductions in :mod:`dfrobust.metrics.faithfulness`.
