@@ -432,3 +432,16 @@ def test_n_needed_and_power_by_simulation():
     assert alt["n_80"] is not None and alt["n_80"] >= (60 if alt["power"] < 0.8 else 0)
     none = faith.power_beats_random(_records({"t": np.ones(20, int), "random": np.ones(20, int)}), "m", n_sim=50)
     assert np.isnan(none["power"]) and "flipped no fake" in none["note"]
+
+
+def test_a_collapsed_comparison_does_not_stop_holm_for_the_others():
+    n = 60
+    rng = np.random.default_rng(5)
+    strong = (rng.random(n) < 0.2).astype(int)
+    ds = _records({"same": np.ones(n, int), "strong": strong, "random": np.ones(n, int)},
+                  identity=[f"id{i // 2}" for i in range(n)])
+    v = faith.tool_verdicts(ds, margin=0.1, n_boot=1000).set_index("tool")
+    assert v.loc["same", "verdict"] == "inconclusive" and v.loc["strong", "verdict"] == "holds"
+    assert v.loc["strong", "level"] == pytest.approx(0.05 / 2)        # decided first: the collapsed one has p = 1
+    floor = 1 - (0.05 / 2) ** (1 / 30)                               # 30 identities, at the last step (level 0.05)
+    assert v.loc["same", "hi"] - v.loc["same", "lo"] == pytest.approx(2 * floor)

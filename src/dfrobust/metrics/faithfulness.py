@@ -38,9 +38,9 @@ RULES = {
     "beats_random": ("Δ = restricted queries to flip of the tool − of random on the same pairs (per pair: "
                      "min(queries to flip, budget) / budget, mean over k; equally the accuracy on adversarial fakes "
                      "averaged over every query budget up to the NES budget; lower = more faithful); percentile "
-                     "bootstrap interval resampling identities, at Holm's level over the tools (widened to the "
-                     "resolution floor): holds if it lies wholly below −margin, refuted if wholly above −margin, "
-                     "else inconclusive; inconclusive too when no pair differs (the attack cannot separate them)"),
+                     "bootstrap interval resampling identities, at Holm's level over the tools: holds if it lies wholly below −margin, refuted if wholly above −margin, "
+                     "else inconclusive; inconclusive too when no pair differs (the attack cannot separate them; the "
+                     "interval shown is then the resolution floor of n identities, as whenever the resamples all agree)"),
     "best_tool": ("the tool with the fewest restricted queries among those that beat random is 'best' only if "
                   "its paired interval (Bonferroni over the rivals) to every other tool lies below 0; else "
                   "'not separable by this attack at n' (the tied tools listed) or 'no tool beats random'"),
@@ -252,13 +252,13 @@ def _cluster_means(values: np.ndarray, ids: np.ndarray, n_boot: int, seed: int) 
 
 
 def _normal_verdicts(samples: np.ndarray, margin: float, level: float) -> np.ndarray:
-    """The rule on simulated data sets ``samples`` [sims, n]: normal interval at ``level`` widened to the
-    resolution floor, undecided when no pair differs (vectorised :func:`beats_verdict`)."""
+    """The rule on simulated data sets ``samples`` [sims, n]: normal interval at ``level``, undecided when no
+    pair differs (vectorised :func:`beats_verdict`)."""
     from scipy.stats import norm
 
     n = samples.shape[1]
     est = samples.mean(1)
-    half = np.maximum(norm.ppf(1 - level / 2) * samples.std(1, ddof=1) / math.sqrt(n), resolution_floor(n, level / 2))
+    half = norm.ppf(1 - level / 2) * samples.std(1, ddof=1) / math.sqrt(n)
     disc = ~(samples == samples[:, :1]).all(1)
     return np.where(~disc, INCONCLUSIVE, np.where(est + half < -margin, HOLDS,
                                                   np.where(est - half > -margin, REFUTED, INCONCLUSIVE)))
@@ -272,7 +272,7 @@ def n_needed_sim(diffs: np.ndarray, margin: float, level: float, *, power: float
                  seed: int = 0) -> int | None:
     """Pairs at which the rule ``beats_random`` would decide (holds or refuted) in ``power`` of data sets
     like these: simulated by resampling the observed paired differences at growing n (up to 64 x n), each
-    decided with a normal interval at ``level`` and the resolution floor. None: no pair differs (this
+    decided with a normal interval at ``level``. None: no pair differs (this
     attack cannot separate them at any n) or not decided within 64 x n."""
     d = np.asarray(diffs, float)
     d = d[np.isfinite(d)]
@@ -289,18 +289,21 @@ def n_needed_sim(diffs: np.ndarray, margin: float, level: float, *, power: float
 def _holm(boots: dict, est: dict, discordant: dict, n: int, margin: float, alpha: float) -> dict:
     """Holm's step-down over the tools of one model for the two-sided test of Δ = −margin: the tool with the
     smallest bootstrap p-value is decided on its (1 − α/m) interval, the next on (1 − α/(m − 1)), ...;
-    the first undecided one stops the procedure (the rest: inconclusive at that level). A tool without a
-    discordant pair has p = 1. Returns tool → (verdict, lo, hi, level)."""
+    the first undecided one stops the procedure (the rest: inconclusive at that level). A tool whose
+    resamples all agree (no discordant pair, or a single identity) has p = 1 and its interval is the
+    resolution floor of ``n`` units around the estimate (:func:`~dfrobust.metrics.verdicts.resolution_floor`).
+    Returns tool → (verdict, lo, hi, level)."""
     m = len(boots)
-    p = {t: 1.0 if not discordant[t] else
+    p = {t: 1.0 if not discordant[t] or np.ptp(b) == 0 else
          min(1.0, 2 * (min((b >= -margin).sum(), (b <= -margin).sum()) + 1) / (len(b) + 1)) for t, b in boots.items()}
     order = sorted(boots, key=lambda t: (p[t], list(boots).index(t)))
     out, stop = {}, None
     for j, t in enumerate(order):
         level = alpha / (m - j) if stop is None else stop
         lo, hi = (float(x) for x in np.quantile(boots[t], [level / 2, 1 - level / 2]))
-        h = resolution_floor(n, level / 2)
-        lo, hi = min(lo, est[t] - h), max(hi, est[t] + h)
+        if np.ptp(boots[t]) == 0:          # the bootstrap collapsed to a point: the resolution of n units
+            h = resolution_floor(n, level / 2)
+            lo, hi = est[t] - h, est[t] + h
         v = beats_verdict(lo, hi, margin, discordant[t]) if stop is None else INCONCLUSIVE
         if v == INCONCLUSIVE and stop is None:
             stop = level
