@@ -64,8 +64,9 @@ def test_succeeds_on_toy_linear_model_and_records_queries():
     with torch.no_grad():
         pred = model(r.adv).argmax(1)
     assert r.success.all() and (pred != labels).all()
-    # early stop: a sample stops once it flips, so its queries are (steps + 1) * (1 + 2 * pairs)
-    np.testing.assert_array_equal(r.queries, (r.steps + 1) * 21)
+    # early stop: a sample stops once it flips, seen at the centre query of step `steps`
+    np.testing.assert_array_equal(r.queries, r.steps * 21 + 1)
+    assert not r.censored.any() and r.budget == 30 * 21 + 1
     assert (r.steps < 30).all()
 
 
@@ -92,7 +93,7 @@ def test_already_misclassified_sample_is_not_changed():
     model = Linear(bias=-50.0)                # predicts real for everything
     x, mask = _setup(n=2)
     r = nes_attack(model, x, torch.ones(2, dtype=torch.long), mask, steps=5, n_pairs=2)
-    assert r.success.all() and (r.steps == 0).all() and (r.queries == 5).all()
+    assert r.success.all() and (r.steps == 0).all() and (r.queries == 1).all()
     assert torch.equal(r.adv, x)
 
 
@@ -105,3 +106,54 @@ def test_bad_arguments():
         MaskedNES(model, n_pairs=0)
     with pytest.raises(ValueError, match="mask shape"):
         MaskedNES(model)(x, torch.ones(4, dtype=torch.long), mask[:, :5])
+
+
+def test_queries_to_flip_are_censored_at_the_budget():
+    x, mask = _setup(n=3)
+    labels = torch.ones(3, dtype=torch.long)
+    r = nes_attack(Linear(bias=50.0), x, labels, mask, steps=6, n_pairs=2, seed=0)   # never flips
+    assert r.budget == 6 * 5 + 1
+    assert r.censored.all() and not r.success.any()
+    np.testing.assert_array_equal(r.queries, r.budget)
+    np.testing.assert_array_equal(r.steps, 6)
+
+
+class FlipAfter(nn.Module):
+    """Calls a sample real once it has been queried `after` times as a centre (the first row of its
+    group); an exact, known flip step for the censoring arithmetic."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def forward(self, x):
+        self.calls += 1
+        z = torch.full((len(x),), 1.0 if self.calls <= self.after else -1.0)
+        return torch.stack([-z, z], 1)
+
+
+def test_a_flip_seen_at_step_t_costs_t_steps_and_one_query():
+    x, mask = _setup(n=1)
+    r = nes_attack(FlipAfter(3), x, torch.ones(1, dtype=torch.long), mask, steps=10, n_pairs=2, batch_size=1000)
+    assert r.success.all() and not r.censored.any()
+    assert r.steps.tolist() == [3] and r.queries.tolist() == [3 * 5 + 1]
+
+
+def test_early_stop_gives_the_first_flip_of_the_full_budget_run():
+    """Flipped pairs leave the batch, yet every pair's result equals the full-budget run's first flip
+    (same seed): per-sample noise streams, so a pair does not see who else is still running."""
+    x, mask = _setup(n=6, seed=3)
+    x = 0.5 + 0.05 * (x - 0.5)
+    labels = torch.ones(6, dtype=torch.long)
+    kw = dict(eps=16 / 255, alpha=2 / 255, steps=12, n_pairs=3, seed=5, batch_size=1000)
+    model = Linear(bias=1.0)
+    stop = MaskedNES(model, early_stop=True, **kw)
+    adv_s = stop(x, labels, mask)
+    full = MaskedNES(model, early_stop=False, **kw)
+    adv_f = full(x, labels, mask)
+    flips = stop.last_steps[stop.last_success]
+    assert len(set(flips.tolist())) >= 2          # pairs left the batch at different steps
+    np.testing.assert_array_equal(stop.last_success, full.last_success)
+    np.testing.assert_array_equal(stop.last_queries, full.last_queries)
+    np.testing.assert_array_equal(stop.last_steps, full.last_steps)
+    torch.testing.assert_close(adv_s, adv_f, rtol=0, atol=0)

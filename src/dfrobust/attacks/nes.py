@@ -12,15 +12,26 @@ top of its ``Attack`` base class (device handling, eval mode, ``__call__``).  Ea
    ``torch.inference_mode`` in chunks of ``batch_size`` (default:
    ``dfrobust.core.device.auto_batch_size``) — only the scores are used;
 2. **per-sample early stop**: a sample whose current ``x`` is already classified as another class
-   than its label stops and keeps ``x``; finished samples leave the query batch of later steps;
+   than its label has flipped: it stops, keeps ``x`` and leaves the query batch of later steps
+   (``early_stop=False`` keeps attacking it and returns the image and counts of its first flip: the
+   same per-sample results, the reference the early stop is tested against);
 3. the NES estimate ``g = Σ (L(x+σu) − L(x−σu)) u / (2σ n)`` of the log-odds of the label,
    ``L = z_label − max_other z`` (from the logits: the same number as from the probabilities, but
    without float32 saturation when p(label) ≈ 1), gives a signed step ``x ← x − α sign(g)`` on the
    mask only, then ``x`` is projected onto the L∞ ε-ball around the original and onto [0, 1].
 
+**One noise stream per sample** (seeded from ``seed`` and the sample's index): a sample's directions
+do not depend on which other samples are still in the batch, so a pair's result is the same alone,
+in any batch, with or without the early stop.
+
+**Queries to flip** (``last_queries``), counted as a sequential attacker would: each step costs
+``1 + 2 n_pairs`` queries (its centre and the antithetic samples); the flip is seen at a centre
+query, so a sample that flips before update step ``t`` (``last_steps == t``) took ``t (1 + 2 n_pairs) + 1``
+queries. A sample that never flips is **censored at the budget** ``steps (1 + 2 n_pairs) + 1`` (the
+final check included; ``last_success`` False, ``last_censored`` True).
+
 Label convention (:mod:`dfrobust.attacks`): the label passed is the label to move away from
-(the clean prediction). ``queries`` counts every model evaluation a sample took part in (the
-step's centre query and the final check included).  Defaults are **our choice** (the paper's
+(the clean prediction).  Defaults are **our choice** (the paper's
 exact values are not public): σ = 0.001, 40 antithetic pairs, 50 iterations, α = 1/255, ε = 16/255.
 """
 
@@ -41,6 +52,13 @@ class NESResult:
     queries: np.ndarray        # [N] int
     success: np.ndarray        # [N] bool: predicted class != label at the end
     steps: np.ndarray          # [N] int: NES update steps taken
+    censored: np.ndarray       # [N] bool: no flip within the budget (queries == budget)
+    budget: int                # queries of a censored sample: steps * (1 + 2 * n_pairs) + 1
+
+
+def nes_budget(steps: int, n_pairs: int) -> int:
+    """Queries of a censored sample: ``steps`` steps of ``1 + 2 n_pairs`` queries and the final check."""
+    return int(steps) * (1 + 2 * int(n_pairs)) + 1
 
 
 def _margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -54,11 +72,13 @@ class MaskedNES(Attack):
     """Untargeted score-based NES attack inside a mask; call ``atk(images, labels, mask)``.
 
     ``mask``: bool/float [N, H, W] or [N, 1|3, H, W] (nonzero = may change); ``None`` = whole image.
-    After a call, ``last_queries``, ``last_success`` and ``last_steps`` hold per-sample numpy arrays.
+    After a call, ``last_queries`` (queries to flip, the budget when censored), ``last_success``,
+    ``last_censored`` and ``last_steps`` hold per-sample numpy arrays; ``budget`` the censoring point.
     """
 
     def __init__(self, model, eps: float = 16 / 255, alpha: float = 1 / 255, steps: int = 50,
-                 sigma: float = 0.001, n_pairs: int = 40, seed: int = 0, batch_size: int | None = None):
+                 sigma: float = 0.001, n_pairs: int = 40, seed: int = 0, batch_size: int | None = None,
+                 early_stop: bool = True):
         super().__init__("MaskedNES", model)
         for name, v in (("eps", eps), ("alpha", alpha), ("sigma", sigma)):
             if isinstance(v, bool) or not (isinstance(v, (int, float)) and v > 0):
@@ -71,8 +91,10 @@ class MaskedNES(Attack):
         self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
         self.sigma, self.n_pairs, self.seed = float(sigma), int(n_pairs), int(seed)
         self.batch_size = None if batch_size is None else int(batch_size)
+        self.early_stop = bool(early_stop)
+        self.budget = nes_budget(self.steps, self.n_pairs)
         self.supported_mode = ["default"]
-        self.last_queries = self.last_success = self.last_steps = None
+        self.last_queries = self.last_success = self.last_steps = self.last_censored = None
         self.n_model_calls = 0
 
     @torch.inference_mode()
@@ -97,6 +119,13 @@ class MaskedNES(Attack):
         if m.ndim != 4 or m.shape[0] != n or tuple(m.shape[-2:]) != (h, w) or m.shape[1] not in (1, c):
             raise ValueError(f"mask shape {tuple(m.shape)}: expected [N, H, W] or [N, 1|{c}, H, W] with N, H, W = {n}, {h}, {w}")
         return (m > 0).float().expand(n, c, h, w).contiguous()
+
+    @staticmethod
+    def generators(seed: int, n: int, device) -> list[torch.Generator]:
+        """One noise stream per sample (from ``seed`` and its index): its directions do not depend on
+        the rest of the batch."""
+        states = np.random.SeedSequence(int(seed)).generate_state(n, dtype=np.uint64)
+        return [torch.Generator(device=device).manual_seed(int(s) & (2 ** 63 - 1)) for s in states]
 
     @staticmethod
     def antithetic(x: torch.Tensor, u: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,24 +153,39 @@ class MaskedNES(Attack):
             raise ValueError(f"labels shape {tuple(labels.shape)}: expected ({len(images)},)")
         m = self._mask(mask, images)
         n, q, dev = len(images), self.n_pairs, images.device
-        gen = torch.Generator(device=dev).manual_seed(self.seed)
+        gens = self.generators(self.seed, n, dev)
         x = images.clone()
         active = torch.ones(n, dtype=torch.bool, device=dev)
         success = torch.zeros(n, dtype=torch.bool, device=dev)
-        queries = torch.zeros(n, dtype=torch.long)
-        steps = torch.zeros(n, dtype=torch.long)
-        for _ in range(self.steps):
+        first = images.clone()                       # the image at the first flip
+        queries = torch.full((n,), self.budget, dtype=torch.long)
+        steps = torch.full((n,), self.steps, dtype=torch.long)
+        per_step = 1 + 2 * q
+        for t in range(self.steps + 1):              # step `steps` is the final check only
             idx = torch.nonzero(active).flatten()
             if len(idx) == 0:
                 break
             na = len(idx)
             xa, ma, x0, lab = x[idx], m[idx], images[idx], labels[idx]
-            u = torch.randn((na, q, *images.shape[1:]), generator=gen, device=dev) * ma[:, None]
-            plus, minus = self.antithetic(xa, u, self.sigma)     # unclipped samples
-            query = torch.cat([xa, plus.flatten(0, 1), minus.flatten(0, 1)]).clamp_(0, 1)  # clip the query only
-            s = self._scores(query)                                  # ONE batch for the whole step
-            queries[idx.cpu()] += 1 + 2 * q
-            done = s[:na].argmax(1) != lab
+            if t == self.steps:
+                s = self._scores(xa)
+            else:
+                u = torch.stack([torch.randn((q, *images.shape[1:]), generator=gens[i], device=dev)
+                                 for i in idx.tolist()]) * ma[:, None]
+                plus, minus = self.antithetic(xa, u, self.sigma)     # unclipped samples
+                query = torch.cat([xa, plus.flatten(0, 1), minus.flatten(0, 1)]).clamp_(0, 1)  # clip the query only
+                s = self._scores(query)                                  # ONE batch for the whole step
+            flipped = s[:na].argmax(1) != lab
+            new_flip = flipped & ~success[idx]
+            hit = idx[new_flip]
+            success[hit] = True
+            first[hit] = xa[new_flip]
+            queries[hit.cpu()] = t * per_step + 1
+            steps[hit.cpu()] = t
+            if self.early_stop:
+                active[idx[flipped]] = False
+            if t == self.steps:
+                break
             lab_q = lab.repeat_interleave(q)
             lp = _margin(s[na:na + na * q], lab_q).view(na, q)
             lm = _margin(s[na + na * q:], lab_q).view(na, q)
@@ -149,15 +193,10 @@ class MaskedNES(Attack):
             new = xa - self.alpha * torch.sign(g) * ma
             new = torch.min(torch.max(new, x0 - self.eps), x0 + self.eps).clamp(0, 1)
             new = torch.where(ma > 0, new, x0)
-            x[idx] = torch.where(done[:, None, None, None], xa, new)
-            steps[idx[~done].cpu()] += 1
-            active[idx[done]] = False
-            success[idx[done]] = True
-        idx = torch.nonzero(active).flatten()          # final check after the last step
-        if len(idx):
-            queries[idx.cpu()] += 1
-            success[idx] = self._scores(x[idx]).argmax(1) != labels[idx]
+            x[idx] = new if not self.early_stop else torch.where(flipped[:, None, None, None], xa, new)
+        x = torch.where(success[:, None, None, None], first, x)
         self.last_success = success.cpu().numpy()
+        self.last_censored = ~self.last_success
         self.last_queries = queries.numpy()
         self.last_steps = steps.numpy()
         return x.detach()
@@ -167,4 +206,5 @@ def nes_attack(model, images: torch.Tensor, labels, mask=None, **kw) -> NESResul
     """Run :class:`MaskedNES` and return the adversarial images with per-sample queries/success/steps."""
     atk = MaskedNES(model, **kw)
     adv = atk(images, labels, mask)
-    return NESResult(adv=adv, queries=atk.last_queries, success=atk.last_success, steps=atk.last_steps)
+    return NESResult(adv=adv, queries=atk.last_queries, success=atk.last_success, steps=atk.last_steps,
+                     censored=atk.last_censored, budget=atk.budget)

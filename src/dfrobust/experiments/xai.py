@@ -18,6 +18,14 @@ Protocol, per detector and image pair (a fake and the real frame it was made fro
    same ranked segments are removed (set to 0) or inserted (into a blurred copy), and the Kendall
    tau (``scipy.stats.kendalltau``) between the two rankings of tools.
 
+NES stops on a pair once its fake is called real and records the queries to flip, censored at the
+budget (``censored``, ``attrs["nes_budget"]``); NES on the whole image (``full_success``,
+``full_queries``) is the ceiling no choice of segments can beat.
+
+The chapter is three calls (the notebook narrates them): :func:`setup` (data, detectors, the quality
+gate), :func:`experiment` (:func:`run_xai`, records saved) and :func:`analyse` (a
+:class:`~dfrobust.core.results.ChapterResult` of every value, table and verdict the page shows).
+
 Records have dims ``(model, tool, k, pair)`` with pair coords from the manifest (group,
 manipulation, dataset, ...), per-stage wall times per pair (where the chapter's time goes), and
 ``analysed``; the faithfulness metrics and verdicts are reductions in :mod:`dfrobust.metrics.faithfulness`.
@@ -38,7 +46,9 @@ from torch import nn
 
 from .. import explainers as _explain
 from ..attacks import MaskedNES
-from ..core.device import auto_batch_size, describe, pick_device, prepare_run
+from ..attacks.nes import nes_budget
+from ..core.device import auto_batch_size, describe, pick_device
+from ..core.results import ChapterResult
 from ..core.params import MAX_BOOT, MAX_COUNT, check_int, check_number, check_seed, int_list, split_list
 from ..data.sampling import balanced, select_pairs
 from ..explainers.segments import area_budget, area_mask, rank_segments, slic_segments, topk_mask
@@ -190,6 +200,7 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
         "p_fake_adv": np.full(shape_t, np.nan, np.float32),
         "success": np.zeros(shape_t, np.int8),
         "queries": np.zeros(shape_t, np.int64),
+        "censored": np.zeros(shape_t, np.int8),
         "steps": np.zeros(shape_t, np.int32),
         "mask_fraction": np.full(shape_t, np.nan, np.float32),
         "count_mask_fraction": np.full(shape_t, np.nan, np.float32),
@@ -198,6 +209,8 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
         "deletion_time_s": np.zeros(shape_e, np.float32),
         "deletion_auc": np.full(shape_e, np.nan, np.float32),
         "insertion_auc": np.full(shape_e, np.nan, np.float32),
+        "full_success": np.zeros(shape_p, np.int8),
+        "full_queries": np.zeros(shape_p, np.int64),
     }
     setup_s = np.zeros(len(names), np.float32)
     sizes, gallery, images = [], {}, {}
@@ -255,6 +268,7 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
                 rec["p_fake_adv"][mi, ti, ki, idx] = _explain.batched_proba(model, adv, bs)[:, 1].cpu().numpy()
                 rec["success"][mi, ti, ki, idx] = atk.last_success
                 rec["queries"][mi, ti, ki, idx] = atk.last_queries
+                rec["censored"][mi, ti, ki, idx] = atk.last_censored
                 rec["steps"][mi, ti, ki, idx] = atk.last_steps
                 rec["mask_fraction"][mi, ti, ki, idx] = mask.reshape(m_, -1).mean(1)
                 rec["count_mask_fraction"][mi, ti, ki, idx] = by_count.reshape(m_, -1).mean(1)
@@ -263,6 +277,10 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
             g_att.append(att[:keep])
             g_mask.append(np.stack(masks_k))
             g_adv.append(np.stack(adv_k))
+        say(f"{name}: NES on the whole image (the ceiling)")
+        atk = MaskedNES(model, seed=seed, **nes_run)
+        atk(fake, labels, None)
+        rec["full_success"][mi, idx], rec["full_queries"][mi, idx] = atk.last_success, atk.last_queries
         gallery[name] = xr.Dataset(
             {"real": (("pair", "channel", "y", "x"), real[:keep].cpu().numpy()),
              "fake": (("pair", "channel", "y", "x"), fake[:keep].cpu().numpy()),
@@ -278,7 +296,11 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
              "analysed": ("1", "pair analysed (fake called fake and real called real, within n_pairs)"),
              "n_segments_actual": ("1", "SLIC segments of the real image"),
              "p_fake_adv": ("1", "P(fake) of the adversarial fake"), "success": ("1", "fake classified real after NES"),
-             "queries": ("1", "model queries of NES"), "steps": ("1", "NES update steps"),
+             "queries": ("1", "NES queries to flip the fake (the budget when censored)"),
+             "censored": ("1", "no flip within the NES budget (queries = budget)"),
+             "full_success": ("1", "fake classified real after NES on the whole image (the ceiling)"),
+             "full_queries": ("1", "queries to flip with NES on the whole image (the budget when censored)"),
+             "steps": ("1", "NES update steps"),
              "mask_fraction": ("1", "fraction of pixels attacked"),
              "count_mask_fraction": ("1", "fraction of pixels in the top-k segments (count rule)"),
              "attack_time_s": ("s", "NES wall time per image"), "explain_time_s": ("s", "explanation wall time per image"),
@@ -300,6 +322,7 @@ def run_xai(models: Mapping[str, nn.Module], pairs: pd.DataFrame, *, tools: Sequ
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update({"device": describe(dev), "n_segments": int(n_segments), "seed": int(seed),
                      "nes": {k_: float(v) for k_, v in nes_kw.items() if v is not None},
+                     "nes_budget": nes_budget(nes_kw["steps"], nes_kw["n_pairs"]),
                      "explain_options": explain_options, "explain_target": 0, "attack_label": 1,
                      "masks": masks, "area_per_k": float(area_per_k), "threshold": THRESHOLD})
     return XAIRun(records=ds, gallery=gallery)
@@ -339,8 +362,20 @@ class XAISettings:
     nes: dict[str, float]
     explain_options: dict[str, dict[str, Any]]
     n_pairs: dict[str, int]
-    device: Any = None       # the torch.device chosen once every check passed
-    device_name: str = ""    # its description, for the page and the provenance
+    profile: str = "quick"
+    seed: int = 0
+    data_root: str = ""
+    weights: str = ""
+    n_segments: int = 30
+    masks: str = "area"
+    area_per_k: float = 0.0
+    deletion_steps: int = 10
+    n_boot: int = 1000
+    margin: float = 0.1
+    power_ratio: float = 2.0
+    min_val_auc: float = 0.7
+    gallery_k: int = 1
+    device: str = "auto"
 
 
 def _int(name: str, value, lo: int = 1, hi: int = MAX_COUNT) -> int:
@@ -356,8 +391,11 @@ def check_params(*, data_root: str = "", models: str, xception_sizes: str, tools
                  lime_samples: int, rise_masks: int, sobol_grid: int, sobol_design: int, xrai_steps: int,
                  xrai_algorithm: str, deletion_steps: int, n_boot: int, gallery_k: int, margin: float,
                  masks: str, area_per_k: float, min_val_auc: float, device: str, seed: int = 0,
-                 weights: str = "", **_ignored: Any) -> XAISettings:
-    """Every parameter of the XAI chapter checked before any data or model: one-line errors naming it."""
+                 weights: str = "", profile: str = "quick", power_ratio: float = 2.0,
+                 **_ignored: Any) -> XAISettings:
+    """Every parameter of the XAI chapter checked before any data or model: one-line errors naming it.
+    No side effects: the device is only validated (:func:`~dfrobust.core.device.pick_device`); seeds and
+    threads are set by the notebook's one ``prepare_run`` call."""
     from ..models import DETECTORS as MODELS
     from ..models.published import check_weights
 
@@ -390,6 +428,7 @@ def check_params(*, data_root: str = "", models: str, xception_sizes: str, tools
     if gallery_k not in ks:
         raise ValueError(f"gallery_k={gallery_k!r}: expected one of top_k={ks}")
     _float("margin", margin, 0, 1, lo_open=True, hi_open=True)
+    _float("power_ratio", power_ratio, 1, 100, lo_open=True)
     if masks not in ("area", "count"):
         raise ValueError(f"masks={masks!r}: expected 'area' (equal pixel budget per k) or 'count' (k segments)")
     per_k = _float("area_per_k", area_per_k, 0, 1, hi_open=True)
@@ -398,13 +437,190 @@ def check_params(*, data_root: str = "", models: str, xception_sizes: str, tools
     _float("min_val_auc", min_val_auc, 0, 1)
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"device={device!r}: expected auto, cpu or cuda")
+    pick_device(device)                     # validated only (a one-line error when absent); prepare_run sets it up
     quota = {m: n_pairs for m in model_names}
     quota["xception"] = xception_pairs or n_pairs
-    # every check passed: the device (one-line error when absent), one CPU thread (the chapter's many
-    # small forwards run fastest single-threaded on the reference laptop), seeds
-    torch_device = prepare_run(device, seed, max_threads=1)
     return XAISettings(models=model_names, xception_sizes=sizes, tools=tool_names, top_k=ks, nes=nes,
-                       explain_options=explain_options, n_pairs=quota, device=torch_device,
-                       device_name=describe(torch_device))
+                       explain_options=explain_options, n_pairs=quota, profile=str(profile), seed=int(seed),
+                       data_root=str(data_root or ""), weights=str(weights or ""), n_segments=n_segments,
+                       masks=masks, area_per_k=per_k, deletion_steps=int(deletion_steps), n_boot=int(n_boot),
+                       margin=float(margin), power_ratio=float(power_ratio), min_val_auc=float(min_val_auc),
+                       gallery_k=int(gallery_k), device=str(device))
 
 
+# ----------------------------------------------------------------------------- the chapter, section by section
+@dataclass
+class XAIInputs:
+    """What the chapter analyses: the data's label, the candidate pairs, the detectors that passed the gate."""
+    data_label: str
+    candidates: pd.DataFrame
+    analysed: dict[str, nn.Module]
+    near_chance: list[str]
+    detectors: pd.DataFrame          # the gate table shown on the page
+    trained: dict[str, Any]          # name -> TrainedDetector (provenance)
+    sizes: dict[str, int]
+
+
+def setup(cfg: XAISettings, device: torch.device) -> XAIInputs:
+    """The manifest, the candidate pairs in balanced order, the detectors (trained or published) and the
+    quality gate: the one call site of ``min_val_auc`` (:func:`dfrobust.models.quality_gate`)."""
+    from ..data import dataset_label, get_manifest
+    from ..models import quality_gate
+    from ..models.published import evaluation_manifest, get_detector
+
+    manifest = get_manifest(cfg.profile, "images", seed=cfg.seed, data_root=cfg.data_root or None)
+    candidates = candidate_pairs(evaluation_manifest(manifest, cfg.models), seed=cfg.seed)
+    detectors, val_auc, rows, trained = {}, {}, [], {}
+    for name, size in [(m, None) for m in cfg.models] + [("xception", s) for s in cfg.xception_sizes]:
+        kw = {} if size is None else {"input_size": size}
+        td = get_detector(name, manifest, weights=cfg.weights, profile=cfg.profile, seed=cfg.seed,
+                          device=str(device), **kw)
+        trained[name] = td
+        key = f"{name}@{td.input_size}"
+        if key in detectors:
+            continue
+        detectors[key] = td.model
+        val_auc[key] = float(np.nanmax(td.record["val_auc"].values)) if td.record["val_auc"].size else float("nan")
+        rows.append((key, td.input_size, val_auc[key], td.cached))
+    gate = quality_gate(val_auc, cfg.min_val_auc)
+    near = gate.loc[~gate["analysed"], "model"].tolist()
+    table = pd.DataFrame(rows, columns=["detector", "input size", "validation AUC", "from cache"])
+    table["status"] = ["not analysed: near chance" if k in near else "analysed" for k in table["detector"]]
+    return XAIInputs(data_label=dataset_label(manifest), candidates=candidates,
+                     analysed={k: m for k, m in detectors.items() if k not in near}, near_chance=near,
+                     detectors=table, trained=trained, sizes={k: int(m.input_size) for k, m in detectors.items()})
+
+
+def experiment(cfg: XAISettings, inputs: XAIInputs, device: torch.device) -> XAIRun | None:
+    """Run the experiment on the analysed detectors and save the records (``xai.nc``); None when no
+    detector passed the gate."""
+    from ..core import paths, results
+    from ..data.manifest import load_images
+    from ..models.published import detector_provenance
+
+    if not inputs.analysed:
+        return None
+    quota = {k: cfg.n_pairs["xception" if k.startswith("xception@") else k.split("@")[0]] for k in inputs.analysed}
+    t0 = time.perf_counter()
+    run = run_xai(inputs.analysed, inputs.candidates, tools=cfg.tools, top_k=cfg.top_k, n_segments=cfg.n_segments,
+                  seed=cfg.seed, device=str(device), nes=cfg.nes, explain_options=cfg.explain_options,
+                  deletion_steps=cfg.deletion_steps, keep=2, load=load_images, n_pairs=quota, masks=cfg.masks,
+                  area_per_k=cfg.area_per_k)
+    wall = time.perf_counter() - t0
+    settings = dict(n_candidates=len(inputs.candidates), n_pairs=quota, n_segments=cfg.n_segments, top_k=cfg.top_k,
+                    masks=cfg.masks, area_per_k=cfg.area_per_k, nes=cfg.nes, explain_options=cfg.explain_options,
+                    margin=cfg.margin, min_val_auc=cfg.min_val_auc, near_chance=inputs.near_chance,
+                    detectors=inputs.sizes, device=describe(device))
+    run.records.attrs.update(results.provenance(settings, profile=cfg.profile, seed=cfg.seed, device=describe(device),
+                                                wall_time_s=wall, data=inputs.data_label,
+                                                detectors=detector_provenance(inputs.trained)))
+    results.save(run.records, paths.results_dir(cfg.profile) / "xai.nc")
+    return run
+
+
+def _best_line(r: Mapping[str, Any]) -> str:
+    if r["best"].startswith("not separable"):
+        return f"{r['model']}: {r['tied']} {r['best']} pairs"
+    if r["best"].startswith("no tool"):
+        return f"{r['model']}: {r['best']} (n = {r['n']} pairs)"
+    return (f"{r['model']}: **{r['best']}** beats every other tool (lead {r['estimate']:+.2f}, "
+            f"95 % CI [{r['lo']:+.2f}, {r['hi']:+.2f}], n = {r['n']} pairs)")
+
+
+def analyse(cfg: XAISettings, inputs: XAIInputs, run: XAIRun | None, device: torch.device) -> ChapterResult:
+    """Every table, value and verdict the page shows (figures: :func:`dfrobust.figures.xai.chapter_figures`)."""
+    from IPython.display import Markdown
+
+    from ..metrics import faithfulness as faith
+
+    ds = run.records if run is not None else None
+    counts = faith.protocol_counts(ds) if ds is not None else pd.DataFrame(columns=["model", "analysed"])
+    no_pairs = [m for m, k in zip(counts["model"], counts["analysed"]) if k == 0]
+    kept = [m for m in counts["model"] if m not in no_pairs]
+    da = ds.sel(model=kept) if kept else None
+    why_not = {**{m: "not analysed: near chance" for m in inputs.near_chance},
+               **{m: "not analysed: no pair passes the protocol" for m in no_pairs}}
+    nan = float("nan")
+    v: dict[str, Any] = {
+        "data": inputs.data_label, "device": describe(device), "n_candidates": len(inputs.candidates),
+        "wall_s": float(ds.attrs.get("wall_time_s", nan)) if ds is not None else 0.0, "margin": cfg.margin,
+        "pairs_meso": int(cfg.n_pairs[cfg.models[0]] if cfg.models[0] != "xception" else cfg.n_pairs["xception"]),
+        "pairs_xception": str(int(cfg.n_pairs["xception"])) if "xception" in cfg.models or cfg.xception_sizes
+        else "none in this build (models without xception: at the paper profile)",
+        "nes_iters": int(cfg.nes["steps"]), "nes_budget": nes_budget(cfg.nes["steps"], cfg.nes["n_pairs"]),
+        "power_ratio": cfg.power_ratio}
+    t: dict[str, pd.DataFrame] = {"detectors": inputs.detectors.round(3), "protocol": counts}
+    beats = best = sizes_v = None
+    if da is not None:
+        t["accuracy"] = faith.accuracy_table(da, n_boot=cfg.n_boot, seed=cfg.seed)
+        t["accuracy_wide"] = t["accuracy"].pivot_table(index=["model", "tool"], columns="k", values="adv_acc").round(3)
+        if "dataset" in da.coords and da["dataset"].to_series().nunique() > 1:
+            t["accuracy_by_dataset"] = faith.accuracy_table(da, by="dataset", n_boot=cfg.n_boot, seed=cfg.seed)
+        beats = faith.tool_verdicts(da, margin=cfg.margin, n_boot=cfg.n_boot, seed=cfg.seed)
+        best = faith.best_tool(da, margin=cfg.margin, n_boot=cfg.n_boot, seed=cfg.seed)
+        t["beats"], t["best"] = beats.drop(columns=["rule"]).round(3), best.drop(columns=["rule"]).round(3)
+        succ = faith.success_table(da)
+        t["success"] = succ.round(3)
+        first_model = str(da["model"].values[0])
+        pw = faith.power_beats_random(da, first_model, ratio=cfg.power_ratio, margin=cfg.margin, seed=cfg.seed)
+        t["power_table"] = pd.DataFrame([pw]).round(3)
+        kmax = str(max(cfg.top_k))
+        s0 = succ[succ.model == first_model].set_index(["tool", "k"])["flipped"]
+        v.update(power=pw["power"], power_n=pw["n"], power_n80=(str(pw["n_80"]) if pw["n_80"] else "no n (nothing to simulate)"
+                                                     if not np.isfinite(pw["power"]) else f"more than {64 * pw['n']}"),
+                 power_note=pw["note"] or "simulated", success_full=float(s0.get(("full image", "all"), nan)),
+                 success_random_kmax=float(s0.get(("random", kmax), nan)), success_rate=float(da["success"].where(
+                     da["analysed"] == 1).mean()),
+                 success_tools=", ".join(f"{tl} {s0.get((tl, kmax), nan):.2f}" for tl in cfg.tools if tl != "random"))
+        ana = da["analysed"] == 1
+        area = pd.DataFrame({"count rule": da["count_mask_fraction"].where(ana).mean("pair").to_series(),
+                             "attacked": da["mask_fraction"].where(ana).mean("pair").to_series()}).reset_index()
+        spread = area.groupby(["model", "k"])[["count rule", "attacked"]].agg(lambda x: x.max() - x.min())
+        t["area"] = area.pivot_table(index=["model", "tool"], columns="k", values=["count rule", "attacked"]).round(3)
+        v.update(area_spread_count=float(spread["count rule"].max()), area_spread_attacked=float(spread["attacked"].max()))
+        t["times"] = time_table(da)
+        per_tool = t["times"].groupby("tool")["explain_s"].mean()
+        pert = [x for x in ("lime", "rise", "sobol") if x in per_tool.index]
+        v["cost_ratio"] = float(per_tool[pert].mean() / per_tool["gradcam"]) if pert and "gradcam" in per_tool.index else nan
+        xc = [str(m) for m in da["model"].values if str(m).startswith("xception@")]
+        if len(xc) >= 2:
+            sizes_v = faith.size_verdicts(da, xc[0], xc[-1], margin=cfg.margin, n_boot=cfg.n_boot, seed=cfg.seed)
+            t["sizes"] = sizes_v.drop(columns=["rule"]).round(3)
+        t["scores"] = faith.faithfulness_scores(da).round(3)
+        t["agreement"] = faith.rank_agreement(da).round(3)
+        v["tau_mean"] = float(t["agreement"]["tau_del_ins_score"].mean())
+        rq = faith.restricted_queries(da).mean("k").where(ana).mean("pair")
+        first = best.iloc[0]
+        v["best_acc"] = float(rq.sel(model=first["model"], tool=first["best"])) if first["best"] in cfg.tools else nan
+        v["random_acc"] = float(rq.sel(model=first["model"], tool="random"))
+        v["best_tool"] = str(first["best"])
+        rnd = t["accuracy"][t["accuracy"].tool == "random"]
+        v["sol_rand_width"] = float((rnd["ci_high"] - rnd["ci_low"]).mean())
+        b0 = beats[beats.model == beats.model.iloc[0]]
+        widest = b0.loc[(b0["hi"] - b0["lo"]).fillna(-1).idxmax()]
+        need = widest["n_needed"]
+        v["sol_n_needed"] = (f"{widest['tool']} on {widest['model']}: about {int(need)} pairs (now {int(widest['n'])})"
+                             if need is not None and np.isfinite(need) else
+                             f"{widest['tool']} on {widest['model']}: no n within 64 x {int(widest['n'])} pairs "
+                             "decides it with this attack")
+    else:
+        v.update(power=nan, power_n=0, power_n80="not computed", power_note="no detector analysed",
+                 success_full=nan, success_random_kmax=nan, success_rate=nan, success_tools="none",
+                 area_spread_count=nan, area_spread_attacked=nan, cost_ratio=nan, tau_mean=nan, best_acc=nan,
+                 random_acc=nan, best_tool="not analysed", sol_rand_width=nan,
+                 sol_n_needed="no detector was analysed in this build")
+        t["gated"] = pd.DataFrame([{"model": m, "claim": f"XAI-guided attack on {m}", "verdict": why, "n": 0}
+                                   for m, why in why_not.items()])
+    lines = [_best_line(r) for _, r in best.iterrows()] if best is not None else []
+    lines += [f"{m}: {why}" for m, why in why_not.items()]
+    text = ("; ".join(lines) if lines else "no detector analysed") + f" ({inputs.data_label} data)"
+    v.update(best_line=Markdown(text), verdict_text=text.replace("**", ""),
+             n_holds=int((beats["verdict"] == "holds").sum()) if beats is not None else 0,
+             n_claims=int(len(beats)) if beats is not None else 0,
+             gallery_model=next(iter(run.gallery), "none") if run is not None else "none")
+    decide = faith.decide_table(best, beats, sizes_v)
+    if why_not:
+        decide = pd.concat([decide, pd.DataFrame([{"claim": f"XAI-guided attack on {m}", "n": 0, "verdict": why}
+                                                  for m, why in why_not.items()])], ignore_index=True)
+    t["rules"] = pd.DataFrame({"rule": list(faith.RULES), "text": list(faith.RULES.values())})
+    return ChapterResult(values=v, tables=t, decide=decide, records=ds)

@@ -110,3 +110,18 @@ def gallery(g: xr.Dataset, *, k: int, tools=None, max_pairs: int = 2) -> plt.Fig
     return finish(fig)
 
 
+
+
+def chapter_figures(result, galleries: dict | None, *, k: int, tools) -> dict:
+    """The chapter's figures from its :class:`~dfrobust.core.results.ChapterResult` (tables ``accuracy``,
+    ``times``, ``scores``) and the run's gallery: ``fig_acc``, ``fig_time``, ``fig_faith``, ``fig_gallery``;
+    a "not analysed" panel for each one the build has nothing for."""
+    from . import not_analysed
+
+    t, label = result.tables, result.values.get("data", "")
+    if "accuracy" not in t:
+        return {name: not_analysed("not analysed: no detector passed the gate and the protocol")
+                for name in ("fig_acc", "fig_time", "fig_faith", "fig_gallery")}
+    return {"fig_acc": accuracy_vs_k(t["accuracy"], title=f"{label} data"), "fig_time": time_bars(t["times"]),
+            "fig_faith": faithfulness_scatter(t["scores"]),
+            "fig_gallery": gallery(next(iter(galleries.values())), k=k, tools=tools) if galleries else not_analysed()}

@@ -11,9 +11,13 @@ Only pairs with ``analysed == 1`` enter a reduction (the protocol of
 :func:`dfrobust.experiments.xai.run_xai`: the detector calls the fake fake and the real real).
 One threshold everywhere: a fake counts as detected when P(fake) ≥ 0.5.
 
-Verdicts use the study's vocabulary (claim, verdict, rule, margin, estimate, lo, hi, n, n_needed;
-verdict ∈ holds / refuted / inconclusive). A minimal version lives here until the shared
-``metrics.verdicts`` lands; the rules are written in :data:`RULES` and shown on the page.
+**Comparing tools** uses the queries NES needed to flip each fake, censored at its budget
+(:func:`restricted_queries`: the accuracy averaged over every query budget up to the budget), paired
+per pair against random on the same pairs, resampling identities, with Holm over the tools; the
+rule has one cut point (−margin), so "holds" and "refuted" cannot both be met; a comparison in which
+no pair differs is inconclusive; ``n_needed`` and the power of the primary claim are simulated
+(:func:`n_needed_sim`, :func:`power_beats_random`). Verdicts use the study's vocabulary
+(:mod:`dfrobust.metrics.verdicts`); the rules are written in :data:`RULES` and shown on the page.
 """
 
 from __future__ import annotations
@@ -26,20 +30,23 @@ import pandas as pd
 import xarray as xr
 
 from .bootstrap import bootstrap, bootstrap_weights
+from .verdicts import HOLDS, INCONCLUSIVE, REFUTED, resolution_floor
 
 THRESHOLD = 0.5  # P(fake) ≥ THRESHOLD: classified fake
 VERDICT_COLUMNS = ["claim", "verdict", "rule", "margin", "estimate", "lo", "hi", "n", "n_needed"]
 RULES = {
-    "beats_random": ("Δ = acc(tool) − acc(random) over the same pairs (mean over k; lower = more faithful), "
-                     "paired bootstrap CI [lo, hi]: holds if hi < 0; refuted if lo > −margin "
-                     "(any gain is smaller than the margin); else inconclusive — and inconclusive whenever the "
-                     "attack fooled the detector on no pair for either the tool or random (nothing to compare)"),
-    "best_tool": ("the tool with the lowest accuracy is 'best' only if it beats random and the paired CI of "
-                  "its difference to every other tool lies below 0; else 'tie' (tools not separated) or "
-                  "'no tool beats random'"),
+    "beats_random": ("Δ = restricted queries to flip of the tool − of random on the same pairs (per pair: "
+                     "min(queries to flip, budget) / budget, mean over k; equally the accuracy on adversarial fakes "
+                     "averaged over every query budget up to the NES budget; lower = more faithful); percentile "
+                     "bootstrap interval resampling identities, at Holm's level over the tools: holds if it lies wholly below −margin, refuted if wholly above −margin, "
+                     "else inconclusive; inconclusive too when no pair differs (the attack cannot separate them; the "
+                     "interval shown is then the resolution floor of n identities, as whenever the resamples all agree)"),
+    "best_tool": ("the tool with the fewest restricted queries among those that beat random is 'best' only if "
+                  "its paired interval (Bonferroni over the rivals) to every other tool lies below 0; else "
+                  "'not separable by this attack at n' (the tied tools listed) or 'no tool beats random'"),
     "size": ("Δ = acc(size a) − acc(size b) per tool over pairs analysed at both sizes, paired bootstrap CI: "
-             "holds (the size matters) if the CI excludes 0; refuted if it lies inside (−margin, margin); "
-             "else inconclusive"),
+             "holds (the size matters by more than the margin) if the CI lies wholly beyond ±margin; refuted "
+             "if it lies inside (−margin, margin); else inconclusive"),
 }
 
 
@@ -111,6 +118,11 @@ def _interval(est: float, lo: float, hi: float, values: np.ndarray) -> tuple[flo
     return max(lo, -1.0), min(hi, 1.0)                  # a difference of accuracies lies in [-1, 1]
 
 
+def _degenerate(values: np.ndarray) -> bool:
+    v = values[np.isfinite(values)]
+    return bool(len(v) and np.all(v == v[0]))
+
+
 def _n_needed(n: int, lo: float, hi: float, margin: float, degenerate: bool = False) -> int:
     """Pairs at which the CI would be as wide as the margin: width ∝ 1/√n, or 6/n (rule of three, both
     sides) when every paired value is the same."""
@@ -156,17 +168,64 @@ def accuracy_table(ds: xr.Dataset, *, by: str | None = None, n_boot: int = 1000,
     return pd.DataFrame(rows)
 
 
+# ----------------------------------------------------------------------------- queries to flip (censored)
+def restricted_queries(ds: xr.Dataset) -> xr.DataArray:
+    """Per (model, tool, k, pair): min(queries to flip, budget) / budget, 1 when censored, NaN off the analysed pairs.
+
+    Its mean over pairs is the **restricted mean queries to flip** as a fraction of the NES budget
+    (``attrs["nes_budget"]``), and equally the detector's accuracy on the adversarial fakes averaged over
+    every query budget from 0 to the budget (the area under the "still detected" curve): the difference
+    of two tools reads as an accuracy difference; lower = the tool's segments flip the fake more often
+    or sooner.
+    """
+    budget = float(ds.attrs["nes_budget"])
+    v = xr.where(ds["censored"] == 1, budget, np.minimum(ds["queries"].astype(float), budget)) / budget
+    return v.where(_analysed(ds)).rename("restricted_queries")
+
+
+def success_table(ds: xr.Dataset) -> pd.DataFrame:
+    """NES success per model: the whole image (the ceiling, ``tool = "full image"``) and each tool at each k:
+    the fraction of analysed fakes flipped within the budget and the median queries to flip of those flipped."""
+    ana = _analysed(ds)
+    rows = []
+    for m in ds["model"].values:
+        keep = ana.sel(model=m).values
+        n = int(keep.sum())
+        q = ds["full_queries"].sel(model=m).values[keep]
+        ok = ds["full_success"].sel(model=m).values[keep] == 1
+        rows.append({"model": str(m), "tool": "full image", "k": "all", "n": n,
+                     "flipped": float(ok.mean()) if n else np.nan,
+                     "median queries to flip": float(np.median(q[ok])) if ok.any() else np.nan})
+        for t in ds["tool"].values:
+            for k in ds["k"].values:
+                sel = dict(model=m, tool=t, k=k)
+                ok = ds["censored"].sel(sel).values[keep] == 0
+                q = ds["queries"].sel(sel).values[keep]
+                rows.append({"model": str(m), "tool": str(t), "k": str(int(k)), "n": n,
+                             "flipped": float(ok.mean()) if n else np.nan,
+                             "median queries to flip": float(np.median(q[ok])) if ok.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
 # ----------------------------------------------------------------------------- verdicts
+def beats_verdict(lo: float, hi: float, margin: float, discordant: bool = True) -> str:
+    """The rule ``beats_random`` on an interval [lo, hi] of Δ = tool − random (lower = better): holds if the
+    interval lies wholly below −margin, refuted if wholly above it, else (or when no pair differs, or
+    the interval is undefined) inconclusive. One cut point, so the two criteria cannot both be met."""
+    if not discordant or not (np.isfinite(lo) and np.isfinite(hi)):
+        return INCONCLUSIVE
+    if hi < -margin:
+        return HOLDS
+    if lo > -margin:
+        return REFUTED
+    return INCONCLUSIVE
+
+
 def _verdict_row(claim: str, rule_key: str, margin: float, est: float, lo: float, hi: float, n: int,
-                 verdict: str, degenerate: bool = False) -> dict:
+                 verdict: str, need: int | None) -> dict:
     return {"claim": claim, "verdict": verdict, "rule": RULES[rule_key], "margin": float(margin),
             "estimate": float(est), "lo": float(lo), "hi": float(hi), "n": int(n),
-            "n_needed": _n_needed(n, lo, hi, margin, degenerate)}
-
-
-def _degenerate(values: np.ndarray) -> bool:
-    v = values[np.isfinite(values)]
-    return bool(len(v) and np.all(v == v[0]))
+            "n_needed": None if need is None else int(need)}
 
 
 def _check_margin(margin: float) -> float:
@@ -175,89 +234,209 @@ def _check_margin(margin: float) -> float:
     return float(margin)
 
 
-def _paired_diffs(ds: xr.Dataset, model, tools: Sequence[str], base: str, w: np.ndarray, seed: int):
-    """Paired bootstrap of pair_score(tool) − pair_score(base) for each tool, on the model's analysed pairs."""
-    s = pair_score(ds).sel(model=model)
-    ana = _analysed(ds).sel(model=model)
-    out = {}
-    for t in tools:
-        d = s.sel(tool=t) - s.sel(tool=base)
-        b = _boot(d, ana, w, seed)
-        vals = d.values[ana.values]
-        est = float(b["estimate"])
-        lo, hi = _interval(est, float(b["lo"]), float(b["hi"]), vals)
-        out[t] = (est, lo, hi, int(ana.values.sum()), _degenerate(vals))
+def _units(ds: xr.Dataset, model) -> tuple[np.ndarray, np.ndarray]:
+    """The model's analysed pairs and the unit each belongs to: its identity (pairs of one identity are
+    resampled together), or the pair itself when the records carry no identity."""
+    keep = _analysed(ds).sel(model=model).values
+    ids = np.asarray(ds["identity"].values).astype(str)[keep] if "identity" in ds.coords else np.array([])
+    if len(ids) != keep.sum() or (ids == "").any():
+        ids = np.arange(int(keep.sum())).astype(str)
+    return keep, ids
+
+
+def _cluster_means(values: np.ndarray, ids: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap means [n_boot] of per-pair ``values``, resampling identities (:mod:`.bootstrap`)."""
+    coords = xr.Dataset(coords={"sample": np.arange(len(ids)), "unit": ("sample", ids)})
+    w = bootstrap_weights(coords, by="unit", n_boot=n_boot, seed=seed)
+    return (w @ values) / w.sum(1)
+
+
+def _normal_verdicts(samples: np.ndarray, margin: float, level: float) -> np.ndarray:
+    """The rule on simulated data sets ``samples`` [sims, n]: normal interval at ``level``, undecided when no
+    pair differs (vectorised :func:`beats_verdict`)."""
+    from scipy.stats import norm
+
+    n = samples.shape[1]
+    est = samples.mean(1)
+    half = norm.ppf(1 - level / 2) * samples.std(1, ddof=1) / math.sqrt(n)
+    disc = ~(samples == samples[:, :1]).all(1)
+    return np.where(~disc, INCONCLUSIVE, np.where(est + half < -margin, HOLDS,
+                                                  np.where(est - half > -margin, REFUTED, INCONCLUSIVE)))
+
+
+def _n_grid(n: int, factor: int = 64) -> list[int]:
+    return sorted({int(math.ceil(max(n, 2) * 2 ** (i / 2))) for i in range(0, 2 * int(math.log2(factor)) + 1)})
+
+
+def n_needed_sim(diffs: np.ndarray, margin: float, level: float, *, power: float = 0.8, n_sim: int = 400,
+                 seed: int = 0) -> int | None:
+    """Pairs at which the rule ``beats_random`` would decide (holds or refuted) in ``power`` of data sets
+    like these: simulated by resampling the observed paired differences at growing n (up to 64 x n), each
+    decided with a normal interval at ``level``. None: no pair differs (this
+    attack cannot separate them at any n) or not decided within 64 x n."""
+    d = np.asarray(diffs, float)
+    d = d[np.isfinite(d)]
+    if len(d) < 2 or np.all(d == d[0]):
+        return None
+    rng = np.random.default_rng(seed)
+    for n2 in _n_grid(len(d)):
+        v = _normal_verdicts(rng.choice(d, size=(n_sim, n2)), margin, level)
+        if (v != INCONCLUSIVE).mean() >= power:
+            return n2
+    return None
+
+
+def _holm(boots: dict, est: dict, discordant: dict, n: int, margin: float, alpha: float) -> dict:
+    """Holm's step-down over the tools of one model for the two-sided test of Δ = −margin: the tool with the
+    smallest bootstrap p-value is decided on its (1 − α/m) interval, the next on (1 − α/(m − 1)), ...;
+    the first undecided one stops the procedure (the rest: inconclusive at that level). A tool whose
+    resamples all agree (no discordant pair, or a single identity) has p = 1 and its interval is the
+    resolution floor of ``n`` units around the estimate (:func:`~dfrobust.metrics.verdicts.resolution_floor`).
+    Returns tool → (verdict, lo, hi, level)."""
+    m = len(boots)
+    p = {t: 1.0 if not discordant[t] or np.ptp(b) == 0 else
+         min(1.0, 2 * (min((b >= -margin).sum(), (b <= -margin).sum()) + 1) / (len(b) + 1)) for t, b in boots.items()}
+    order = sorted(boots, key=lambda t: (p[t], list(boots).index(t)))
+    out, stop = {}, None
+    for j, t in enumerate(order):
+        level = alpha / (m - j) if stop is None else stop
+        lo, hi = (float(x) for x in np.quantile(boots[t], [level / 2, 1 - level / 2]))
+        if np.ptp(boots[t]) == 0:          # the bootstrap collapsed to a point: the resolution of n units
+            h = resolution_floor(n, level / 2)
+            lo, hi = est[t] - h, est[t] + h
+        v = beats_verdict(lo, hi, margin, discordant[t]) if stop is None else INCONCLUSIVE
+        if v == INCONCLUSIVE and stop is None:
+            stop = level
+        out[t] = (v, lo, hi, level)
     return out
 
 
-def tool_verdicts(ds: xr.Dataset, *, margin: float = 0.1, baseline: str = "random", n_boot: int = 1000,
-                  seed: int = 0) -> pd.DataFrame:
-    """Per model × tool: "the tool beats random" as holds / refuted / inconclusive (rule ``beats_random``)."""
-    margin = _check_margin(margin)
-    tools = [str(t) for t in ds["tool"].values if str(t) != baseline]
-    if baseline not in ds["tool"].values:
-        raise ValueError(f"baseline={baseline!r}: not among the tools {list(map(str, ds['tool'].values))}")
-    w = _weights(ds, n_boot, seed)
-    score = pair_score(ds)
-    ana = _analysed(ds)
-    rows = []
-    for m in ds["model"].values:
-        keep = ana.sel(model=m).values
-        never = lambda t: bool(np.all(score.sel(model=m, tool=t).values[keep] == 1.0))  # noqa: E731
-        for t, (est, lo, hi, n, dg) in _paired_diffs(ds, m, tools, baseline, w, seed).items():
-            if n == 0 or not np.isfinite(est) or (never(t) and never(baseline)):
-                v = "inconclusive"
-            elif hi < 0:
-                v = "holds"
-            elif lo > -margin:
-                v = "refuted"
-            else:
-                v = "inconclusive"
-            rows.append({"model": str(m), "tool": t,
-                         **_verdict_row(f"{t} beats {baseline} on {m}", "beats_random", margin, est, lo, hi, n, v, dg)})
-    return pd.DataFrame(rows, columns=["model", "tool", *VERDICT_COLUMNS])
+def tool_verdicts(ds: xr.Dataset, *, margin: float = 0.1, baseline: str = "random", alpha: float = 0.05,
+                  n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per model × tool: "the tool beats random by more than ``margin``" (rule ``beats_random``).
 
-
-def best_tool(ds: xr.Dataset, *, margin: float = 0.1, baseline: str = "random", n_boot: int = 1000,
-              seed: int = 0) -> pd.DataFrame:
-    """Per model: the best tool, "tie" or "no tool beats random" (rule ``best_tool``), never a bare argmin.
-
-    Columns: model, best, tied (the tools not separated from the lowest-accuracy one), and the
-    verdict columns of the claim "one tool is the most faithful" (estimate/lo/hi: the best tool's
-    difference to its closest rival; holds only when a best tool exists).
+    Δ = mean over pairs and k of the restricted queries to flip (:func:`restricted_queries`) of the tool
+    minus random's, on the same pairs, segments and NES noise; interval: percentile bootstrap resampling
+    identities; Holm over the tools of a model (:func:`_holm`); ``n_needed`` by simulation at the level
+    used (:func:`n_needed_sim`). Columns: model, tool, the verdict columns, ``level`` and ``discordant``
+    (pairs whose values differ).
     """
     margin = _check_margin(margin)
-    beats = tool_verdicts(ds, margin=margin, baseline=baseline, n_boot=n_boot, seed=seed)
-    w = _weights(ds, n_boot, seed)
-    acc = pair_score(ds).where(_analysed(ds)).mean("pair")
+    if baseline not in ds["tool"].values:
+        raise ValueError(f"baseline={baseline!r}: not among the tools {list(map(str, ds['tool'].values))}")
+    tools = [str(t) for t in ds["tool"].values if str(t) != baseline]
+    rq = restricted_queries(ds).mean("k")
+    rows = []
+    for m in ds["model"].values:
+        keep, ids = _units(ds, m)
+        n = int(keep.sum())
+        base = rq.sel(model=m, tool=baseline).values[keep]
+        diffs = {t: rq.sel(model=m, tool=t).values[keep] - base for t in tools}
+        disc = {t: int((np.abs(d) > 0).sum()) for t, d in diffs.items()}
+        if n == 0:
+            for t in tools:
+                rows.append({"model": str(m), "tool": t, "level": np.nan, "discordant": 0,
+                             **_verdict_row(f"{t} beats {baseline} on {m}", "beats_random", margin, np.nan, np.nan,
+                                            np.nan, 0, INCONCLUSIVE, None)})
+            continue
+        boots = {t: _cluster_means(d, ids, n_boot, seed) for t, d in diffs.items()}
+        est = {t: float(d.mean()) for t, d in diffs.items()}
+        held = _holm(boots, est, {t: disc[t] > 0 for t in tools}, len(np.unique(ids)), margin, alpha)
+        for t in tools:
+            v, lo, hi, level = held[t]
+            rows.append({"model": str(m), "tool": t, "level": level, "discordant": disc[t],
+                         **_verdict_row(f"{t} beats {baseline} on {m}", "beats_random", margin, est[t], lo, hi, n, v,
+                                        n_needed_sim(diffs[t], margin, level, seed=seed))})
+    return pd.DataFrame(rows, columns=["model", "tool", *VERDICT_COLUMNS, "level", "discordant"])
+
+
+def best_tool(ds: xr.Dataset, *, margin: float = 0.1, baseline: str = "random", alpha: float = 0.05,
+              n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per model: the best tool, "not separable by this attack at n" or "no tool beats random" (rule
+    ``best_tool``), never a bare argmin.
+
+    Columns: model, best, tied (the tools not separated from the lead), and the verdict columns of the
+    claim "one tool is the most faithful" (estimate/lo/hi: the lead's difference to its closest rival in
+    restricted queries; holds only when a best tool exists).
+    """
+    margin = _check_margin(margin)
+    beats = tool_verdicts(ds, margin=margin, baseline=baseline, alpha=alpha, n_boot=n_boot, seed=seed)
+    rq = restricted_queries(ds).mean("k")
     rows = []
     for m in ds["model"].values:
         bm = beats[beats.model == str(m)]
-        winners = bm[bm.verdict == "holds"]["tool"].tolist()
+        winners = bm[bm.verdict == HOLDS]["tool"].tolist()
         tools = bm["tool"].tolist()
-        n = int(_analysed(ds).sel(model=m).values.sum())
+        keep, ids = _units(ds, m)
+        n = int(keep.sum())
         claim = f"one tool is the most faithful on {m}"
         if not winners:
             rows.append({"model": str(m), "best": f"no tool beats {baseline}", "tied": "",
-                         **_verdict_row(claim, "best_tool", margin, np.nan, np.nan, np.nan, n, "inconclusive")})
+                         **_verdict_row(claim, "best_tool", margin, np.nan, np.nan, np.nan, n, INCONCLUSIVE, None)})
             continue
-        a = acc.sel(model=m)
-        lead = min(winners, key=lambda t: (float(a.sel(tool=t)), tools.index(t)))
+        val = {t: rq.sel(model=m, tool=t).values[keep] for t in tools}
+        lead = min(winners, key=lambda t: (float(val[t].mean()), tools.index(t)))
         others = [t for t in tools if t != lead]
-        diffs = _paired_diffs(ds, m, others, lead, w, seed)          # other − lead: > 0 when lead is better
-        tied = [t for t, (_e, lo, _h, _n, _d) in diffs.items() if not lo > 0]
+        level = alpha / max(len(others), 1)                                  # Bonferroni over the rivals
+        diffs = {t: val[t] - val[lead] for t in others}                      # > 0 when the lead is better
+        ci = {t: np.quantile(_cluster_means(d, ids, n_boot, seed), [level / 2, 1 - level / 2]) for t, d in diffs.items()}
+        tied = [t for t in others if not (ci[t][0] > 0 and (diffs[t] != 0).any())]
         if others:
-            close = min(diffs, key=lambda t: diffs[t][1])
-            est, lo, hi = (-diffs[close][0], -diffs[close][2], -diffs[close][1])   # lead − closest rival
+            close = min(others, key=lambda t: ci[t][0])
+            est, lo, hi = -float(diffs[close].mean()), -float(ci[close][1]), -float(ci[close][0])   # lead − rival
         else:
-            est, lo, hi = (np.nan, np.nan, np.nan)
+            close, (est, lo, hi) = None, (np.nan, np.nan, np.nan)
+        need = n_needed_sim(-diffs[close], 1e-9, level, seed=seed) if close is not None else None
         if tied:
-            rows.append({"model": str(m), "best": "tie", "tied": ", ".join([lead, *tied]),
-                         **_verdict_row(claim, "best_tool", margin, est, lo, hi, n, "inconclusive")})
+            rows.append({"model": str(m), "best": f"not separable by this attack at n = {n}",
+                         "tied": ", ".join([lead, *tied]),
+                         **_verdict_row(claim, "best_tool", margin, est, lo, hi, n, INCONCLUSIVE, need)})
         else:
             rows.append({"model": str(m), "best": lead, "tied": "",
-                         **_verdict_row(claim, "best_tool", margin, est, lo, hi, n, "holds")})
+                         **_verdict_row(claim, "best_tool", margin, est, lo, hi, n, HOLDS, need)})
     return pd.DataFrame(rows, columns=["model", "best", "tied", *VERDICT_COLUMNS])
+
+
+def power_beats_random(ds: xr.Dataset, model, *, ratio: float = 2.0, margin: float = 0.1, alpha: float = 0.05,
+                       baseline: str = "random", n_sim: int = 400, seed: int = 0) -> dict:
+    """Power of "some tool beats random" on ``model`` by simulation, at the build's n and the n for 80 %.
+
+    The alternative: a tool whose segments flip ``ratio`` times as many fakes as random's at every k
+    (capped at all of them) with random's queries to flip; data sets of n pairs are drawn from the
+    records' random arm (pairs resampled), the tool arm flips each pair-k random left unflipped with the
+    probability that gives that rate, at a flip point drawn from random's (or the whole image's) flips.
+    Each data set is decided by the rule at Holm's first level α/m (m: the tools compared with random).
+    Returns power, n, n_80 (None: beyond 64 x n), the random flip rate and a note.
+    """
+    margin = _check_margin(margin)
+    keep, _ids = _units(ds, model)
+    n = int(keep.sum())
+    m = max(1, ds.sizes["tool"] - 1)
+    out = {"claim": f"some tool beats {baseline} on {model}", "ratio": float(ratio), "n": n, "level": alpha / m,
+           "power": np.nan, "n_80": None, "random_flipped": np.nan, "note": ""}
+    if n < 2:
+        return {**out, "note": "fewer than 2 analysed pairs"}
+    vr = restricted_queries(ds).sel(model=model, tool=baseline).transpose("pair", "k").values[keep]   # [n, K]
+    rate = (vr < 1).mean(0)
+    out["random_flipped"] = float((vr < 1).mean())
+    pool = vr[vr < 1]
+    if pool.size == 0 and "full_queries" in ds:
+        fq = ds["full_queries"].sel(model=model).values[keep] / float(ds.attrs["nes_budget"])
+        pool = fq[ds["full_success"].sel(model=model).values[keep] == 1]
+    if pool.size == 0 or not (rate > 0).any():
+        return {**out, "note": "random segments flipped no fake: 'twice random' is no effect to detect"}
+    pi = np.clip((ratio - 1) * rate / np.maximum(1 - rate, 1e-12), 0, 1)
+    rng = np.random.default_rng(seed)
+
+    def power_at(n2: int) -> float:
+        r = vr[rng.integers(0, n, size=(n_sim, n2))]                                  # [S, n2, K]
+        flip = (r >= 1) & (rng.random(r.shape) < pi)
+        t = np.where(flip, rng.choice(pool, size=r.shape), r)
+        return float((_normal_verdicts((t - r).mean(-1), margin, alpha / m) == HOLDS).mean())
+
+    out["power"] = power_at(n)
+    out["n_80"] = next((n2 for n2 in _n_grid(n) if power_at(n2) >= 0.8), None)
+    return out
 
 
 def size_verdicts(ds: xr.Dataset, model_a: str, model_b: str, *, margin: float = 0.1, n_boot: int = 1000,
@@ -284,7 +463,7 @@ def size_verdicts(ds: xr.Dataset, model_a: str, model_b: str, *, margin: float =
         lo, hi = _interval(est, float(bd["lo"]), float(bd["hi"]), d.values[both.values]) if n else (np.nan, np.nan)
         if n == 0 or not np.isfinite(est):
             v = "inconclusive"
-        elif lo > 0 or hi < 0:
+        elif lo > margin or hi < -margin:
             v = "holds"
         elif -margin < lo and hi < margin:
             v = "refuted"
@@ -294,7 +473,8 @@ def size_verdicts(ds: xr.Dataset, model_a: str, model_b: str, *, margin: float =
                      f"hi {model_a}": float(ba["hi"]), f"acc {model_b}": float(bb["estimate"]),
                      f"lo {model_b}": float(bb["lo"]), f"hi {model_b}": float(bb["hi"]),
                      **_verdict_row(f"{t}: accuracy differs between {model_a} and {model_b}", "size", margin,
-                                    est, lo, hi, n, v, _degenerate(d.values[both.values]) if n else False)})
+                                    est, lo, hi, n, v, _n_needed(n, lo, hi, margin, _degenerate(d.values[both.values]))
+                                    if n else None)})
     return pd.DataFrame(rows)
 
 
