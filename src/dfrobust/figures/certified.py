@@ -83,3 +83,21 @@ def band_width_maps(rr_cert: xr.DataArray, rr_attack: xr.DataArray,
     fig.colorbar(im, ax=axes, shrink=0.85, label="RR attack − RR certified")
     fig.suptitle(f"Width of the RR band over (ε, b) ({data_label} data)", fontsize=10)
     return finish(fig)
+
+
+def chapter_result(chapter):
+    """Chapter 07's one ChapterResult: :func:`dfrobust.experiments.certified.run`'s result with the band
+    figure and the width maps (``band_fig``, ``width_fig``; a stand-in saying why when no MesoNet passed
+    the quality gate) and the band and decide tables as HTML (``band_table``, ``decide_table``: the names
+    the page and the landing page quote)."""
+    from . import decide_html, not_analysed
+
+    res = chapter.result
+    if chapter.rr_cert is None:
+        why = res.values["none_why"]
+        res.figures.update(band_fig=not_analysed(why), width_fig=not_analysed(why))
+    else:
+        res.figures.update(band_fig=band(chapter.rr_cert, chapter.rr_attack, chapter.b_show, chapter.data_label),
+                           width_fig=band_width_maps(chapter.rr_cert, chapter.rr_attack, chapter.data_label))
+    return res.add(band_table=decide_html(res.tables["bands"], digits=3),
+                   decide_table=decide_html(res.tables["decide"], digits=4))
