@@ -95,7 +95,11 @@ def stages(a) -> list[Stage]:
 #: bench scripts whose --device picks where they run (``pick_device``) that are not run here, and why (the dry run lists them)
 NOT_RUN = {"bench_sweep.py": "its ratio is N workers vs 1: needs several GPUs (the ch03 stage times one GPU worker)",
            "bench_ch03_cost.py": "sizes the CPU profiles (quick, default); the ch03 stage measures the paper one",
-           "bench_xai.py": "minutes per pair at a profile's settings: longer than the whole check"}
+           "bench_xai.py": "minutes per pair at a profile's settings: longer than the whole check",
+           "bench_nes_budget.py": "a success-vs-queries curve that sizes the CPU default's NES budget; "
+                                  "bench_nes times the NES step on the GPU",
+           "bench_radii.py": "sizes the radii bisection of the CPU default (cost vs the grid); not in the "
+                             "check's 8 minutes"}
 
 
 # ----------------------------------------------------------------------------- the paper settings

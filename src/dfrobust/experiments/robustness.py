@@ -1095,7 +1095,9 @@ def analyse(p: Mapping, records: xr.Dataset | None, *, analysed: Sequence[str], 
                       claim_interval="no interval", claim_n_needed="no interval to extrapolate", claim_from="—",
                       answer="No detector passed the quality gate: nothing was attacked, no sub-claim was decided.",
                       tight_ref="not computed (no analysed detector)", tight_max="not computed",
-                      bound_max="no worst case computed", n_comparisons=0, group_attack="—")
+                      bound_max="no worst case computed", n_comparisons=0, group_attack="—",
+                      ex1_answer="not computed: no detector passed the quality gate",
+                      ex2_answer="not computed: no comparison with an interval")
         return Analysis(ChapterResult(values=values), "sample")
     unit = cluster_unit(records)
     values["n_units"] = f"{n_units(records, unit)} {'identities' if unit == 'identity' else unit + 's'}"
