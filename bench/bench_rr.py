@@ -1,7 +1,7 @@
 """Bench: RR over a tolerance grid from ONE attack pass vs re-attacking per tolerance level.
 
 RR(ε, b) for every b is a reduction of the per-sample records of one attack pass
-(dfrobust.experiments.robustness.attack_records + dfrobust.metrics.robust_ratio). The naive protocol re-runs
+(dfrobust.experiments.records.attack_records + dfrobust.metrics.robust_ratio). The naive protocol re-runs
 the attack for each tolerance level and thresholds that run. Both are timed side by side in one
 process and printed as a ratio (expect ≈ number of levels). Also checks that both give the same
 RR when the attack is deterministic (FGSM) — the speed-up costs nothing.
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dfrobust import metrics
-from dfrobust.experiments import robustness
+from dfrobust.experiments import records
 from dfrobust.core.device import describe, pick_device, seed_everything
 from dfrobust.study.perf import bench_parser, finish_bench
 
@@ -47,13 +47,13 @@ def main(argv=None) -> dict:
     seed_everything(0)
     dev = pick_device(args.device)
     b_grid = metrics.linspace_grid(0.2, args.levels, what="b")
-    attack, _ = robustness.check_sweep([args.attack], [args.eps], b_grid=b_grid)
+    attack, _ = records.check_sweep([args.attack], [args.eps], b_grid=b_grid)
     model = build_model(args.model, args.size)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.n, 3, args.size, args.size, generator=g)
     y = torch.randint(0, 2, (args.n,), generator=g)
     kw = {a: {"steps": args.steps} for a in ("pgd", "pgdl2", "cwinf", "rr")}
-    run = lambda: robustness.attack_records({args.model: model}, attack, [args.eps], x, y, seed=0,  # noqa: E731
+    run = lambda: records.attack_records({args.model: model}, attack, [args.eps], x, y, seed=0,  # noqa: E731
                                             device=str(dev), attack_kw=kw, ssim=False)
     run()  # warm-up
     t0 = time.perf_counter()

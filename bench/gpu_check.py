@@ -204,7 +204,7 @@ def stage_ch03(a) -> dict:
     import torch
 
     from dfrobust.core.device import deterministic
-    from dfrobust.experiments import robustness
+    from dfrobust.experiments import records
     from dfrobust.study import sweep
     from dfrobust.study.perf import sync
 
@@ -252,13 +252,13 @@ def stage_ch03(a) -> dict:
     # 2) CW-L2 minimal perturbations (in the chapter's kernel, all images at once per detector)
     n_cw = min(a.cw_images, a.ch03_images)
     models = {r.name: sweep.load_detector(r, DEVICE) for r in refs}
-    images, labels, _, _ = robustness.load_samples(sel.head(n_cw), size)
+    images, labels, _, _ = records.load_samples(sel.head(n_cw), size)
     deterministic(torch.device(DEVICE))
-    robustness.minimal_records(models, images[:2], labels[:2], device=DEVICE,
+    records.minimal_records(models, images[:2], labels[:2], device=DEVICE,
                                cw_kw={**plan["cw_kw"], "steps": 2, "search_steps": 1})  # warm-up
     sync(torch.device(DEVICE))
     t1 = time.perf_counter()
-    robustness.minimal_records(models, images, labels, device=DEVICE, cw_kw=plan["cw_kw"])
+    records.minimal_records(models, images, labels, device=DEVICE, cw_kw=plan["cw_kw"])
     sync(torch.device(DEVICE))
     cw_s = time.perf_counter() - t1
     cw_min = cw_s * plan["n_samples"] / n_cw / 60

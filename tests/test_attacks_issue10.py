@@ -20,7 +20,7 @@ from dfrobust import attacks, metrics
 from dfrobust.attacks import progressive
 from dfrobust.attacks.nes import MaskedNES
 from dfrobust.data import sampling
-from dfrobust.experiments import robustness
+from dfrobust.experiments import records
 
 torch.set_num_threads(1)
 
@@ -61,7 +61,7 @@ def test_yhat_attack_gives_mislabelled_samples_the_larger_change_and_rr_zero():
         ch_hat = (_p_hat(model, atk(x, yhat), yhat) - p0).abs()   # the clean prediction
         assert (ch_hat[2:] > ch_y[2:] + 0.05).all()                # mislabelled: larger change under ŷ
         assert (ch_y[2:] <= 0.2).all() and (ch_hat > 0.2).all()
-    rec = robustness.attack_records({"m": model}, ["fgsm", "pgd", "cwinf", "rr"], [0.0, 0.05], x, y,
+    rec = records.attack_records({"m": model}, ["fgsm", "pgd", "cwinf", "rr"], [0.0, 0.05], x, y,
                                     device="cpu", ssim=False)
     assert rec.attrs["attacked_label"] == "y_hat"
     assert rec["y"].values.tolist() == y.tolist() and rec["pred_clean"].values.tolist() == [[1, 1, 1, 1]]
@@ -126,7 +126,7 @@ def test_records_are_monotone_in_eps_for_a_non_monotone_attack():
     y = torch.ones(3, dtype=torch.long)
     eps = [0.0, 0.025, 0.05, 0.1]
     factory = lambda name, m, *, eps, seed=0, **kw: _Flaky(eps)  # noqa: E731
-    rec = robustness.attack_records({"m": model}, ["pgd"], eps, x, y, device="cpu", ssim=False,
+    rec = records.attack_records({"m": model}, ["pgd"], eps, x, y, device="cpu", ssim=False,
                                     attack_factory=factory)
     rr = metrics.robust_ratio(rec, [0.05]).sel(model="m", attack="pgd", b=0.05).values
     ra = metrics.robust_accuracy(rec).sel(model="m", attack="pgd").values
@@ -143,7 +143,7 @@ def test_unsorted_eps_grid_is_cumulated_in_radius_order():
     model = MeanLogit(k=60.0)
     x = torch.full((2, 3, 8, 8), 0.5)
     factory = lambda name, m, *, eps, seed=0, **kw: _Flaky(eps)  # noqa: E731
-    rec = robustness.attack_records({"m": model}, ["pgd"], [0.05, 0.0, 0.025], x, torch.ones(2), device="cpu",
+    rec = records.attack_records({"m": model}, ["pgd"], [0.05, 0.0, 0.025], x, torch.ones(2), device="cpu",
                                     ssim=False, attack_factory=factory)
     np.testing.assert_allclose(rec["eps_found"].sel(eps=0.05).values[0, 0], 0.025)
     np.testing.assert_allclose(rec["eps_found"].sel(eps=0.0).values[0, 0], 0.0)
@@ -182,7 +182,7 @@ def test_minimal_records_layout_and_inf_when_nothing_found():
     x = torch.full((3, 3, 8, 8), 0.5)
     x[2] = 1.0                                      # P(fake) ≈ 1: no flip within a short search
     y = torch.tensor([1, 0, 1])
-    rec = robustness.minimal_records({"m": model}, x, y, device="cpu",
+    rec = records.minimal_records({"m": model}, x, y, device="cpu",
                                      cw_kw={"c_init": 0.1, "search_steps": 2, "steps": 30, "lr": 0.01})
     assert rec.attrs["kind"] == "minimal_records" and rec.attrs["attacked_label"] == "y_hat"
     assert dict(rec["l2_min"].sizes) == {"model": 1, "sample": 3}
@@ -192,12 +192,12 @@ def test_minimal_records_layout_and_inf_when_nothing_found():
     assert rec["p_adv"].values[0, 2] == pytest.approx(rec["p_clean"].values[0, 2])
     assert (rec["p_adv"].values[0, :2] < 0.5).all()          # P(ŷ) at the minimal δ: flipped
     with pytest.raises(ValueError, match="c_min"):
-        robustness.minimal_records({"m": model}, x, y, device="cpu", cw_kw={"c_min": -1})
+        records.minimal_records({"m": model}, x, y, device="cpu", cw_kw={"c_min": -1})
 
 
 def test_cw_in_the_sweep_is_an_error_naming_cwinf():
     with pytest.raises(ValueError, match="use cwinf in the sweep"):
-        robustness.attack_records({"m": MeanLogit()}, ["cw"], [0.1], torch.rand(2, 3, 8, 8), torch.ones(2))
+        records.attack_records({"m": MeanLogit()}, ["cw"], [0.1], torch.rand(2, 3, 8, 8), torch.ones(2))
 
 
 def test_changed_is_false_for_an_untouched_image_after_a_round_trip():
@@ -208,7 +208,7 @@ def test_changed_is_false_for_an_untouched_image_after_a_round_trip():
     assert 0 < (trip - x).abs().max() < 1e-6
     for untouched in (trip, x.double().float()):
         factory = lambda name, m, *, eps, seed=0, **kw: (lambda a, b: untouched.clone())  # noqa: E731
-        rec = robustness.attack_records({"m": model}, ["pgd"], [0.0, 0.05], x, torch.ones(4), device="cpu",
+        rec = records.attack_records({"m": model}, ["pgd"], [0.0, 0.05], x, torch.ones(4), device="cpu",
                                         ssim=False, attack_factory=factory)
         assert not rec["changed"].any()
         assert (metrics.prob_change(rec) == 0).all()
@@ -270,7 +270,7 @@ def test_progressive_accepts_every_budgeted_attack(name):
     assert torch.equal(a[first], b[first])
     assert not torch.allclose(a[later], b[later])
     # and through the record builder, with the same budget checks
-    rec = robustness.attack_records({"m": model}, [name], [0.0, 0.04], x, yhat, meta, device="cpu", ssim=False,
+    rec = records.attack_records({"m": model}, [name], [0.0, 0.04], x, yhat, meta, device="cpu", ssim=False,
                                     attack_kw={name: kw}, attack_factory=progressive.progressive_factory(meta))
     assert rec.sizes["sample"] == 6
 
@@ -360,7 +360,7 @@ def test_settled_samples_are_not_attacked_at_larger_radii_and_ra_rr_do_not_chang
     out = {}
     for settle in (None, 0.2):
         net = _CountingNet(SmallNet(2))
-        rec = robustness.attack_records({"m": net}, ["pgd", "rr"], eps, x, y, device="cpu", ssim=False,
+        rec = records.attack_records({"m": net}, ["pgd", "rr"], eps, x, y, device="cpu", ssim=False,
                                         attack_kw=kw, batch_size=8, settle_b=settle)
         out[settle] = (rec, net.seen)
     full, part = out[None][0], out[0.2][0]
@@ -370,7 +370,7 @@ def test_settled_samples_are_not_attacked_at_larger_radii_and_ra_rr_do_not_chang
     assert (part["eps_found"].sel(eps=0.3) < 0.3).any()   # kept records of settled samples: a smaller radius
     assert part.attrs["settle_b"].startswith("0.2")
     with pytest.raises(ValueError, match="settle_b=1.5"):
-        robustness.attack_records({"m": SmallNet(2)}, ["pgd"], eps, x, y, device="cpu", settle_b=1.5)
+        records.attack_records({"m": SmallNet(2)}, ["pgd"], eps, x, y, device="cpu", settle_b=1.5)
 
 
 def test_rr_attack_runs_up_only_where_it_can_win_and_keeps_the_same_change():

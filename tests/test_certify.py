@@ -453,7 +453,7 @@ def _margin_det(det, x, pred):
 
 def test_certified_records_never_beat_the_attacks():
     from dfrobust import metrics
-    from dfrobust.experiments import robustness
+    from dfrobust.experiments import records
 
     det = _random_meso("meso4", seed=1)
     x = _images(4, 32, seed=8).float()
@@ -462,7 +462,7 @@ def test_certified_records_never_beat_the_attacks():
     b = np.round(np.linspace(0, 0.2, 21), 6)
     cert = certified_records({"meso4": det}, x, eps, method="crown", labels=labels, batch_size=2, crown_budget=64,
                              coords={"group": ["a", "b", "a", "b"]})
-    atk = robustness.attack_records({"meso4": det}, ["fgsm", "pgd"], eps, x, labels, seed=0,
+    atk = records.attack_records({"meso4": det}, ["fgsm", "pgd"], eps, x, labels, seed=0,
                                     attack_kw={"pgd": {"steps": 10}}, ssim=False)
     assert set(cert.dims) == {"model", "eps", "sample"}
     np.testing.assert_array_equal(cert["pred_clean"].values, atk["pred_clean"].values)

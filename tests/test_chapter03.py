@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from dfrobust.experiments import robustness
+from dfrobust.experiments import records, robustness
 from dfrobust.study import declared_parameters
 from conftest import ROOT
 
@@ -83,10 +83,10 @@ def test_check_params_names_the_bad_parameter(key, value, match):
 
 
 def test_attack_options_give_steps_to_iterative_attacks_only():
-    kw = robustness.attack_options(["fgsm", "pgd", "cwinf", "rr"], steps=4)
+    kw = records.attack_options(["fgsm", "pgd", "cwinf", "rr"], steps=4)
     assert kw == {"pgd": {"steps": 4}, "cwinf": {"steps": 4}, "rr": {"steps": 4}}
-    assert robustness.budgeted_linf(["fgsm", "pgd", "pgdl2", "cw"]) == ["fgsm", "pgd"]
-    cw = robustness.cw_options(c_init=2.0, search_steps=4, steps=7, lr=0.05)
+    assert records.budgeted_linf(["fgsm", "pgd", "pgdl2", "cw"]) == ["fgsm", "pgd"]
+    cw = records.cw_options(c_init=2.0, search_steps=4, steps=7, lr=0.05)
     assert (cw["c_init"], cw["search_steps"], cw["steps"], cw["lr"]) == (2.0, 4, 7, 0.05)
 
 
@@ -95,7 +95,7 @@ def test_bound_table_is_zero_for_the_attack_that_is_the_worst_case():
 
     rec = _records([0.9, 0.2, 0.6, 0.3], [[0.85, 0.45, 0.3, 0.3], [0.55, 0.25, 0.55, 0.3]], [1, 0, 1, 1],
                    attacks=("fgsm", "pgd"))
-    rec = robustness.with_worst_case(rec)
+    rec = records.with_worst_case(rec)
     t = robustness.bound_table(rec, eps=0.1, b=0.1, n_boot=200)
     # fgsm: changes .05 .25 .30 0 (RR .5); pgd .35 .05 .05 0 (RR .75); worst .35 .25 .30 0 (RR .25)
     assert t.set_index("attack")["tightening"].to_dict() == pytest.approx({"fgsm": 0.25, "pgd": 0.5})
@@ -246,7 +246,7 @@ def test_sections_read_real_records_into_one_page_result(tmp_path):
     images, labels = torch.rand(n, 3, 8, 8, generator=g), torch.arange(n) % 2
     meta = pd.DataFrame({"identity": [f"id{i // 2}" for i in range(n)], "group": ["asian_male", "african_female"] * 8,
                          "label": labels.numpy(), "path": [f"synth/img{i}.png" for i in range(n)]})
-    rec = robustness.with_worst_case(robustness.attack_records(
+    rec = records.with_worst_case(records.attack_records(
         {"m1": SmallNet(1), "m2": SmallNet(2)}, ["pgd", "rr"], [0.0, 0.01, 0.05], images, labels, meta,
         attack_kw={"pgd": {"steps": 2}, "rr": {"steps": 2}}, device="cpu"))
     b_grid = metrics.linspace_grid(0.2, 5, what="b")
@@ -274,15 +274,15 @@ def test_records_and_skipped_files_keep_paths_relative_to_the_data_home(tmp_path
 
     monkeypatch.setenv("DFROBUST_DATA_HOME", str(tmp_path))
     inside = tmp_path / "synth" / "quick" / "img0.png"
-    assert robustness.home_relative(inside) == "synth/quick/img0.png"
-    assert robustness.home_relative("/elsewhere/data/ffpp/a.png") == "…/ffpp/a.png"
+    assert records.home_relative(inside) == "synth/quick/img0.png"
+    assert records.home_relative("/elsewhere/data/ffpp/a.png") == "…/ffpp/a.png"
     meta = pd.DataFrame({"path": [str(inside), "/elsewhere/data/ffpp/a.png"], "label": [0, 1]})
-    rec = robustness.attack_records({"m": SmallNet(0)}, ["fgsm"], [0.0, 0.01], torch.rand(2, 3, 8, 8),
+    rec = records.attack_records({"m": SmallNet(0)}, ["fgsm"], [0.0, 0.01], torch.rand(2, 3, 8, 8),
                                     torch.tensor([0, 1]), meta, device="cpu")
     assert list(rec["path"].values) == ["synth/quick/img0.png", "…/ffpp/a.png"]  # the old code kept str(tmp_path)
     bad = pd.DataFrame({"path": [str(inside), str(inside)], "label": [0, 1], "split": "test"})
     inside.parent.mkdir(parents=True)
     inside.write_bytes(b"not an image")
     with pytest.raises(FileNotFoundError, match="synth/quick/img0.png") as err:
-        robustness.load_samples(bad, 8)
+        records.load_samples(bad, 8)
     assert str(tmp_path) not in str(err.value)

@@ -196,7 +196,7 @@ def test_a_cell_recovers_from_out_of_memory_with_the_records_of_the_batch_that_f
     halves 8 -> 4 -> 2, keeps the size in the shard, and its records equal a cell run directly at 2."""
     import cv2
 
-    from dfrobust.experiments import robustness
+    from dfrobust.experiments import records
     from dfrobust.models import build
     from dfrobust.models.train import save_checkpoint
 
@@ -214,7 +214,7 @@ def test_a_cell_recovers_from_out_of_memory_with_the_records_of_the_batch_that_f
         return sweep.plan_chapter03([ref], ["pgd"], [0.0, 0.02], sel, size=32, shard_size=8, batch_size=bs,
                                     attack_kw={"pgd": {"steps": 2}})[0]
 
-    real, sizes = robustness.attack_records, []
+    real, sizes = records.attack_records, []
 
     def tight_memory(*args, batch_size=None, **kw):
         sizes.append(batch_size)
@@ -223,10 +223,10 @@ def test_a_cell_recovers_from_out_of_memory_with_the_records_of_the_batch_that_f
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real(*args, batch_size=batch_size, **kw)
 
-    monkeypatch.setattr(robustness, "attack_records", tight_memory)
+    monkeypatch.setattr(records, "attack_records", tight_memory)
     info = sweep.run_cell(cell(8), tmp_path / "halved")
     assert info["computed"] and info["batch_size"] == 2 and sizes == [8, 4, 2]
-    monkeypatch.setattr(robustness, "attack_records", real)
+    monkeypatch.setattr(records, "attack_records", real)
     sweep.run_cell(cell(2), tmp_path / "direct")
     halved, direct = sweep.merge_shards([cell(8)], tmp_path / "halved"), sweep.merge_shards([cell(2)], tmp_path / "direct")
     from dfrobust.core import results

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from dfrobust import attacks, explainers
-from dfrobust.experiments.robustness import attack_records
+from dfrobust.experiments.records import attack_records
 
 
 class _Tiny(torch.nn.Module):

@@ -8,6 +8,8 @@ import torch
 from dfrobust import metrics
 from dfrobust.core import results
 from dfrobust.experiments import robustness
+from dfrobust.experiments.records import (RECORD_VARS, attack_records, check_sweep, load_samples,
+                                          minimal_records)
 from dfrobust.data import sampling
 
 torch.set_num_threads(1)
@@ -56,7 +58,7 @@ def data():
 def records(data):
     x, y, meta = data
     models = {"a": Tiny(16, 0), "b": Tiny(12, 1)}  # b resizes the inputs
-    return robustness.attack_records(models, ["fgsm", "pgd", "cwinf", "rr"], EPS, x, y, meta, seed=0,
+    return attack_records(models, ["fgsm", "pgd", "cwinf", "rr"], EPS, x, y, meta, seed=0,
                                      device="cpu", attack_kw={"pgd": {"steps": 3}, "cwinf": {"steps": 3},
                                                               "rr": {"steps": 3}})
 
@@ -104,10 +106,10 @@ def xr_where(c, a, b):
 def test_same_seed_same_records(data):
     x, y, meta = data
     kw = {"steps": 1, "alpha": 1e-4}
-    run = lambda s: robustness.attack_records({"a": Tiny(16, 0)}, ["pgd", "rr"], [0.02, 0.05], x, y, meta, seed=s,
+    run = lambda s: attack_records({"a": Tiny(16, 0)}, ["pgd", "rr"], [0.02, 0.05], x, y, meta, seed=s,
                                               device="cpu", attack_kw={"pgd": kw, "rr": kw}, ssim=False)
     r1, r2, r3 = run(5), run(5), run(6)
-    for v in robustness.RECORD_VARS:
+    for v in RECORD_VARS:
         assert np.array_equal(r1[v].values, r2[v].values, equal_nan=True), v
     assert not np.array_equal(r1["l2"].values, r3["l2"].values)
 
@@ -126,14 +128,14 @@ def test_bad_sweep_stops_before_any_attack(data, kwargs, match):
                 images=x[:2], labels=y[:2], meta=meta.iloc[:2])
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        robustness.attack_records(**args)
+        attack_records(**args)
 
 
 def test_check_sweep_validates_b_and_models():
     with pytest.raises(ValueError, match="b=1.5"):
-        robustness.check_sweep(["pgd"], [0.1], b_grid=[0.1, 1.5])
+        check_sweep(["pgd"], [0.1], b_grid=[0.1, 1.5])
     with pytest.raises(ValueError, match="model='vgg'"):
-        robustness.check_sweep(["pgd"], [0.1], models="meso4,vgg", known_models=("meso4",))
+        check_sweep(["pgd"], [0.1], models="meso4,vgg", known_models=("meso4",))
     assert metrics.linspace_grid(0.2, 21)[1] == 0.01
 
 
@@ -162,7 +164,7 @@ def test_select_and_load_samples_skip_unreadable_files(tmp_path):
     sel = sampling.select_samples(df, 10, seed=0)
     assert len(sel) == 5 and set(sel["split"]) == {"test"}
     assert sampling.select_samples(df, 2, seed=0)["label"].tolist().count(0) == 1  # balanced
-    x, y, kept, skipped = robustness.load_samples(sel, 16)
+    x, y, kept, skipped = load_samples(sel, 16)
     assert x.shape == (4, 3, 16, 16) and len(kept) == 4 and y.tolist() == kept["label"].tolist()
     assert len(skipped) == 1 and skipped[0]["path"].endswith("img2.png")
     with pytest.raises(ValueError, match="n_samples=0"):
@@ -192,9 +194,9 @@ def test_attack_factory_hook_builds_every_attack(data):
         built.append((name, eps))
         return attacks.make_attack(name, model, eps=eps, seed=seed, **kw)
 
-    via = robustness.attack_records({"a": Tiny(16, 0)}, ["fgsm", "pgd"], [0.0, 0.05], x, y, meta, device="cpu",
+    via = attack_records({"a": Tiny(16, 0)}, ["fgsm", "pgd"], [0.0, 0.05], x, y, meta, device="cpu",
                                     attack_kw={"pgd": {"steps": 1}}, ssim=False, attack_factory=factory)
-    plain = robustness.attack_records({"a": Tiny(16, 0)}, ["fgsm", "pgd"], [0.0, 0.05], x, y, meta, device="cpu",
+    plain = attack_records({"a": Tiny(16, 0)}, ["fgsm", "pgd"], [0.0, 0.05], x, y, meta, device="cpu",
                                       attack_kw={"pgd": {"steps": 1}}, ssim=False)
     assert sorted(built) == [("fgsm", 0.05), ("pgd", 0.05)]  # ε = 0 never attacks
     np.testing.assert_array_equal(via["p_adv"].values, plain["p_adv"].values)
@@ -204,7 +206,7 @@ def test_minimal_records_read_as_ra_against_the_radius(data):
     """RA(r) from CW-L2's minimal records: clean accuracy at r = 0, non-increasing in r, and at a
     radius past every minimal ||δ||₂ only the clean-correct samples CW never flipped remain."""
     x, y, meta = data
-    mn = robustness.minimal_records({"a": Tiny(16, 0)}, x, y, meta, device="cpu",
+    mn = minimal_records({"a": Tiny(16, 0)}, x, y, meta, device="cpu",
                                     cw_kw={"search_steps": 2, "steps": 5, "lr": 0.05})
     grid = robustness.radius_grid(mn, 11)
     ps = robustness.minimal_per_sample(mn, grid, [0.1])

@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 
 from dfrobust.core import device as D
-from dfrobust.experiments import robustness
+from dfrobust.experiments import records, robustness
 from dfrobust.models import build
 from dfrobust.models.train import save_checkpoint
 from dfrobust.study import sweep
@@ -136,9 +136,9 @@ def test_merged_shards_have_attack_records_layout_and_fgsm_values(serial, toy):
     from dfrobust.models.train import load_checkpoint
 
     models = {r.name: load_checkpoint(r.checkpoint, r.name) for r in refs}
-    images, labels, kept, _ = robustness.load_samples(sel, 32)
+    images, labels, kept, _ = records.load_samples(sel, 32)
     torch.set_num_threads(1)
-    whole = robustness.attack_records(models, ATTACKS, EPS, images, labels, kept, seed=0, device="cpu",
+    whole = records.attack_records(models, ATTACKS, EPS, images, labels, kept, seed=0, device="cpu",
                                       attack_kw=KW, batch_size=cells[0].batch_size)
     assert set(merged.data_vars) == set(whole.data_vars)
     for v in whole.data_vars:
@@ -323,3 +323,16 @@ def test_local_workers_are_single_threaded_and_keep_glibcs_dynamic_malloc_thresh
     every large tensor of an attack step is then a fresh mmap (a cell 1.5x slower, see WORKER_CONFIG)."""
     env = client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")))
     assert len(env) == 2 and set(env.values()) == {(None, "1")}, env
+
+
+def test_a_cells_key_and_seed_are_pinned():
+    """A cell's seed derives from its key only; moving the sweep's code (issue 22: one job per module) must
+    not change a key or a seed, or every record of the study changes. Values computed before the move."""
+    det = sweep.DetectorRef("meso4", "/nowhere/meso4.pt", "0123456789abcdef")
+    cell = sweep.Cell("03_robustness", det, "pgd", (0.0, 0.01), 2, (8, 9), (("label", (0, 1)),), '{"steps": 2}',
+                      3, 32, 4, "cpu")
+    assert cell.key == ("03_robustness", "meso4", "pgd", "all", 2, 3)
+    assert cell.cell_seed == 116682077
+    other = sweep.Cell("03_robustness", sweep.DetectorRef("meso4", "/elsewhere.pt", "f" * 16), "pgd", (0.05,), 2,
+                       (0,), (), "{}", 3, 64, 1, "cuda", code="another version", data="other data")
+    assert other.cell_seed == cell.cell_seed, "only the key (not paths, hashes, grid or code) makes the seed"

@@ -9,7 +9,7 @@ The package follows the study's pipeline, one home per job (``docs/ARCHITECTURE.
     explainers   Grad-CAM, LIME, RISE, SOBOL, XRAI, random — one interface; SLIC segments
     certify      certified bounds (IBP, CROWN) on the detector's margin; certified RR records
     metrics      RA, RR, complementary metrics, bootstrap, linearity, faithfulness (reductions of records)
-    experiments  per-chapter record builders, tables and parameter checks (robustness, videos, xai, certified, …)
+    experiments  the record engine (records) and per-chapter tables and parameter checks (robustness, videos, xai, certified, …)
     figures      seaborn figures used by the book
     study        study spec, papermill runner, Jupyter Book build, the ``dfrobust`` CLI, the sweep, perf helpers
 

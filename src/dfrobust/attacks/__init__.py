@@ -12,13 +12,13 @@ line; it imports only torch, torchattacks, ``dfrobust.core`` and ``dfrobust.mode
 **Label convention.** The label passed to an attack IS the label to move away from: untargeted
 attacks lower (``rr`` also raises) the score of that label. The study passes the *clean
 prediction* ŷ (RR is defined on P(ŷ|x+δ); where ŷ = y this is also the attack RA needs), never
-the true label y — :func:`dfrobust.experiments.robustness.attack_records` computes ŷ itself.
+the true label y — :func:`dfrobust.experiments.records.attack_records` computes ŷ itself.
 
 **Budgeted attacks** (the ε sweep, all in the L∞ ball unless ``norm="l2"``): ``fgsm``, ``pgd``,
 ``pgdl2`` (L2 radius), ``cwinf`` (CW margin inside L∞ PGD) and ``rr`` (the RR attack). Those
 registered with ``start=True`` also take ``atk(images, labels, start=δ₀)`` (begin the search at
 ``x + δ₀``), which the progressive driver uses. ``cw`` is unbudgeted: the minimal-perturbation
-analysis (:func:`dfrobust.experiments.robustness.minimal_records`), not part of the sweep.
+analysis (:func:`dfrobust.experiments.records.minimal_records`), not part of the sweep.
 
 Adding an attack: write a module with a ``torchattacks.Attack`` subclass (or any callable with
 that signature) and register it with :func:`register` (name, norm of its budget, defaults,

@@ -4,7 +4,7 @@ binary search over the trade-off constant c, as Carlini & Wagner (2017) do.
 CW minimises ``||δ||₂² + c·f(x+δ)``; it has no budget, so it answers a different question than
 the ε sweep: *how small a perturbation flips the prediction?* It is therefore not part of the ε
 sweep (use ``cwinf``, the CW margin inside L∞ PGD, there) but has its own record builder,
-:func:`dfrobust.experiments.robustness.minimal_records`.
+:func:`dfrobust.experiments.records.minimal_records`.
 
 What is written here and why (torchattacks 3.5.1 provides the CW objective, tanh space and Adam;
 its loop is rewritten in :class:`FixedCW` because its stop is per batch):

@@ -109,7 +109,7 @@ class ProgressiveAttack:
 
 
 def progressive_factory(meta: pd.DataFrame, *, ramp: bool = True, carry: bool = True):
-    """An ``attack_factory`` for :func:`dfrobust.experiments.robustness.attack_records` that builds
+    """An ``attack_factory`` for :func:`dfrobust.experiments.records.attack_records` that builds
     :class:`ProgressiveAttack` objects over the frame order of ``meta``.
 
     The factory's ``built`` attribute lists the attacks it made (to check afterwards that they ran).

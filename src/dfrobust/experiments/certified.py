@@ -25,7 +25,7 @@ from ..core.device import pick_device
 from ..core.params import MAX_COUNT, MAX_GRID, check_int, check_number, check_seed, split_list
 from ..core.profiles import check_data_root, check_profile
 from ..models.published import PUBLISHED_DETECTORS, check_weights
-from .robustness import attack_records, check_sweep, load_samples
+from .records import attack_records, check_sweep, load_samples
 
 #: the detectors whose layers the bounds support
 #: (the published MesoNet weights too: dfrobust.models.published)

@@ -40,7 +40,7 @@ from ..attacks import radii as _radii
 from ..core.device import describe, pick_device
 from ..metrics import calibration
 from ..metrics.grids import check_b_grid
-from .robustness import _check_inputs, _clean, _resize, _sample_coords, check_sweep
+from .records import _check_inputs, _clean, _resize, _sample_coords, check_sweep
 
 
 @torch.inference_mode()

@@ -6,7 +6,7 @@ applied *progressively* across frames, so its effect accumulates. This module tu
 into a controlled experiment on the same frames, detectors, attacks and budgets:
 
 * **per_frame** (``mode="per_frame"``): every frame is attacked independently — exactly the
-  image experiment (:func:`dfrobust.experiments.robustness.attack_records`) run on video frames;
+  image experiment (:func:`dfrobust.experiments.records.attack_records`) run on video frames;
 * **progressive** (``mode="progressive"``): frames of a video are attacked in frame order and
   frame *t*'s attack starts from frame *t−1*'s perturbation δ: PGD starts there instead of at a
   random point, FGSM takes its gradient there (one signed step from δ_{t−1}, then projection),
@@ -18,8 +18,8 @@ into a controlled experiment on the same frames, detectors, attacks and budgets:
   and ``x_t+δ_t ∈ [0, 1]`` for FGSM/PGD (checked by ``attack_records``); CW has no budget and
   follows the robustness chapter's CW rule (a frame counts only when ``||δ||₂ <= eps_l2``).
 
-Records of both modes come from the robustness engineer's ``attack_records`` (no second record
-builder): the progressive attacks are handed to it as its ``attack_factory`` (see
+Records of both modes come from the record engine's ``attack_records``
+(:mod:`dfrobust.experiments.records`; no second record builder): the progressive attacks are handed to it as its ``attack_factory`` (see
 :func:`progressive_factory`), with the whole clip set as one batch so the attack sees the frame
 order.
 
@@ -72,7 +72,7 @@ from ..attacks.progressive import PROGRESSIVE_ATTACKS, _no_progressive, progress
 from ..core.device import pick_device
 from ..core.params import MAX_BOOT, MAX_COUNT, MAX_GRID, check_int, check_number, check_seed
 from ..data.sampling import check_video_meta, select_frames
-from . import robustness
+from .records import RECORD_VARS, attack_options, attack_records, check_sweep, load_samples
 
 AGGREGATES = ("mean", "median", "max")
 MODES = ("per_frame", "progressive")
@@ -340,14 +340,14 @@ def video_attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequenc
                          ssim: bool = True, progress: bool = False, settle_b: float | None = None) -> xr.Dataset:
     """Frame records of every mode, dims (mode, model, attack, eps, sample), via ``attack_records``.
 
-    ``per_frame`` calls :func:`dfrobust.experiments.robustness.attack_records` as the image experiment does
+    ``per_frame`` calls :func:`dfrobust.experiments.records.attack_records` as the image experiment does
     (with ``settle_b``: frames settled at a smaller radius are not attacked again);
     ``progressive`` calls it with :func:`progressive_factory` and all frames in one batch (every frame
     attacked at every radius: the carried δ needs the whole clip).
     Inputs are validated before any attack runs.
     """
     modes = check_modes(modes)
-    attack_names, eps = robustness.check_sweep(attacks, eps_grid)
+    attack_names, eps = check_sweep(attacks, eps_grid)
     if "progressive" in modes:
         for a in attack_names:
             if a not in PROGRESSIVE_ATTACKS:
@@ -360,11 +360,11 @@ def video_attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequenc
         t0 = time.perf_counter()
         kw = dict(seed=seed, device=device, attack_kw=attack_kw, ssim=ssim, progress=progress)
         if mode == "per_frame":
-            rec = robustness.attack_records(models, attack_names, eps, frames.images, frames.labels, frames.meta,
+            rec = attack_records(models, attack_names, eps, frames.images, frames.labels, frames.meta,
                                             settle_b=settle_b, **kw)
         else:
             factory = progressive_factory(frames.meta, ramp=ramp)
-            rec = robustness.attack_records(models, attack_names, eps, frames.images, frames.labels,
+            rec = attack_records(models, attack_names, eps, frames.images, frames.labels,
                                             frames.meta, batch_size=len(frames.images), attack_factory=factory, **kw)
             used = {a.name for a in factory.built if a.calls}
             if any(e > 0 for e in eps) and used != set(attack_names):
@@ -373,7 +373,7 @@ def video_attack_records(models: Mapping[str, torch.nn.Module], attacks: Sequenc
         timings[mode] = round(time.perf_counter() - t0, 3)
         parts.append(rec)
     mode_dim = xr.DataArray(np.array(modes, dtype=str), dims="mode", name="mode")
-    out = xr.concat(parts, dim=mode_dim, data_vars=list(robustness.RECORD_VARS),
+    out = xr.concat(parts, dim=mode_dim, data_vars=list(RECORD_VARS),
                     coords="minimal", compat="override", combine_attrs="override")
     out.attrs.update(kind="video_attack_records", modes=",".join(modes), ramp=int(bool(ramp)),
                      mode_time_s=str(timings), n_videos=int(frames.n_videos),
@@ -472,7 +472,7 @@ def image_records(profile: str, *, eps_grid: Sequence[float], attack_kw: Mapping
     """Image records for the image-vs-video comparison, on this chapter's terms, with ``n_units`` images.
 
     The robustness chapter's saved records are used when :func:`image_mismatch` finds nothing;
-    otherwise ``compute()`` (a zero-argument callable running ``robustness.attack_records`` on
+    otherwise ``compute()`` (a zero-argument callable running ``attack_records`` on
     ``n_units`` balanced test images with this chapter's grid, settings and seed) recomputes them,
     and without ``compute`` a one-line ValueError names the difference. Returns (records with
     exactly ``n_units`` images, where they came from).
@@ -543,7 +543,7 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     n_b = check_int(n_b, "n_b", 21, MAX_GRID)
     b_max = check_number(b_max, "b_max", 0, 1, lo_open=True)
     b_grid = metrics.linspace_grid(b_max, n_b, what="b")
-    attack_list, eps_grid = robustness.check_sweep(attack_list, eps_grid, b_grid=b_grid)
+    attack_list, eps_grid = check_sweep(attack_list, eps_grid, b_grid=b_grid)
     check_number(eps_ref, "eps_ref", 0, 1)
     check_number(b_ref, "b_ref", 0, 1)
     if level not in ("video", "frame"):
@@ -574,7 +574,7 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                modes=mode_list, aggregate=agg, eps_grid=list(eps_grid), b_grid=list(b_grid),
                eps_ref=min(eps_grid, key=lambda e: abs(e - eps_ref)), b_ref=min(b_grid, key=lambda b: abs(b - b_ref)),
                frames_per_video=frames_per_video, frame_stride=frame_stride or None, max_videos=max_videos,
-               attack_kw=robustness.attack_options(attack_list, steps=pgd_steps),
+               attack_kw=attack_options(attack_list, steps=pgd_steps),
                n_boot=n_boot, level=level, ramp=bool(ramp), lin_margin=lin_margin, alpha=alpha,
                target_videos=target_videos, min_val_auc=min_val_auc, real_frames=real_frames, device=str(device),
                weights=str(weights or ""), use_real_ffpp=bool(use_real_ffpp), power_sims=power_sims)
@@ -767,8 +767,8 @@ def run(cfg: Mapping, dev) -> VideoResult:
 
         def compute_images():
             sel = sampling.select_samples(d["img_manifest"], n_units, seed=seed)
-            x, y, meta_s, _ = robustness.load_samples(sel, d["size"])
-            return robustness.attack_records(detectors, cfg["attacks"], eps_grid, x, y, meta_s, seed=seed,
+            x, y, meta_s, _ = load_samples(sel, d["size"])
+            return attack_records(detectors, cfg["attacks"], eps_grid, x, y, meta_s, seed=seed,
                                              device=cfg["device"], attack_kw=cfg["attack_kw"], settle_b=b_grid[-1])
 
         img, img_source = image_records(profile, eps_grid=eps_grid, attack_kw=cfg["attack_kw"], seed=seed,

@@ -1,6 +1,6 @@
 """RA, RR and complementary robustness metrics as reductions of per-sample attack records.
 
-Records come from :func:`dfrobust.experiments.robustness.attack_records` (dims model, attack, eps, sample).
+Records come from :func:`dfrobust.experiments.records.attack_records` (dims model, attack, eps, sample).
 Nothing here runs a model, so any tolerance grid, group split or bootstrap is cheap.
 
 * **RA** (Lyu et al., Eq. 1): fraction of samples whose clean *and* adversarial predictions equal

@@ -2,7 +2,7 @@
 
 **A cell** is (chapter, detector, attack, ε chunk, data shard, seed). :func:`run_cell` is a pure
 function of its inputs: it loads the detector (once per process), the shard's images, runs
-:func:`dfrobust.experiments.robustness.attack_records` on them and writes one shard, named by a
+:func:`dfrobust.experiments.records.attack_records` on them and writes one shard, named by a
 hash of the resolved parameters, the code version
 (:func:`dfrobust.study.runner.package_fingerprint`), the data fingerprint (the shard's file
 contents and labels) and the checkpoint hash. A cell whose shard exists, opens and names this
@@ -169,12 +169,12 @@ def plan_chapter03(detectors: Sequence[DetectorRef], attacks: Sequence[str], eps
 
     from .. import attacks as _attacks
     from ..core.device import auto_batch_size
-    from ..experiments import robustness
+    from ..experiments import records
     from .runner import package_fingerprint
 
     if not detectors:
         raise ValueError("detectors=[]: expected at least one DetectorRef")
-    names, eps = robustness.check_sweep(list(attacks), list(eps_grid))
+    names, eps = records.check_sweep(list(attacks), list(eps_grid))
     if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
         raise ValueError(f"shard_size={shard_size!r}: expected an integer >= 1")
     if device not in ("cpu", "cuda"):
@@ -182,13 +182,13 @@ def plan_chapter03(detectors: Sequence[DetectorRef], attacks: Sequence[str], eps
     if not isinstance(selection, pd.DataFrame) or len(selection) == 0 or \
             not {"path", "label"} <= set(selection.columns):
         raise ValueError("selection: expected a non-empty manifest DataFrame with path and label columns")
-    settle_b = robustness.check_settle_b(settle_b)
+    settle_b = records.check_settle_b(settle_b)
     kw = {_attacks.check_attack(k): dict(v) for k, v in (attack_kw or {}).items()}
     for a in names:
         _attacks.check_options(a, **kw.get(a, {}))
     bs = int(batch_size or auto_batch_size(torch.device(device), int(size)))
     code = package_fingerprint()
-    cols = [c for c in (*robustness.SAMPLE_COORDS, "label") if c in selection.columns]
+    cols = [c for c in (*records.SAMPLE_COORDS, "label") if c in selection.columns]
     sel = selection.reset_index(drop=True)
     cells = []
     for si, start in enumerate(range(0, len(sel), int(shard_size))):
@@ -268,7 +268,7 @@ def run_cell(cell: Cell, out_dir: str | os.PathLike, *, torch_threads: int = 1) 
 
     from ..core import device as D
     from ..core import results
-    from ..experiments import robustness
+    from ..experiments import records
 
     path = shard_path(cell, out_dir)
     why = shard_problem(path)
@@ -286,12 +286,12 @@ def run_cell(cell: Cell, out_dir: str | os.PathLike, *, torch_threads: int = 1) 
         D.deterministic(dev)
         model = load_detector(cell.detector, cell.device)
         df = cell.frame().assign(_row=list(cell.rows))
-        images, labels, kept, skipped = robustness.load_samples(df, cell.size)
+        images, labels, kept, skipped = records.load_samples(df, cell.size)
         images = D.pinned(images, dev)
         opts = json.loads(cell.options)
 
         def job(bs):
-            return robustness.attack_records({cell.detector.name: model}, [cell.attack], list(cell.eps), images,
+            return records.attack_records({cell.detector.name: model}, [cell.attack], list(cell.eps), images,
                                              labels, kept, seed=cell.cell_seed, device=cell.device,
                                              attack_kw={cell.attack: opts} if opts else None, batch_size=bs,
                                              ssim=cell.ssim, settle_b=cell.settle_b)
@@ -618,10 +618,10 @@ def chapter03_records(cells: Sequence[Cell], out_dir: str | os.PathLike, *, para
     """The chapter's ``rr_records.nc``: merged shards plus the worst case and provenance (saved when
     ``save_to`` is given), as the notebook writes it."""
     from ..core import results
-    from ..experiments import robustness
+    from ..experiments import records
 
     t0 = time.perf_counter()
-    rec = robustness.with_worst_case(merge_shards(cells, out_dir))
+    rec = records.with_worst_case(merge_shards(cells, out_dir))
     wall = float(rec.attrs["cells_wall_s"])
     rec.attrs.update(results.provenance(params, profile=profile, seed=int(cells[0].seed), device=rec.attrs["device"],
                                         wall_time_s=wall + time.perf_counter() - t0, **provenance))
