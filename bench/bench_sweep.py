@@ -85,8 +85,9 @@ def main() -> None:
         refs, sel = _toy(tmp, args.samples, args.size)
         plan = dict(size=args.size, seed=0, shard_size=args.shard_size, attack_kw={"pgd": {"steps": args.steps}},
                     device=dev.type)
-        cells = sweep.plan_chapter03(refs, ["fgsm", "pgd"], eps, sel, **plan)
-        warm = sweep.plan_chapter03(refs, ["fgsm"], eps, sel.head(2), **{**plan, "shard_size": 2, "seed": 99})
+        cells = sweep.plan_cells("03_robustness", refs, ["fgsm", "pgd"], eps, sel, **plan)
+        warm = sweep.plan_cells("03_robustness", refs, ["fgsm"], eps, sel.head(2),
+                                **{**plan, "shard_size": 2, "seed": 99})
         torch.set_num_threads(1)
         clients = {}
         times = {n: [] for n in sorted({1, args.workers})}
@@ -112,10 +113,10 @@ def main() -> None:
         per_step = {}
         for arch, size in (("meso4", 256), ("mesoinception4", 256), ("resnet34", 256)):
             r, s = _toy(tmp, 2, size, archs=(arch,))
-            one = sweep.plan_chapter03(r, ["pgd"], [0.0, 0.03], s, size=size, seed=0, shard_size=2,
-                                       attack_kw={"pgd": {"steps": 2}}, device=dev.type)
-            sweep.run_cells(sweep.plan_chapter03(r, ["fgsm"], [0.0, 0.03], s, size=size, seed=1, shard_size=2,
-                                                 device=dev.type), tmp / f"warm-{arch}")
+            one = sweep.plan_cells("03_robustness", r, ["pgd"], [0.0, 0.03], s, size=size, seed=0, shard_size=2,
+                                   attack_kw={"pgd": {"steps": 2}}, device=dev.type)
+            sweep.run_cells(sweep.plan_cells("03_robustness", r, ["fgsm"], [0.0, 0.03], s, size=size, seed=1,
+                                             shard_size=2, device=dev.type), tmp / f"warm-{arch}")
             wall, _ = _timed(one, tmp / f"est-{arch}")
             per_step[arch] = wall / (2 * 1 * (2 + 1))  # images x radii x (steps + the measuring pass)
 

@@ -214,7 +214,7 @@ def stage_ch03(a) -> dict:
     refs, sel = _toy(tmp, a.ch03_images, plan["sizes"])
     size = max(plan["sizes"].values())
     common = dict(size=size, seed=plan["seed"], shard_size=plan["shard_size"], attack_kw=plan["attack_kw"])
-    cells = sweep.plan_chapter03(refs, plan["attacks"], plan["eps_grid"], sel, device=DEVICE, **common)
+    cells = sweep.plan_cells("03_robustness", refs, plan["attacks"], plan["eps_grid"], sel, device=DEVICE, **common)
     print(f"  {len(cells)} cells: {sweep.describe_plan(cells)}", flush=True)
     scale = plan["n_samples"] / a.ch03_images
     out = {"images": a.ch03_images, "paper_images": plan["n_samples"], "cells": len(cells),
@@ -224,8 +224,8 @@ def stage_ch03(a) -> dict:
     t0 = time.perf_counter()
     client = sweep.make_client(workers=1, device=DEVICE)
     try:
-        warm = sweep.plan_chapter03(refs, ["fgsm"], plan["eps_grid"][:2], sel.head(2), device=DEVICE,
-                                    **{**common, "shard_size": 2, "seed": 99})
+        warm = sweep.plan_cells("03_robustness", refs, ["fgsm"], plan["eps_grid"][:2], sel.head(2), device=DEVICE,
+                                **{**common, "shard_size": 2, "seed": 99})
         sweep.run_cells(warm, tmp / "warm", client=client, gpu=DEVICE == "cuda")  # worker start, imports, CUDA context
         start_s = time.perf_counter() - t0
         rep = sweep.run_cells(cells, tmp / "gpu", client=client, gpu=DEVICE == "cuda")
@@ -289,7 +289,7 @@ def stage_ch03_check(a) -> dict:
                  batch_size=a.check_images)
     by_dev, tf32 = {}, (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     for label, device, strict in (("cpu", "cpu", True), ("cuda", DEVICE, True), ("cuda_tf32", DEVICE, False)):
-        cs = sweep.plan_chapter03(refs, plan["attacks"], eps, sub, device=device, **check)
+        cs = sweep.plan_cells("03_robustness", refs, plan["attacks"], eps, sub, device=device, **check)
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = (False, False) if strict else tf32
         t2 = time.perf_counter()
         for c in cs:
@@ -319,8 +319,8 @@ def stage_oom(a) -> dict:
     kw = {"pgd": {"steps": 10}}
 
     def cell(bs):
-        return sweep.plan_chapter03(refs, ["pgd"], [0.0, 0.03], sel, size=256, seed=0, shard_size=a.oom_images,
-                                    attack_kw=kw, batch_size=bs, device=DEVICE)[0]
+        return sweep.plan_cells("03_robustness", refs, ["pgd"], [0.0, 0.03], sel, size=256, seed=0,
+                                shard_size=a.oom_images, attack_kw=kw, batch_size=bs, device=DEVICE)[0]
 
     big = cell(a.oom_images)
     sweep.load_detector(big.detector, DEVICE)

@@ -129,8 +129,8 @@ def toy_cells(tmp_path_factory):
         p = tmp / f"{i}.png"
         cv2.imwrite(str(p), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
         rows.append({"path": str(p), "label": i % 2, "group": "g", "split": "test", "dataset": "synthetic"})
-    cells = sweep.plan_chapter03([ref], ["fgsm", "pgd"], [0.0, 0.02], pd.DataFrame(rows), size=32, seed=0,
-                                 attack_kw={"pgd": {"steps": 2}}, batch_size=4)
+    cells = sweep.plan_cells("03_robustness", [ref], ["fgsm", "pgd"], [0.0, 0.02], pd.DataFrame(rows), size=32, seed=0,
+                             attack_kw={"pgd": {"steps": 2}}, batch_size=4)
     return tmp, cells
 
 
@@ -263,7 +263,7 @@ def test_dfrobust_sweep_says_a_records_write_error_in_one_line(monkeypatch, data
     def full(*a, **k):
         raise OSError("[Errno 28] /x/results/quick/rr_records.nc: cannot write the result (No space left on device)")
 
-    monkeypatch.setattr(S, "run_chapter03", full)
+    monkeypatch.setattr(S, "run_chapter", full)
     res = CliRunner().invoke(sweep_cli.app, ["--profile", "quick"])
     assert res.exit_code == 1, res.output
     errors = [l for l in res.output.splitlines() if l.startswith("error:")]

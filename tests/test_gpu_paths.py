@@ -125,7 +125,7 @@ def test_run_cells_asks_for_a_gpu_cluster_for_cuda_cells(tmp_path, monkeypatch):
     ck.write_bytes(b"not read")
     ref = sweep.DetectorRef("meso4", str(ck), "0" * 16)
     sel = pd.DataFrame({"path": [str(tmp_path / f"{i}.png") for i in range(4)], "label": [0, 1, 0, 1]})
-    cells = sweep.plan_chapter03([ref], ["fgsm"], [0.0, 0.01], sel, size=32, shard_size=2, device="cuda")
+    cells = sweep.plan_cells("03_robustness", [ref], ["fgsm"], [0.0, 0.01], sel, size=32, shard_size=2, device="cuda")
     asked = {}
 
     def fake_make_client(**kw):
@@ -211,8 +211,8 @@ def test_a_cell_recovers_from_out_of_memory_with_the_records_of_the_batch_that_f
     sel = pd.DataFrame(rows)
 
     def cell(bs):
-        return sweep.plan_chapter03([ref], ["pgd"], [0.0, 0.02], sel, size=32, shard_size=8, batch_size=bs,
-                                    attack_kw={"pgd": {"steps": 2}})[0]
+        return sweep.plan_cells("03_robustness", [ref], ["pgd"], [0.0, 0.02], sel, size=32, shard_size=8, batch_size=bs,
+                                attack_kw={"pgd": {"steps": 2}})[0]
 
     real, sizes = records.attack_records, []
 

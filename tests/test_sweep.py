@@ -52,7 +52,7 @@ def _toy(tmp: Path, n: int = 6):
 def toy(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     refs, sel = _toy(tmp)
-    cells = sweep.plan_chapter03(refs, ATTACKS, EPS, sel, size=32, seed=3, shard_size=4, attack_kw=KW)
+    cells = sweep.plan_cells("03_robustness", refs, ATTACKS, EPS, sel, size=32, seed=3, shard_size=4, attack_kw=KW)
     return tmp, refs, sel, cells
 
 
@@ -84,18 +84,19 @@ def test_grid_is_detectors_x_attacks_x_shards_with_seeds_from_the_cell_key(toy):
     assert len(cells) == 2 * 2 * 2 and {c.shard for c in cells} == {0, 1}
     assert sorted(r for c in cells if c.detector.name == "meso4" and c.attack == "pgd" for r in c.rows) == list(range(6))
     assert len({c.name for c in cells}) == len(cells) and len({c.cell_seed for c in cells}) == len(cells)
-    again = sweep.plan_chapter03(list(reversed(refs)), list(reversed(ATTACKS)), EPS, sel, size=32, seed=3,
-                                 shard_size=4, attack_kw=KW)
+    again = sweep.plan_cells("03_robustness", list(reversed(refs)), list(reversed(ATTACKS)), EPS, sel, size=32, seed=3,
+                             shard_size=4, attack_kw=KW)
     assert {c.name: c.cell_seed for c in again} == {c.name: c.cell_seed for c in cells}, \
         "a cell's name and seed must not depend on the order of the grid"
-    other_seed = sweep.plan_chapter03(refs, ATTACKS, EPS, sel, size=32, seed=4, shard_size=4, attack_kw=KW)
+    other_seed = sweep.plan_cells("03_robustness", refs, ATTACKS, EPS, sel, size=32, seed=4, shard_size=4, attack_kw=KW)
     assert not {c.name for c in other_seed} & {c.name for c in cells}
 
 
 def test_shard_name_changes_with_data_checkpoint_options_and_code(toy, tmp_path):
     _, refs, sel, cells = toy
     names = {c.name for c in cells}
-    more_steps = sweep.plan_chapter03(refs, ATTACKS, EPS, sel, size=32, seed=3, shard_size=4, attack_kw={"pgd": {"steps": 3}})
+    more_steps = sweep.plan_cells("03_robustness", refs, ATTACKS, EPS, sel, size=32, seed=3, shard_size=4,
+                                  attack_kw={"pgd": {"steps": 3}})
     assert {c.name for c in more_steps if c.attack == "fgsm"} <= names
     assert not {c.name for c in more_steps if c.attack == "pgd"} & names
     import cv2
@@ -103,12 +104,12 @@ def test_shard_name_changes_with_data_checkpoint_options_and_code(toy, tmp_path)
     p = tmp_path / "other.png"
     cv2.imwrite(str(p), np.zeros((32, 32, 3), np.uint8))
     changed.loc[0, "path"] = str(p)  # new content in shard 0 only
-    c2 = sweep.plan_chapter03(refs, ATTACKS, EPS, changed, size=32, seed=3, shard_size=4, attack_kw=KW)
+    c2 = sweep.plan_cells("03_robustness", refs, ATTACKS, EPS, changed, size=32, seed=3, shard_size=4, attack_kw=KW)
     assert {c.name for c in c2 if c.shard == 1} <= names and not {c.name for c in c2 if c.shard == 0} & names
     torch.manual_seed(1)
     ck = save_checkpoint(build("meso4", 32).eval(), tmp_path / "meso4.pt")
-    c3 = sweep.plan_chapter03([sweep.detector_ref("meso4", ck), refs[1]], ATTACKS, EPS, sel, size=32, seed=3,
-                              shard_size=4, attack_kw=KW)
+    c3 = sweep.plan_cells("03_robustness", [sweep.detector_ref("meso4", ck), refs[1]], ATTACKS, EPS, sel, size=32,
+                          seed=3, shard_size=4, attack_kw=KW)
     assert not {c.name for c in c3 if c.detector.name == "meso4"} & names
     from dataclasses import replace
     assert replace(cells[0], code=cells[0].code + "x").name != cells[0].name
@@ -119,12 +120,14 @@ def test_shard_name_changes_with_data_checkpoint_options_and_code(toy, tmp_path)
     ({"device": "tpu"}, "device='tpu'"),
     ({"attack_kw": {"pgd": {"stepz": 2}}}, "stepz"),
     ({"attacks": ["cw"]}, "attack='cw'"),
+    ({"chapter": "robustness"}, "chapter='robustness'"),
+    ({"chapter": ""}, "chapter=''"),
 ])
 def test_bad_plan_input_is_one_line_before_anything_runs(toy, kw, fragment):
     _, refs, sel, _ = toy
-    args = dict(attacks=ATTACKS, size=32, seed=3, attack_kw=KW) | kw
+    args = dict(chapter="03_robustness", attacks=ATTACKS, size=32, seed=3, attack_kw=KW) | kw
     with pytest.raises(ValueError) as err:
-        sweep.plan_chapter03(refs, args.pop("attacks"), EPS, sel, **args)
+        sweep.plan_cells(args.pop("chapter"), refs, args.pop("attacks"), EPS, sel, **args)
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
@@ -170,11 +173,11 @@ def test_a_cell_is_skipped_when_its_shard_opens_and_recomputed_when_it_does_not(
     assert sweep.LOADS == before, "this process had loaded both detectors already: no reload"
 
 
-def test_chapter03_records_add_the_worst_case_and_provenance(serial, toy, tmp_path):
+def test_chapter_records_add_the_chapters_worst_case_and_provenance(serial, toy, tmp_path):
     out, merged = serial
     _, _, _, cells = toy
-    rec = sweep.chapter03_records(cells, out, params={"n_samples": 6}, profile="quick",
-                                  save_to=tmp_path / "rr_records.nc", synthetic=1, data="synthetic")
+    rec = sweep.chapter_records(cells, out, robustness.sweep_records, params={"n_samples": 6}, profile="quick",
+                                save_to=tmp_path / "rr_records.nc", synthetic=1, data="synthetic")
     assert list(rec.attack.values) == [*ATTACKS, "worst"]
     back = xr.open_dataset(tmp_path / "rr_records.nc", engine="h5netcdf").load()
     assert back.attrs["profile"] == "quick" and back.attrs["data"] == "synthetic"
@@ -292,7 +295,7 @@ def test_pinned_and_to_device_are_noops_on_cpu():
 
 
 def test_chapter03_plans_its_cells_from_its_parameters_and_reuses_every_shard(toy, data_home):
-    """The chapter and `dfrobust sweep` plan through chapter03_cells: the chapter's grid, attack settings,
+    """The chapter and `dfrobust sweep` plan through robustness.sweep_plan: the chapter's grid, attack settings,
     settle_b (its largest b), seed and shard size; a second run computes nothing and merges the same records."""
     from types import SimpleNamespace
 
@@ -304,18 +307,18 @@ def test_chapter03_plans_its_cells_from_its_parameters_and_reuses_every_shard(to
                                    "shard_size": 4, "seed": 3, "device": "cpu"})
     setup = SimpleNamespace(trained={r.name: SimpleNamespace(checkpoint=r.checkpoint) for r in refs},
                             analysed=["mesoinception4"], selection=sel, size=32)
-    cells = sweep.chapter03_cells(p, setup)
+    cells = sweep.plan_cells(**robustness.sweep_plan(p, setup))
     assert len(cells) == 2 * 2  # the analysed detector only x 2 attacks x 2 shards of 4 and 2 images
     assert {c.settle_b for c in cells} == {0.3} and {c.seed for c in cells} == {3}
     assert {c.options for c in cells} == {"{}", '{"steps": 2}'} and cells[0].eps == tuple(p["eps_grid"])
-    first, rep1 = sweep.run_chapter03(cells, profile="quick", params=p["params"])
-    second, rep2 = sweep.run_chapter03(cells, profile="quick", params=p["params"])
+    first, rep1 = sweep.run_chapter(cells, robustness.sweep_records, profile="quick", params=p["params"])
+    second, rep2 = sweep.run_chapter(cells, robustness.sweep_records, profile="quick", params=p["params"])
     assert len(rep1.computed) == 4 and rep2.computed == [] and len(rep2.skipped) == 4
-    assert str(sweep.sweep_dir("quick")).startswith(str(data_home))
+    assert str(sweep.sweep_dir("quick", "03_robustness")).startswith(str(data_home))
     assert first.attrs["settle_b"].startswith("0.3:") and "worst" in first.attack.values
     xr.testing.assert_identical(first.drop_attrs(), second.drop_attrs())
-    unsettled = sweep.plan_chapter03(refs[1:], ["fgsm", "pgd"], p["eps_grid"], sel, size=32, seed=3, shard_size=4,
-                                     attack_kw=p["attack_kw"])
+    unsettled = sweep.plan_cells("03_robustness", refs[1:], ["fgsm", "pgd"], p["eps_grid"], sel, size=32, seed=3,
+                                 shard_size=4, attack_kw=p["attack_kw"])
     assert {c.name for c in unsettled}.isdisjoint(c.name for c in cells)  # settle_b is part of a cell's identity
 
 def test_local_workers_are_single_threaded_and_keep_glibcs_dynamic_malloc_thresholds(client):
@@ -331,6 +334,7 @@ def test_a_cells_key_and_seed_are_pinned():
     det = sweep.DetectorRef("meso4", "/nowhere/meso4.pt", "0123456789abcdef")
     cell = sweep.Cell("03_robustness", det, "pgd", (0.0, 0.01), 2, (8, 9), (("label", (0, 1)),), '{"steps": 2}',
                       3, 32, 4, "cpu")
+    assert robustness.SWEEP_CHAPTER == "03_robustness", "chapter 03's cells keep their keys, so their seeds"
     assert cell.key == ("03_robustness", "meso4", "pgd", "all", 2, 3)
     assert cell.cell_seed == 116682077
     other = sweep.Cell("03_robustness", sweep.DetectorRef("meso4", "/elsewhere.pt", "f" * 16), "pgd", (0.05,), 2,

@@ -5,7 +5,8 @@ What the notebook calls: :func:`check_params` (the typed parameters, no side eff
 :func:`minimal_section` and :func:`decide_rows`; each section returns what its page shows. The
 records they read come from the record engine (:mod:`dfrobust.experiments.records`: what a record
 is, the label attacked, the ε-monotone worst case, why attack-based RR is an upper bound), run per
-cell by the sweep (:mod:`dfrobust.study.sweep`).
+cell by the generic sweep engine (:mod:`dfrobust.study.sweep`) on the chapter's own plan
+(:func:`sweep_plan`; :func:`sweep_records` adds the worst case to the merged shards).
 
 Chapter 03's tables: :func:`claim_table` (the verdicts), :func:`bound_table` (each attack against
 the worst case), :func:`tightening_table` (how much the RR attack lowers PGD's RR bound, paired),
@@ -33,7 +34,8 @@ from .. import metrics
 from ..core.device import pick_device
 from ..metrics.bootstrap import n_units
 from ..metrics.grids import check_b_grid
-from .records import attack_options, budgeted_linf, check_sweep, cw_options, load_samples, minimal_records
+from .records import (attack_options, budgeted_linf, check_sweep, cw_options, load_samples, minimal_records,
+                      with_worst_case)
 
 
 # ----------------------------------------------------------------------------- analysis tables
@@ -480,6 +482,31 @@ def setup(p: Mapping, *, profile: str) -> Setup:
     sel = sampling.select_samples(manifest, q["n_samples"], seed=seed)
     size = max(trained[m].input_size for m in (analysed or p["models"]))
     return Setup(manifest, synthetic, trained, gate, analysed, sel, int(size))
+
+
+# ----------------------------------------------------------------------------- chapter 03's sweep plan
+
+#: chapter 03's name in the sweep: part of every cell's key, so of every cell's seed (never change it)
+SWEEP_CHAPTER = "03_robustness"
+
+
+def sweep_plan(p: Mapping, s: Setup) -> dict:
+    """Chapter 03's sweep plan from its checked parameters (:func:`check_params`) and :func:`setup`: the
+    keyword arguments of :func:`dfrobust.study.sweep.plan_cells` — the analysed detectors' checkpoints x
+    attacks x shards of the selection, at the chapter's size, ε grid, attack settings, seed and shard
+    size, settled samples skipped for every b the chapter reads (``settle_b`` = its largest b). The
+    chapter and ``dfrobust sweep`` both plan through here, so each reuses every shard the other wrote."""
+    return dict(chapter=SWEEP_CHAPTER, detectors={m: s.trained[m].checkpoint for m in s.analysed},
+                attacks=p["attacks"], eps_grid=p["eps_grid"], selection=s.selection, size=s.size,
+                seed=int(p["params"]["seed"]), shard_size=int(p["params"]["shard_size"]), attack_kw=p["attack_kw"],
+                device=p["device"].type, settle_b=float(max(p["b_grid"])))
+
+
+def sweep_records(merged: xr.Dataset) -> xr.Dataset:
+    """Chapter 03's records from its merged sweep shards: plus the per-sample worst case over the budgeted
+    L∞ attacks (:func:`dfrobust.experiments.records.with_worst_case`); the ``finish`` of
+    :func:`dfrobust.study.sweep.run_chapter`."""
+    return with_worst_case(merged)
 
 
 # ----------------------------------------------------------------------------- chapter 03's sections

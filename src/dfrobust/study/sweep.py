@@ -1,5 +1,10 @@
 """The paper-scale sweep as pure tasks: a grid of cells, one netCDF shard per cell, a merge, an engine.
 
+Generic: nothing here is one chapter's. A chapter's plan (which detectors, attacks, ε grid, shard
+size, seed, ``settle_b``) and what it adds to the merged records live beside the chapter (chapter
+03: :func:`dfrobust.experiments.robustness.sweep_plan` and
+:func:`~dfrobust.experiments.robustness.sweep_records`).
+
 **A cell** is (chapter, detector, attack, ε chunk, data shard, seed). :func:`run_cell` is a pure
 function of its inputs: it loads the detector (once per process), the shard's images, runs
 :func:`dfrobust.experiments.records.attack_records` on them and writes one shard, named by a
@@ -25,15 +30,15 @@ that is 3 detectors x 2-5 attacks x N/shard_size shards, plenty of cells for a f
 
 **Merge.** :func:`merge_shards` joins the shards with ``xarray.combine_nested`` along (model,
 attack, sample) into exactly the layout :func:`attack_records` returns for the whole set;
-:func:`chapter03_records` adds the worst case and the provenance the chapter writes to
-``data/results/<profile>/rr_records.nc``.
+:func:`chapter_records` adds what the chapter adds (chapter 03: the worst case) and the provenance
+the chapter writes (chapter 03: ``data/results/<profile>/rr_records.nc``).
 
 **One plan for the chapter and the CLI.** Chapter 03 and ``dfrobust sweep`` both set up through
-:func:`dfrobust.experiments.robustness.setup` and plan through :func:`chapter03_cells` (the
-chapter's ε grid, attack settings, seed, shard size and ``settle_b``), then call
-:func:`run_chapter03`; so the notebook reuses every shard a sweep wrote (and the other way round),
-runs the rest in the kernel (``workers=0``) or on local workers, and a sweep cannot drift from the
-chapter it computes for.
+:func:`dfrobust.experiments.robustness.setup`, plan through
+``plan_cells(**robustness.sweep_plan(cfg, setup))`` (the chapter's ε grid, attack settings, seed,
+shard size and ``settle_b``), then call ``run_chapter(cells, robustness.sweep_records, ...)``; so
+the notebook reuses every shard a sweep wrote (and the other way round), runs the rest in the
+kernel (``workers=0``) or on local workers, and a sweep cannot drift from the chapter it computes for.
 
 **Engine.** :func:`run_cells` runs the missing cells serially (``workers=0``), on a
 ``distributed.LocalCluster`` (one single-threaded worker process per 1-2 CPU cores, or one
@@ -47,7 +52,8 @@ dask-jobqueue are the maintained engine and are used as they are.
 
 Left for later: chapters 04 (video-frame records, cells by video shard) and 05 (XAI: cells by
 (detector, tool, pair shard), k inside the cell like ε here) plug in as further ``chapter``
-values of :class:`Cell` with their own cell function; today only ``03_robustness`` is built.
+values of :class:`Cell` with their own cell function; today :func:`run_cell` builds attack records
+(:func:`attack_records`) and only chapter 03 plans its cells.
 """
 
 from __future__ import annotations
@@ -66,8 +72,6 @@ import xarray as xr
 
 from ..core.paths import file_sha256
 
-#: chapters whose records the sweep can build (see the module docstring for 04/05)
-CHAPTERS = ("03_robustness",)
 #: version of the shard layout (part of every shard name)
 SHARD_FORMAT = "dfrobust-shard-1"
 
@@ -154,16 +158,20 @@ def detector_ref(name: str, checkpoint: str | os.PathLike) -> DetectorRef:
     return DetectorRef(name, str(path.resolve()), file_sha256(path)[:16])
 
 
-def plan_chapter03(detectors: Sequence[DetectorRef], attacks: Sequence[str], eps_grid: Sequence[float],
-                   selection: pd.DataFrame, *, size: int, seed: int = 0, shard_size: int = 32,
-                   attack_kw: Mapping[str, Mapping] | None = None, batch_size: int | None = None,
-                   device: str = "cpu", ssim: bool = True, settle_b: float | None = None) -> list[Cell]:
-    """The cells of chapter 03's RA/RR sweep: detectors x attacks x shards of ``selection``.
+def plan_cells(chapter: str, detectors: Sequence[DetectorRef] | Mapping[str, str | os.PathLike],
+               attacks: Sequence[str], eps_grid: Sequence[float], selection: pd.DataFrame, *, size: int,
+               seed: int = 0, shard_size: int = 32, attack_kw: Mapping[str, Mapping] | None = None,
+               batch_size: int | None = None, device: str = "cpu", ssim: bool = True,
+               settle_b: float | None = None) -> list[Cell]:
+    """The cells of a chapter's attack sweep: detectors x attacks x shards of ``selection``.
 
-    ``selection``: the manifest rows attacked (``path``, ``label`` and the sample coordinates), in
-    the order of the records' ``sample`` axis; ``size`` the size images are loaded at (the
-    chapter's: the largest input size of the analysed detectors); ``settle_b`` as in
-    :func:`attack_records` (the largest bound b the chapter reads). Validated before anything runs.
+    ``chapter``: the chapter's sweep name (``NN_name``, e.g. ``03_robustness``; part of every cell's
+    key, so of its seed); ``detectors``: :class:`DetectorRef` s, or detector name -> checkpoint (each
+    made a :func:`detector_ref`). ``selection``: the manifest rows attacked (``path``, ``label`` and
+    the sample coordinates), in the order of the records' ``sample`` axis; ``size`` the size images
+    are loaded at; ``settle_b`` as in :func:`attack_records` (the largest bound b the chapter reads).
+    A chapter's own plan (e.g. :func:`dfrobust.experiments.robustness.sweep_plan`) gives every
+    argument. Validated before anything runs.
     """
     import torch
 
@@ -172,6 +180,12 @@ def plan_chapter03(detectors: Sequence[DetectorRef], attacks: Sequence[str], eps
     from ..experiments import records
     from .runner import package_fingerprint
 
+    import re
+
+    if not isinstance(chapter, str) or not re.fullmatch(r"\d\d_[a-z0-9_]+", chapter):
+        raise ValueError(f"chapter={chapter!r}: expected a chapter's sweep name NN_name, e.g. '03_robustness'")
+    if isinstance(detectors, Mapping):
+        detectors = [detector_ref(name, ck) for name, ck in detectors.items()]
     if not detectors:
         raise ValueError("detectors=[]: expected at least one DetectorRef")
     names, eps = records.check_sweep(list(attacks), list(eps_grid))
@@ -198,7 +212,7 @@ def plan_chapter03(detectors: Sequence[DetectorRef], attacks: Sequence[str], eps
         rows = tuple(range(start, start + len(part)))
         for det in detectors:
             for a in names:
-                cells.append(Cell("03_robustness", det, a, tuple(eps), si, rows, meta,
+                cells.append(Cell(chapter, det, a, tuple(eps), si, rows, meta,
                                   json.dumps(kw.get(a, {}), sort_keys=True), int(seed), int(size), bs, device,
                                   bool(ssim), settle_b, code, fp))
     return cells
@@ -613,15 +627,19 @@ def merge_shards(cells: Sequence[Cell], out_dir: str | os.PathLike) -> xr.Datase
     return merged
 
 
-def chapter03_records(cells: Sequence[Cell], out_dir: str | os.PathLike, *, params: Mapping[str, Any],
-                      profile: str, save_to: str | os.PathLike | None = None, **provenance: Any) -> xr.Dataset:
-    """The chapter's ``rr_records.nc``: merged shards plus the worst case and provenance (saved when
-    ``save_to`` is given), as the notebook writes it."""
+def chapter_records(cells: Sequence[Cell], out_dir: str | os.PathLike,
+                    finish: Callable[[xr.Dataset], xr.Dataset] | None = None, *, params: Mapping[str, Any],
+                    profile: str, save_to: str | os.PathLike | None = None, **provenance: Any) -> xr.Dataset:
+    """A chapter's records: the merged shards, ``finish`` ed by the chapter (e.g. chapter 03's
+    :func:`dfrobust.experiments.robustness.sweep_records` adds the worst case), with provenance (saved
+    when ``save_to`` is given), as the notebook writes them."""
     from ..core import results
-    from ..experiments import records
 
+    if finish is not None and not callable(finish):
+        raise ValueError(f"finish={finish!r}: expected None or a callable records -> records (the chapter's)")
     t0 = time.perf_counter()
-    rec = records.with_worst_case(merge_shards(cells, out_dir))
+    rec = merge_shards(cells, out_dir)
+    rec = finish(rec) if finish is not None else rec
     wall = float(rec.attrs["cells_wall_s"])
     rec.attrs.update(results.provenance(params, profile=profile, seed=int(cells[0].seed), device=rec.attrs["device"],
                                         wall_time_s=wall + time.perf_counter() - t0, **provenance))
@@ -630,7 +648,7 @@ def chapter03_records(cells: Sequence[Cell], out_dir: str | os.PathLike, *, para
     return rec
 
 
-def sweep_dir(profile: str, chapter: str = "03_robustness") -> Path:
+def sweep_dir(profile: str, chapter: str) -> Path:
     """Where a profile's shards live: ``<data home>/cache/sweep/<profile>/<chapter>``."""
     from ..core.paths import cache_dir
 
@@ -646,28 +664,24 @@ def describe_plan(cells: Sequence[Cell]) -> dict[str, Any]:
             "samples": len({r for c in cells for r in c.rows}), "eps": len(cells[0].eps) if cells else 0}
 
 
-def chapter03_cells(p: Mapping[str, Any], setup) -> list[Cell]:
-    """Chapter 03's cells from its checked parameters (:func:`robustness.check_params`) and its
-    :func:`robustness.setup`: the analysed detectors x attacks x shards of the selection, settled
-    samples skipped for every b the chapter reads (``settle_b`` = its largest b). The chapter and
-    ``dfrobust sweep`` both plan through here, so each reuses every shard the other wrote."""
-    refs = [detector_ref(m, setup.trained[m].checkpoint) for m in setup.analysed]
-    return plan_chapter03(refs, p["attacks"], p["eps_grid"], setup.selection, size=setup.size,
-                          seed=int(p["params"]["seed"]), shard_size=int(p["params"]["shard_size"]),
-                          attack_kw=p["attack_kw"], device=p["device"].type, settle_b=float(max(p["b_grid"])))
-
-
-def run_chapter03(cells: Sequence[Cell], *, profile: str, params: Mapping[str, Any], client=None, workers: int = 0,
-                  progress: Callable[[dict, int, int], None] | None = None, gpu: bool | None = None,
-                  save_to: str | os.PathLike | None = None, **provenance: Any) -> tuple[xr.Dataset, SweepReport]:
-    """Run the missing cells (in this process, on ``workers`` local dask workers, or on ``client``),
-    then :func:`chapter03_records` (saved to ``save_to``; ``gpu`` as in :func:`run_cells`): what
-    chapter 03 and ``dfrobust sweep`` both call. A failed cell
-    is a one-line RuntimeError after the sweep (the finished shards stay for the next run)."""
-    out = sweep_dir(profile)
+def run_chapter(cells: Sequence[Cell], finish: Callable[[xr.Dataset], xr.Dataset] | None = None, *, profile: str,
+                params: Mapping[str, Any], client=None, workers: int = 0,
+                progress: Callable[[dict, int, int], None] | None = None, gpu: bool | None = None,
+                save_to: str | os.PathLike | None = None, **provenance: Any) -> tuple[xr.Dataset, SweepReport]:
+    """Run a chapter's missing cells (in this process, on ``workers`` local dask workers, or on
+    ``client``) in its :func:`sweep_dir`, then :func:`chapter_records` with the chapter's ``finish``
+    (saved to ``save_to``; ``gpu`` as in :func:`run_cells`): what a chapter and ``dfrobust sweep``
+    both call. A failed cell is a one-line RuntimeError after the sweep (the finished shards stay for
+    the next run)."""
+    if not cells:
+        raise ValueError("cells=[]: expected the cells of one chapter (plan_cells)")
+    chapters = sorted({c.chapter for c in cells})
+    if len(chapters) > 1:
+        raise ValueError(f"cells of chapters {chapters}: expected the cells of one chapter")
+    out = sweep_dir(profile, chapters[0])
     rep = run_cells(cells, out, client=client, workers=workers, progress=progress, gpu=gpu)
     if rep.failed:
         name, err = next(iter(rep.failed.items()))
         raise RuntimeError(f"{len(rep.failed)} of {rep.total} cells failed (e.g. {name}: {err}); their shards are "
                            "missing, run again to compute only those")
-    return chapter03_records(cells, out, params=params, profile=profile, save_to=save_to, **provenance), rep
+    return chapter_records(cells, out, finish, params=params, profile=profile, save_to=save_to, **provenance), rep

@@ -7,8 +7,8 @@
     dfrobust sweep --profile paper --cluster slurm --jobs 8 --dry-run   # print the job script only
     dfrobust sweep --profile paper -p shard_size=64 -p n_samples=1000    # chapter 03's parameters
 
-The cells are chapter 03's own (:func:`dfrobust.study.sweep.chapter03_cells`, the same set-up and
-parameters as the notebook's), so the chapter reuses every shard a sweep wrote, and the other way round.
+The cells are chapter 03's own (:func:`dfrobust.experiments.robustness.sweep_plan`, the same set-up
+and parameters as the notebook's), so the chapter reuses every shard a sweep wrote, and the other way round.
 
 Shards go to ``<data home>/cache/sweep/<profile>/03_robustness``; the merged records to
 ``<data home>/results/<profile>/rr_records.nc``. Re-running computes only missing cells.
@@ -58,6 +58,7 @@ def sweep(profile: str = typer.Option("default", "--profile", help="Study profil
     if device not in ("auto", "cpu", "cuda"):
         _fail(f"device={device!r}: expected auto, cpu or cuda")
     from ..core.params import check_int
+    from ..experiments import robustness
     from . import sweep as S
 
     slurm = dict(jobs=jobs, gpus_per_job=gpus_per_job, cores=cores, memory=memory, walltime=walltime, queue=queue,
@@ -81,7 +82,7 @@ def sweep(profile: str = typer.Option("default", "--profile", help="Study profil
     console.print(f"{profile}: {info['cells']} cells = {len(info['detectors'])} detectors x {len(info['attacks'])} "
                   f"attacks x {info['shards']} shards ({info['samples']} images, {info['eps']} radii, eps grid whole "
                   "in each cell)", highlight=False)
-    out = S.sweep_dir(profile)
+    out = S.sweep_dir(profile, robustness.SWEEP_CHAPTER)
     client = None
     todo = sum(not S.shard_ok(S.shard_path(c, out)) for c in cells)
     if todo == 0:
@@ -107,8 +108,8 @@ def sweep(profile: str = typer.Option("default", "--profile", help="Study profil
                 bar.update(task, completed=done, description=f"cells ({info['name'].split('-s')[0]})")
 
             gpu = dev == "cuda" and (cluster == "slurm" or (not scheduler and workers > 0))
-            _, rep = S.run_chapter03(cells, profile=profile, params=params, client=client, progress=advance, gpu=gpu,
-                                     save_to=path, **prov)
+            _, rep = S.run_chapter(cells, robustness.sweep_records, profile=profile, params=params, client=client,
+                                   progress=advance, gpu=gpu, save_to=path, **prov)
     except (RuntimeError, OSError) as exc:  # failed cells (the finished shards stay) or the records not written
         _fail(str(exc), code=1)
     finally:
@@ -166,7 +167,7 @@ def _plan(profile: str, param, device: str):
                          "nothing to attack")
     prov = dict(synthetic=int(setup.synthetic), data=setup.data_label, analysed=",".join(setup.analysed),
                 engine="dfrobust sweep")
-    return S.chapter03_cells(p, setup), p["params"], prov, p["device"].type
+    return S.plan_cells(**robustness.sweep_plan(p, setup)), p["params"], prov, p["device"].type
 
 
 app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
