@@ -2,7 +2,7 @@
 
 A sample is certified at (ε, b) when its certified maximum change of P(ŷ) over the whole L∞ ball
 is ≤ b, so ``RR_certified(ε, b) ≤ RR(ε, b) ≤ RR_attack(ε, b)``: the provable lower bound beside
-the attack-based upper bound of :mod:`.robustness`.
+the attack-based upper bound of :mod:`.ra_rr`.
 """
 
 from __future__ import annotations

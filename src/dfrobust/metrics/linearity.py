@@ -60,7 +60,7 @@ import xarray as xr
 
 from .bootstrap import bootstrap_weights
 from .grids import check_b_grid
-from .robustness import robust_per_sample
+from .ra_rr import robust_per_sample
 from .verdicts import (HOLDS, INCONCLUSIVE, REFUTED, VERDICTS, Verdict, n_needed,  # noqa: F401 (re-exported)
                        resolution_floor, verdict_table)
 

@@ -62,7 +62,7 @@ import xarray as xr
 
 from .bootstrap import bootstrap_weights, n_units as _n_units
 from .grids import check_b_grid
-from .robustness import correct_adv, prob_change, robust_per_sample
+from .ra_rr import correct_adv, prob_change, robust_per_sample
 
 HOLDS, REFUTED, INCONCLUSIVE = "holds", "refuted", "inconclusive"
 VERDICTS = (HOLDS, REFUTED, INCONCLUSIVE)
