@@ -173,14 +173,14 @@ def plan_cells(chapter: str, detectors: Sequence[DetectorRef] | Mapping[str, str
     A chapter's own plan (e.g. :func:`dfrobust.experiments.robustness.sweep_plan`) gives every
     argument. Validated before anything runs.
     """
+    import re
+
     import torch
 
     from .. import attacks as _attacks
     from ..core.device import auto_batch_size
     from ..experiments import records
     from .runner import package_fingerprint
-
-    import re
 
     if not isinstance(chapter, str) or not re.fullmatch(r"\d\d_[a-z0-9_]+", chapter):
         raise ValueError(f"chapter={chapter!r}: expected a chapter's sweep name NN_name, e.g. '03_robustness'")
