@@ -8,8 +8,8 @@ Nothing here runs a model, so any tolerance grid, group split or bootstrap is ch
   misclassified sample an attack may "repair" the prediction; that never counts as robust.
 * **RR** (Eqs. 2-3): fraction of samples with ``|P(ŷ|x+δ) − P(ŷ|x)| <= b`` for the δ found in the
   ε-ball; ŷ is the clean prediction. Because an attack finds *some* δ, not the worst one, this
-  is an upper bound of the formal RR. CW rule: outside the radius (``in_budget`` False) the
-  clean outcome stands (change 0, clean prediction).
+  is an upper bound of the formal RR. Budget rule: a record whose δ lies outside the radius
+  (``in_budget`` False) keeps the clean outcome (change 0, clean prediction).
 * **Complementary metrics** (Guo et al. 2023, after DEEPSEC): ACAC (average confidence of the
   adversarial class), ACTC (average confidence of the true class), NTE (noise tolerance
   estimation: P(adv class) − max other), ALD_p (average ‖δ‖_p / ‖x‖_p) and ASS (average SSIM),
