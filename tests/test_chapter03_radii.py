@@ -140,6 +140,10 @@ def test_radii_section_on_two_tiny_detectors(tmp_path):
     a = robustness.Analysis(SimpleNamespace(values={"n_units": "6 identities"}), "identity")
     decide = robustness.decide_rows(a, p, target_half_width=0.07, out_dir=tmp_path, extra=rad.verdicts)
     assert len(decide) == 3 and decide["claim"].str.startswith("convergence").sum() == 2
+    from dfrobust.figures import robustness as rfig
+
+    fig = rfig.radii_figure(rad.records, t["radii_temperature"], b=0.1)
+    assert len(fig.axes) == 3 and len(fig.axes[2].lines) == 4      # RR(T) line and the fitted ★ per detector
 
 
 def test_radii_section_without_an_analysed_detector(tmp_path):

@@ -269,7 +269,7 @@ def radii_figure(radii: xr.Dataset, temperature: pd.DataFrame, *, b: float) -> p
         ax.set_xscale("log")
         ax.set_xlim(lo, cap * 1.05)
         ax.set_ylim(0, 1.02)
-        ax.set_xlabel("L∞ radius r (upper bound of the critical radius)")
+        ax.set_xlabel("L∞ radius r (an upper bound)")
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("share of samples with radius ≤ r")
     axes[0].legend(fontsize=7, loc="upper left")
@@ -280,6 +280,9 @@ def radii_figure(radii: xr.Dataset, temperature: pd.DataFrame, *, b: float) -> p
         f = t[t["fitted"]]
         ax.plot(f["T"], f["RR"], "*", color=f"C{i}", ms=11)
     ax.set_xscale("log")
+    ts = sorted(set(temperature["T"].round(2)))
+    ax.set_xticks(ts, [f"{t:g}" for t in ts], minor=False)
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("temperature T (★ fitted on validation)")
     ax.set_ylabel(f"RR at ε_ref, b = {b:g} (RA unchanged)")
