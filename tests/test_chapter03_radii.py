@@ -129,7 +129,7 @@ def test_radii_section_on_two_tiny_detectors(tmp_path):
     assert v["radii_gap"] == "0"                                     # grid RA/RR = reductions of the radii
     assert v["radii_n_units"] == "6 identities" and "n = 6 identities" in v["radii_answer"]
     assert v["radii_verdict"] in ("holds", "refuted", "inconclusive") and v["radii_counts"].endswith("inconclusive")
-    assert "not run" not in v["radii_conv"] and v["radii_conv"].count("**") == 4     # one row per detector
+    assert "not run" not in v["radii_conv"] and v["radii_conv"].startswith("m1: ") and "; m2: " in v["radii_conv"]
     t = rad.result.tables
     assert len(t["radii_pairs"]) == 1 and len(t["radii_convergence"]) == 2
     assert set(t["radii_temperature"]["T"]) >= set(rx.T_GRID)

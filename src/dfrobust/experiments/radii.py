@@ -403,11 +403,11 @@ def radii_section(p: Mapping, s, samples, *, by: str, n_boot: int, seed: int, de
     head, units = cmp["headline"], f"{n_units(ds, by)} " + ("identities" if by == "identity" else by + "s")
     num = lambda v: "∞ (none up to ε_max)" if not np.isfinite(v) else f"{v:.4g}"
     power = "not computed (fewer than two detectors)" if cmp["power"] is None else \
-        f"{cmp['power']:.0%} (simulated: {n_sim} data sets of {units} resampled from these records, at the level of " \
+        f"{cmp['power']:.0%} ({n_sim} data sets of {units} resampled from these records, at the level of " \
         f"{cmp['deciding'][0]} vs {cmp['deciding'][1]})"
     iv = "no interval" if not np.isfinite(head.lo) else \
         f"mean Δlog r_b = {head.estimate:+.3f} [{head.lo:+.3f}, {head.hi:+.3f}] (radius ratio {np.exp(head.estimate):.2f})"
-    conv_txt = "; ".join(f"{m}: **{v.verdict}** ({v.note})" for m, v in zip(s.analysed, conv)) \
+    conv_txt = "; ".join(f"{m}: {v.verdict} ({v.note})" for m, v in zip(s.analysed, conv)) \
         or "not run (convergence_n = 0)"
     fitted = temp[temp["fitted"]]
     values.update(
