@@ -292,7 +292,7 @@ def convergence_verdicts(ds: xr.Dataset, *, margin: float) -> list:
         note += (f"; r_b lowered beyond its bracket for {float(ds['r_b_lowered'].sel(model=m).max()):.0%} at the "
                  f"worst b, r_flip for {float(ds['r_flip_lowered'].sel(model=m)):.0%}")
         out.append(V.threshold(k / n, lo, hi, n=n, target=margin, above=False, claim=f"convergence: {m}'s RR "
-                               f"lowered by ≤ {margin:g} by 10× steps + restarts + FAB", note=note))
+                               f"lowered by ≤ {margin:g} by 10× steps + restarts + FAB (n: images)", note=note))
     return out
 
 
