@@ -357,7 +357,8 @@ def radii_section(p: Mapping, s, samples, *, by: str, n_boot: int, seed: int, de
     bootstrap, Holm, margin and α from ``study.yml``'s ``claims.log_radius``, simulated power), RR against the
     temperature with each detector's fitted T and ECE, and the convergence rows (:func:`convergence_verdicts`).
     The attacks run on one torch thread (restored after): on the shared 2-core machine the records of quick's 24
-    images took 9.3 s on one thread and 125-142 s on two (side by side, load average 4.4, 2026-12-04)."""
+    images took 9.3 s on one thread and 125-142 s on two (side by side, load average 4.4, 2026-12-04: two threads
+    stall when another process holds a core). On an idle machine two threads could be faster (not measured)."""
     from ..core import results
     from ..core.results import ChapterResult
     from ..metrics import verdicts as V
