@@ -98,6 +98,8 @@ NOT_RUN = {"bench_sweep.py": "its ratio is N workers vs 1: needs several GPUs (t
            "bench_xai.py": "minutes per pair at a profile's settings: longer than the whole check",
            "bench_nes_budget.py": "a success-vs-queries curve that sizes the CPU default's NES budget; "
                                   "bench_nes times the NES step on the GPU",
+           "bench_cw_settings.py": "compares CW-L2 settings with the 9x100 reference on trained CPU-profile "
+                                   "detectors (sizes the CPU default); minutes, not in the check's 8 minutes",
            "bench_radii.py": "sizes the radii bisection of the CPU default (cost vs the grid); not in the "
                              "check's 8 minutes"}
 

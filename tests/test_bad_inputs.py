@@ -390,6 +390,11 @@ def _chapter_cases():
         ("models", "seed", 2 ** 32, r"seed=4294967296"), ("certified", "seed", 2 ** 32, r"seed=4294967296"),
         ("certified", "eps_max", 1.5, r"eps_max=1\.5"), ("certified", "eps_max", -0.01, r"^eps_max=-0\.01"),
         ("certified", "n_eps", 70, r"^(?=.{0,120}$)n_eps=70"), ("certified", "n_b", 10 ** 9, r"n_b=1000000000"),
+        # issue 23: the critical radii
+        ("robustness", "radii_steps", 0, r"^radii_steps=0: expected an integer"),
+        ("robustness", "radii_bisect", 2.5, r"^radii_bisect=2\.5: expected an integer"),
+        ("robustness", "convergence_n", -1, r"^convergence_n=-1: expected an integer"),
+        ("robustness", "convergence_n", 10 ** 5, r"^convergence_n=100000: expected at most n_samples"),
     ]
 
 

@@ -223,7 +223,11 @@ def test_unit_costs_divide_each_chapters_seconds_by_its_work(tmp_path):
     cert = xr.Dataset({"time_s": (("model", "eps", "sample"), np.full((1, 3, 4), 0.25))},
                       coords={"model": ["meso4"], "eps": [0.0, 0.001, 0.002], "sample": np.arange(4)})
     cert.to_netcdf(tmp_path / "certified_records.nc")
+    radii = xr.Dataset(coords={"model": ["meso4"], "sample": np.arange(8)}, attrs={"attack_time_s": str({"meso4": 6.0})})
+    radii.to_netcdf(tmp_path / "rr_radii.nc")
     t = perf.unit_costs(tmp_path).set_index("work")
+    row = t.loc["meso4/critical radii (grid, bisection, convergence)"]
+    assert row["chapter"] == "03_robustness" and row["units"] == 8 and row["ms per unit"] == 750.0
     assert t.loc["meso4/pgd", "units"] == 20 and t.loc["meso4/pgd", "ms per unit"] == 200.0   # 2 radii x 10 images
     assert t.loc["meso4", "chapter"] == "07_certified" and t.loc["meso4", "seconds"] == 2.0   # ε = 0 not counted
 

@@ -28,6 +28,7 @@ image: ``convergence_n=4`` adds ≈ 100 CPU-s to the default build.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -36,11 +37,17 @@ import torch
 import xarray as xr
 from scipy.special import expit
 
+from .. import metrics
 from ..attacks import radii as _radii
+from ..core import results
 from ..core.device import describe, pick_device
+from ..core.results import ChapterResult
+from ..data import sampling
 from ..metrics import calibration
+from ..metrics import verdicts as V
+from ..metrics.bootstrap import bootstrap_weights, n_units
 from ..metrics.grids import check_b_grid
-from .records import _check_inputs, _clean, _resize, _sample_coords, check_sweep
+from .records import _check_inputs, _clean, _resize, _sample_coords, check_sweep, load_samples
 
 
 @torch.inference_mode()
@@ -200,3 +207,228 @@ def radii_records(models: Mapping[str, torch.nn.Module], images: torch.Tensor, l
                                "L∞ norm was found); RA and RR on the grid are reductions of the same rows",
                     attack_time_s=str(timings))
     return ds
+
+
+# ----------------------------------------------------------------------------- chapter 03's section
+
+#: temperatures at which chapter 03 reads RR beside each detector's fitted one (the up-run shortcut is exact at all)
+T_GRID = (0.5, 1.0, 2.0)
+
+
+def log_radii(ds: xr.Dataset, b: float | None = None) -> xr.Dataset:
+    """Per (model, sample): log of the critical radius, r_b at bound ``b`` (nearest grid value) or r_flip
+    (``b`` None), **censored at the largest grid radius** (inf, none found up to it, reads as that radius:
+    the comparison then understates a difference beyond the grid). Keeps the sample coordinates."""
+    r = ds["r_flip_upper"] if b is None else ds["r_b_upper"].sel(b=b, method="nearest", drop=True)
+    cap = float(ds["eps"].max())
+    return xr.Dataset({"log_r": np.log(r.clip(min=1e-12).where(np.isfinite(r), cap).clip(max=cap))})
+
+
+def log_radius_verdict(lr: xr.Dataset, a: str, b: str, *, margin: float, alpha: float, by: str, n_boot: int,
+                       seed: int = 0, what: str = "r_b"):
+    """"Detectors a and b differ in mean log critical radius by more than ±margin on the same images": the
+    paired per-sample difference log r(a) − log r(b), averaged, bootstrap resampling ``by`` (identities),
+    decided by :func:`dfrobust.metrics.verdicts.difference` (a one-cell band: holds if it excludes ±margin,
+    refuted if inside ±margin and at most margin wide with some unit discordant, else inconclusive)."""
+
+    d = (lr["log_r"].sel(model=a) - lr["log_r"].sel(model=b)).values.astype(float)
+    w = bootstrap_weights(lr, by=by, n_boot=n_boot, seed=seed)
+    boots = (w @ d) / w.sum(1)
+    return V.difference(boots[:, None], np.array([d.mean()]), n=n_units(lr, by), margin=margin, alpha=alpha,
+                        moved=bool(np.any(d != 0)), claim=f"{a} vs {b}: mean Δlog {what} beyond ±{margin:g}",
+                        grid=f"mean Δlog {what}")
+
+
+def compare_radii(lr: xr.Dataset, *, margin: float, alpha: float, by: str, n_boot: int, seed: int = 0,
+                  what: str = "r_b", n_sim: int = 50, sim_boot: int = 200) -> dict:
+    """Every detector pair by :func:`log_radius_verdict`, Holm over the pairs at family-wise ``alpha``, the
+    existential headline (:func:`dfrobust.metrics.verdicts.overall`) and the simulated power (resampling
+    ``by`` from the data, :func:`~dfrobust.metrics.verdicts.simulated_power`) of the deciding pair's rule
+    (held with the largest |estimate|, else the one closest to a decision) at its level."""
+
+    models = [str(m) for m in lr["model"].values]
+    keys = [(m1, m2) for i, m1 in enumerate(models) for m2 in models[i + 1:]]
+    rule = lambda rec, k, level, nb: log_radius_verdict(rec, *k, margin=margin, alpha=level, by=by, n_boot=nb,
+                                                         seed=seed, what=what)
+    decided = V.holm(lambda k, level: rule(lr, k, level, n_boot), keys, alpha) if keys else {}
+    rows = [{"model_a": k[0], "model_b": k[1], "verdict": v.verdict, "estimate": v.estimate, "lo": v.lo, "hi": v.hi,
+             "ratio": float(np.exp(v.estimate)), "level": level, "n": v.n, "note": v.note, "v": v}
+            for k, (v, level) in decided.items()]
+    table = pd.DataFrame(rows, columns=["model_a", "model_b", "verdict", "estimate", "lo", "hi", "ratio", "level", "n",
+                                        "note", "v"])
+    head = V.overall(list(table["v"]), f"detectors differ in mean log {what} by more than ±{margin:g} (some pair)")
+    out = {"table": table.drop(columns="v"), "verdicts": list(table["v"]), "headline": head, "deciding": None,
+           "power": None}
+    if len(table):
+        held = table[table["verdict"] == V.HOLDS]
+        j = held["estimate"].abs().idxmax() if len(held) else \
+            table["v"].map(lambda v: v.n_needed if v.n_needed is not None else np.inf).astype(float).idxmin()
+        k, level = (table.loc[j, "model_a"], table.loc[j, "model_b"]), float(table.loc[j, "level"])
+        out.update(deciding=k, level=level,
+                   power=V.simulated_power(lr, lambda rec: rule(rec, k, level, sim_boot), by=by, n_sim=n_sim, seed=seed))
+    return out
+
+
+def convergence_verdicts(ds: xr.Dataset, *, margin: float) -> list:
+    """One verdict per detector: "10× the steps with restarts (and FAB) lower no reported RR(ε, b) by more
+    than ``margin``", decided on the subsample by the Wilson interval of the largest share of samples whose
+    RR status the stronger search lowered (:func:`dfrobust.metrics.verdicts.threshold`, at or below
+    ``margin``): too few samples to bound it under the margin read *inconclusive*, and the note says how many
+    would be needed when none is lowered."""
+
+    n = len(eval(ds.attrs.get("convergence_samples", "[]")))
+    if n == 0:
+        return []
+    z2 = 1.959963984540054 ** 2
+    need0 = int(np.ceil(z2 * (1 - margin) / margin))      # 0 of n has a Wilson upper bound <= margin from here
+    out = []
+    for m in ds["model"].values.tolist():
+        drop = ds["rr_drop"].sel(model=m)
+        k = int(round(float(drop.max()) * n))
+        at = drop.where(drop == drop.max(), drop=True)
+        lo, hi = V.wilson(k, n)
+        note = (f"{k} of {n} samples lowered at ε = {float(at['eps'][0]):.4g}, b = {float(at['b'][0]):g}"
+                if k else f"no sample lowered; 0 of {n} bounds the share only below {hi:.2f} (≤ {margin:g} from "
+                          f"n = {need0})")
+        note += (f"; r_b lowered beyond its bracket for {float(ds['r_b_lowered'].sel(model=m).max()):.0%} at the "
+                 f"worst b, r_flip for {float(ds['r_flip_lowered'].sel(model=m)):.0%}")
+        out.append(V.threshold(k / n, lo, hi, n=n, target=margin, above=False, claim=f"convergence: {m}'s RR "
+                               f"lowered by ≤ {margin:g} by 10× steps + restarts + FAB (n: images)", note=note))
+    return out
+
+
+def reductions_gap(ds: xr.Dataset) -> float:
+    """Largest |RA − mean(ŷ = y ∧ r_flip > ε)| and |RR − mean(r_b > ε)| over every grid cell (0 by construction)."""
+
+    ra, rr = metrics.robust_accuracy(ds), metrics.robust_ratio(ds, ds["b"].values)
+    ra_r = ((ds["pred_clean"] == ds["y"]) & (ds["r_flip_upper"] > ds["eps"])).mean("sample")
+    rr_r = (ds["r_b_upper"] > ds["eps"]).mean("sample")
+    return float(max(abs(ra - ra_r).max(), abs(rr - rr_r).max()))
+
+
+def temperature_table(ds: xr.Dataset, *, eps: float, b: float) -> pd.DataFrame:
+    """RA, RR and RR among the non-flipped samples at (ε, b) per detector and temperature (:data:`T_GRID` and
+    the detector's fitted one), with its validation ECE at T = 1 and at the fitted T."""
+    temps = sorted(set(T_GRID) | {float(t) for t in ds["temperature"].values if np.isfinite(t)})
+    rr = calibration.rr_at_temperature(ds.sel(eps=[eps], method="nearest"), [b], temps).isel(eps=0, b=0)
+    rows = []
+    for m in ds["model"].values.tolist():
+        t_fit = float(ds["temperature"].sel(model=m))
+        for t in temps:
+            if t in T_GRID or t == t_fit:
+                r = rr.sel(model=m, T=t)
+                rows.append({"model": m, "T": t, "fitted": bool(t == t_fit), "RA": float(r["RA"]), "RR": float(r["RR"]),
+                             "RR_unflipped": float(r["RR_unflipped"]),
+                             "ECE_val": float(ds["ece_val"].sel(model=m)) if t == 1.0 else
+                             float(ds["ece_val_fitted"].sel(model=m)) if t == t_fit else np.nan})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class RadiiSection:
+    """Chapter 03's "Critical radii" section: the records (None when fewer than one detector was analysed),
+    what the page quotes (``result``), the comparison (:func:`compare_radii`) and the verdict rows it adds to
+    the chapter's decide table (``verdicts``)."""
+
+    result: object
+    records: xr.Dataset | None = None
+    compared: dict | None = None
+    verdicts: list = field(default_factory=list)
+
+
+def _val_images(s, n: int, seed: int):
+    """Up to ``n`` validation images (balanced over label × group) for the temperature fit; None without any."""
+
+    if "split" not in s.manifest.columns or not (s.manifest["split"] == "val").any():
+        return None
+    sel = sampling.select_samples(s.manifest, min(int(n), int((s.manifest["split"] == "val").sum())), seed=seed,
+                                  split="val")
+    images, labels, _, _ = load_samples(sel, s.size)
+    return images, labels
+
+
+def radii_section(p: Mapping, s, samples, *, by: str, n_boot: int, seed: int, device: str, out_dir,
+                  provenance: Mapping, n_sim: int = 50) -> RadiiSection:
+    """The section "Critical radii" (issue #23): per-sample r_flip and r_b of the analysed detectors on the
+    attacked images (:func:`radii_records`, saved as ``rr_radii.nc``), the check that the grid's RA and RR
+    are reductions of them, the paired comparison of mean log r_b at ``b_ref`` between detectors (identity
+    bootstrap, Holm, margin and α from ``study.yml``'s ``claims.log_radius``, simulated power), RR against the
+    temperature with each detector's fitted T and ECE, and the convergence rows (:func:`convergence_verdicts`).
+    The attacks run on one torch thread (restored after): on the shared 2-core machine the records of quick's 24
+    images took 9.3 s on one thread and 125-142 s on two (side by side, load average 4.4, 2026-12-04: two threads
+    stall when another process holds a core). On an idle machine two threads could be faster (not measured)."""
+
+    q, claims = p["radii"], p["claims"]
+    lrc = claims["log_radius"]
+    values = {"radii_settings": f"{q['steps']} step(s) per radius, {q['n_bisect']} bisection round(s)",
+              "radii_margin": lrc["margin"], "radii_ratio": f"{np.exp(lrc['margin']) - 1:.0%}",
+              "radii_conv_n": q["convergence_n"]}
+    empty = dict(radii_answer="No detector passed the quality gate: no radius was measured.", radii_gap="not computed",
+                 radii_medians="not computed", radii_verdict="inconclusive", radii_interval="no interval",
+                 radii_power="not computed", radii_conv="not run", radii_time_s=0.0, radii_fitted="not computed",
+                 radii_n_units="no records")
+    if not s.analysed:
+        return RadiiSection(ChapterResult(values={**values, **empty}))
+    t0 = time.perf_counter()
+    detectors = {m: s.trained[m].model for m in s.analysed}
+    dev = pick_device(device)
+    val = _val_images(s, 2 * len(samples.meta), seed)
+    temps = set(T_GRID)
+    if val is not None:   # fit first, so that the up-run shortcut is exact at each fitted T as well
+        for m, net in detectors.items():
+            net = net.to(dev).eval()
+            temps.add(calibration.fit_temperature(_fake_margin(net, val[0], 64, dev), val[1].numpy()))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # small batches: one thread, as the sweep's cells (9 s vs 125-142 s with 2 at quick)
+    try:
+        ds = radii_records(detectors, samples.images, samples.labels, samples.meta, p["eps_grid"], p["b_grid"],
+                           steps=q["steps"], n_bisect=q["n_bisect"], temperatures=sorted(temps), val=val,
+                           convergence_n=q["convergence_n"], seed=seed, device=device)
+    finally:
+        torch.set_num_threads(threads)
+    ds.attrs.update(results.provenance(p["params"], profile=p["params"]["profile"], seed=seed,
+                                       wall_time_s=time.perf_counter() - t0, **provenance))
+    results.save(ds, out_dir / "rr_radii.nc")
+    b_ref, eps_ref = p["b_ref"], p["eps_ref"]
+    lr = log_radii(ds, b_ref).assign_attrs(unit=by)
+    cmp = compare_radii(lr, margin=lrc["margin"], alpha=claims["alpha"], by=by, n_boot=n_boot, seed=seed,
+                        what=f"r_b (b = {b_ref:g})", n_sim=n_sim)
+    conv = convergence_verdicts(ds, margin=claims["sub_claims"]["different_rr"]["margin"])
+    temp = temperature_table(ds, eps=eps_ref, b=b_ref)
+    rb = ds["r_b_upper"].sel(b=b_ref, method="nearest")
+    summary = pd.DataFrame([{
+        "model": m, "median r_flip (upper bound)": float(np.median(ds["r_flip_upper"].sel(model=m))),
+        "flipped within ε_max": float(np.isfinite(ds["r_flip_upper"].sel(model=m)).mean()),
+        f"median r_b, b = {b_ref:g} (upper bound)": float(np.median(rb.sel(model=m))),
+        "moved by > b within ε_max": float(np.isfinite(rb.sel(model=m)).mean()),
+        "T fitted": float(ds["temperature"].sel(model=m)), "ECE (val, T = 1)": float(ds["ece_val"].sel(model=m)),
+        "ECE (val, fitted T)": float(ds["ece_val_fitted"].sel(model=m))} for m in s.analysed])
+    head, units = cmp["headline"], f"{n_units(ds, by)} " + ("identities" if by == "identity" else by + "s")
+    num = lambda v: "∞ (none up to ε_max)" if not np.isfinite(v) else f"{v:.4g}"
+    power = "not computed (fewer than two detectors)" if cmp["power"] is None else \
+        f"{cmp['power']:.0%} ({n_sim} data sets of {units} resampled from these records, at the level of " \
+        f"{cmp['deciding'][0]} vs {cmp['deciding'][1]})"
+    iv = "no interval" if not np.isfinite(head.lo) else \
+        f"mean Δlog r_b = {head.estimate:+.3f} [{head.lo:+.3f}, {head.hi:+.3f}] (radius ratio {np.exp(head.estimate):.2f})"
+    conv_txt = "; ".join(f"{m}: {v.verdict} ({v.note})" for m, v in zip(s.analysed, conv)) \
+        or "not run (convergence_n = 0)"
+    fitted = temp[temp["fitted"]]
+    values.update(
+        radii_gap=f"{reductions_gap(ds):.3g}", radii_n_units=units,
+        radii_medians="; ".join(f"{r['model']}: r_flip {num(r['median r_flip (upper bound)'])}, r_b "
+                                f"{num(r.iloc[3])}" for _, r in summary.iterrows()),
+        radii_verdict=head.verdict, radii_interval=iv, radii_power=power, radii_conv=conv_txt,
+        radii_counts=", ".join(f"{sum(v.verdict == k for v in cmp['verdicts'])} {k}" for k in V.VERDICTS),
+        radii_fitted="; ".join(f"{r.model}: T = {r.T:.2f}, RR {r.RR:.2f} (RA {r.RA:.2f}, RR among non-flipped "
+                                    f"{r.RR_unflipped:.2f})" for r in fitted.itertuples()) or "no validation images",
+        radii_time_s=round(time.perf_counter() - t0, 1))
+    values["radii_answer"] = (
+        f"Detectors differ in mean log r_b at b = {b_ref:g} by more than ±{lrc['margin']:g} (a "
+        f"{values['radii_ratio']} radius ratio): **{head.verdict}** ({values['radii_counts']} of "
+        f"{len(cmp['verdicts'])} pairs, Holm at α = {claims['alpha']:g}); {iv} from {cmp['deciding'][0]} vs "
+        f"{cmp['deciding'][1]}, n = {units}; simulated power {power}." if cmp["deciding"] else
+        "Fewer than two detectors passed the quality gate: no pair of radii to compare.")
+    return RadiiSection(ChapterResult(values=values, tables={"radii_summary": summary, "radii_pairs": cmp["table"],
+                                                             "radii_temperature": temp,
+                                                             "radii_convergence": V.verdict_table(conv)}),
+                        ds, cmp, [*cmp["verdicts"], *conv])

@@ -353,15 +353,25 @@ def subclaims(spec: Mapping | None = None) -> dict:
                       "margin": check_number(sc.get("margin"), f"claims.sub_claims[{name}].margin", 0, 1, lo_open=True)}
     if set(subs) != {"similar_ra", "different_rr", "literal"}:
         raise ValueError(f"claims.sub_claims: {sorted(subs)}; expected similar_ra, different_rr and literal")
+    lr = c.get("log_radius")
+    if not isinstance(lr, Mapping):
+        raise ValueError(f"claims.log_radius={lr!r}: expected {{margin, statistic, direction}} for the radii comparison")
+    for k in ("statistic", "direction"):
+        if not isinstance(lr.get(k), str) or not lr[k]:
+            raise ValueError(f"claims.log_radius.{k}={lr.get(k)!r}: expected a sentence")
+    log_radius = {"statistic": lr["statistic"], "direction": lr["direction"],
+                  "margin": check_number(lr.get("margin"), "claims.log_radius.margin", 0, 5, lo_open=True)}
     return {"alpha": float(alpha), "power": float(power), "ra_window": [float(win[0]), float(win[1])],
-            "radii": c["radii"], "sub_claims": subs, "by_construction": [str(x) for x in c.get("by_construction") or []]}
+            "radii": c["radii"], "sub_claims": subs, "log_radius": log_radius,
+            "by_construction": [str(x) for x in c.get("by_construction") or []]}
 
 
 def check_params(*, data_root: str = "", profile: str, seed: int, models: str, attacks: str, eps_min: float, eps_max: float,
                  n_eps: int, b_max: float, n_b: int, n_samples: int, pgd_steps: int, cw_c_init: float,
                  cw_search_steps: int, cw_steps: int, cw_lr: float, n_boot: int, rr_level: float, eps_ref: float,
                  b_ref: float, target_half_width: float, min_val_auc: float, device: str, shard_size: int = 32,
-                 workers: int = 0, weights: str = "") -> dict:
+                 workers: int = 0, weights: str = "", radii_steps: int = 1, radii_bisect: int = 2,
+                 convergence_n: int = 0) -> dict:
     """Every parameter of the RA-vs-RR chapter checked before any data or model is touched, and the
     sub-claims read from ``study.yml`` (:func:`subclaims`). No side effect: the device is checked
     (a one-line error when it is absent) but seeds and threads are :func:`prepare_run`'s job.
@@ -374,6 +384,8 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     ``workers`` say how the sweep is cut into cells and run (:mod:`dfrobust.study.sweep`):
     ``shard_size`` images per cell (part of every cell's identity), ``workers`` 0 for the cells in
     this process, N for a local dask cluster of N single-threaded workers (records identical).
+    ``radii_steps``, ``radii_bisect`` and ``convergence_n`` set the critical-radii section
+    (:func:`dfrobust.experiments.radii.radii_section`; returned as ``radii``).
     """
     from ..core.params import MAX_BOOT, MAX_COUNT, MAX_GRID, check_int, check_number, check_seed, split_list
     from ..core.profiles import check_profile
@@ -418,6 +430,13 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     for a in names:
         _attacks.check_options(a, **attack_kw.get(a, {}))
     cw_kw = cw_options(c_init=cw_c_init, search_steps=cw_search_steps, steps=cw_steps, lr=cw_lr)
+    check_int(radii_steps, "radii_steps", 1, 100)
+    check_int(radii_bisect, "radii_bisect", 0, 20)
+    check_int(convergence_n, "convergence_n", 0, MAX_COUNT)
+    if convergence_n > n_samples:
+        raise ValueError(f"convergence_n={convergence_n!r}: expected at most n_samples={n_samples!r} (a subsample "
+                         "of the attacked images)")
+    radii = {"steps": int(radii_steps), "n_bisect": int(radii_bisect), "convergence_n": int(convergence_n)}
     check_data_root(profile, data_root)
     check_weights(model_list, weights)
     claims = subclaims()
@@ -431,8 +450,9 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                   n_boot=int(n_boot), rr_level=float(rr_level), eps_ref=float(eps_ref_used),
                   b_ref=float(b_ref_used), claims=claims,
                   target_half_width=float(target_half_width), min_val_auc=float(min_val_auc), device=str(dev),
-                  shard_size=int(shard_size), workers=int(workers), weights=str(weights or ""))
-    return {"models": model_list, "attacks": names, "eps_grid": eps, "b_grid": b_grid,
+                  shard_size=int(shard_size), workers=int(workers), weights=str(weights or ""),
+                  radii_steps=radii["steps"], radii_bisect=radii["n_bisect"], convergence_n=radii["convergence_n"])
+    return {"models": model_list, "attacks": names, "eps_grid": eps, "b_grid": b_grid, "radii": radii,
             "eps_ref": eps_ref_used, "b_ref": b_ref_used, "attack_kw": attack_kw, "cw_kw": cw_kw,
             "device": dev, "claims": claims, "params": params}
 
@@ -668,9 +688,10 @@ def unit_plural(unit: str) -> str:
     return "identities" if unit == "identity" else unit + "s"
 
 
-def decide_rows(a: Analysis, p: Mapping, *, target_half_width: float, out_dir) -> pd.DataFrame:
+def decide_rows(a: Analysis, p: Mapping, *, target_half_width: float, out_dir, extra: Sequence = ()) -> pd.DataFrame:
     """"What this build can decide": every comparison, the precision target at the reference cell
-    (a design check on n, not a claim of the paper) and the overall verdict; saved as ``rr_verdicts.csv``."""
+    (a design check on n, not a claim of the paper), the overall verdict and the ``extra`` verdicts of
+    other sections (the critical radii's pairs and convergence rows); saved as ``rr_verdicts.csv``."""
     from ..metrics import verdicts as V
 
     rows = list(a.decided["table"]["claim_verdict"]) if a.decided else []
@@ -683,6 +704,7 @@ def decide_rows(a: Analysis, p: Mapping, *, target_half_width: float, out_dir) -
                                 claim=f"design check: RA and RR at the reference cell known to ±{target_half_width:g} (95 %)"))
     if a.decided and a.decided.get("headline") is not None:
         rows.append(a.decided["headline"])
+    rows.extend(extra)
     decide = V.verdict_table(rows)[["claim", "verdict", "n", "lo", "hi", "width", "margin", "n_needed", "note"]]
     decide = decide.rename(columns={"lo": "interval lo", "hi": "interval hi", "n": f"n ({unit_plural(a.unit)})"})
     decide.to_csv(out_dir / "rr_verdicts.csv", index=False)

@@ -250,13 +250,53 @@ def minimal_curves(curves: pd.DataFrame) -> plt.Figure:
 
 
 
-def chapter_result(data, analysis, minimal, *, p, decide: pd.DataFrame, **values):
+def radii_figure(radii: xr.Dataset, temperature: pd.DataFrame, *, b: float) -> plt.Figure:
+    """Per detector: the cumulative share of samples whose critical radius (an upper bound) is at most r, for
+    r_flip (left) and r_b at bound ``b`` (middle), on a log radius axis up to the largest grid radius (a curve
+    ending below 1: the rest met nothing up to it); right: RR(ε_ref, b) against the temperature T (log), the
+    fitted T marked (``temperature``: :func:`dfrobust.experiments.radii.temperature_table`)."""
+    models = [str(m) for m in radii.model.values]
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.2), constrained_layout=True)
+    cap = float(radii["eps"].max())
+    lo = float(radii["eps"].where(radii["eps"] > 0).min()) / 4
+    for ax, var, title in ((axes[0], radii["r_flip_upper"], "r_flip: ŷ flips"),
+                           (axes[1], radii["r_b_upper"].sel(b=b, method="nearest"), f"r_b: |ΔP(ŷ)| > {b:g}")):
+        for i, m in enumerate(models):
+            v = np.asarray(var.sel(model=m).values, float)
+            f = np.sort(v[np.isfinite(v)])
+            ax.step(np.r_[lo, f, cap], np.r_[0.0, np.arange(1, f.size + 1) / v.size, f.size / v.size], where="post",
+                    color=f"C{i}", label=m)
+        ax.set_xscale("log")
+        ax.set_xlim(lo, cap * 1.05)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("L∞ radius r (an upper bound)")
+        ax.set_title(title, fontsize=9)
+    axes[0].set_ylabel("share of samples with radius ≤ r")
+    axes[0].legend(fontsize=7, loc="upper left")
+    ax = axes[2]
+    for i, m in enumerate(models):
+        t = temperature[temperature["model"] == m].sort_values("T")
+        ax.plot(t["T"], t["RR"], "o-", color=f"C{i}", label=m, ms=3)
+        f = t[t["fitted"]]
+        ax.plot(f["T"], f["RR"], "*", color=f"C{i}", ms=11)
+    ax.set_xscale("log")
+    ts = sorted(set(temperature["T"].round(2)))
+    ax.set_xticks(ts, [f"{t:g}" for t in ts], minor=False)
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("temperature T (★ fitted on validation)")
+    ax.set_ylabel(f"RR at ε_ref, b = {b:g} (RA unchanged)")
+    return finish(fig)
+
+
+def chapter_result(data, analysis, minimal, *, p, decide: pd.DataFrame, radii=None, **values):
     """Chapter 03's one ChapterResult: the values and tables of its sections (``data``: the
     ChapterResult of :func:`dfrobust.experiments.robustness.evaluation_set`; ``analysis``:
     :func:`~dfrobust.experiments.robustness.analyse`; ``minimal``:
     :func:`~dfrobust.experiments.robustness.minimal_section`), every figure of the page, and the
     decide table as HTML under ``decide_table`` (the name the landing page quotes). ``values``: more
-    quoted values (timings)."""
+    quoted values (timings). ``radii``: :func:`dfrobust.experiments.radii.radii_section` (its values, tables and
+    figure ``radii_fig``), or None."""
     from ..core.results import ChapterResult
     from . import decide_html, not_analysed
 
@@ -278,9 +318,15 @@ def chapter_result(data, analysis, minimal, *, p, decide: pd.DataFrame, **values
             "cw_fig_curves": minimal_curves(minimal.curves) if minimal.records is not None else none()}
     from IPython.display import Markdown
 
-    vals = {**data.values, **a.result.values, **minimal.result.values, **values}
+    r_vals, r_tabs = (radii.result.values, radii.result.tables) if radii is not None else ({}, {})
+    if radii is not None:
+        figs["radii_fig"] = radii_figure(radii.records, r_tabs["radii_temperature"], b=b_ref) \
+            if radii.records is not None else none()
+    vals = {**data.values, **a.result.values, **minimal.result.values, **r_vals, **values}
     vals.update(answer=Markdown(vals["answer"]), decide_table=decide_html(decide))  # {glue:md}: Markdown bullets
+    if "radii_answer" in vals:
+        vals["radii_answer"] = Markdown(vals["radii_answer"])
     res = ChapterResult(values=vals,
-                        tables={**data.tables, **a.result.tables, **minimal.result.tables, "decide": decide},
+                        tables={**data.tables, **a.result.tables, **minimal.result.tables, **r_tabs, "decide": decide},
                         figures=figs)
     return res
