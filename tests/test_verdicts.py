@@ -172,6 +172,15 @@ def test_equivalence_rule():
     assert 330 < v.n_needed < 470
 
 
+def test_threshold_n_needed_only_when_undecided():
+    # a decided row (either side) needs no more units; an undecided one says how many would decide it
+    assert V.threshold(0.9, 0.8, 1.0, n=10, target=0.5).n_needed is None
+    assert V.threshold(1.0, 0.51, 1.0, n=4, target=0.05, above=False).verdict == "refuted"
+    assert V.threshold(1.0, 0.51, 1.0, n=4, target=0.05, above=False).n_needed is None
+    v = V.threshold(0.625, 0.375, 0.875, n=25, target=0.5)
+    assert v.verdict == "inconclusive" and v.n_needed == 100  # half-width 0.25 -> gap 0.125: 4 x 25
+
+
 def test_resolution_floor_and_n_needed():
     assert V.resolution_floor(18) == pytest.approx(1 - 0.05 ** (1 / 18))
     assert V.resolution_floor(100) == pytest.approx(3 / 100, rel=0.05)  # the rule of three

@@ -298,8 +298,9 @@ def threshold(estimate: float, lo: float, hi: float, *, n: int, target: float, a
               level: float = 0.95, claim: str = "threshold", note: str = "") -> Verdict:
     """"The quantity is at least (``above``) / at most ``target``", decided by its interval [lo, hi]:
     holds when the whole interval is on the claimed side, refuted when it is wholly on the other,
-    else inconclusive. ``n_needed``: the n at which the half-width would shrink to the distance
-    between the estimate and the target (the interval narrows like 1/√n)."""
+    else inconclusive. ``n_needed`` (inconclusive only: a decided row needs no more units): the n at
+    which the half-width would shrink to the distance between the estimate and the target (the
+    interval narrows like 1/√n)."""
     rule = RULE_THRESHOLD.format(lvl=level, t=target, side="at or above" if above else "at or below",
                                  other="below" if above else "above")
     if not all(math.isfinite(v) for v in (estimate, lo, hi)):
@@ -307,8 +308,8 @@ def threshold(estimate: float, lo: float, hi: float, *, n: int, target: float, a
                        note or "no interval")
     ok, bad = (lo >= target, hi < target) if above else (hi <= target, lo > target)
     gap = abs(estimate - target)
-    need = int(math.ceil(n * ((hi - lo) / 2 / gap) ** 2)) if gap > 0 else None
     verdict = HOLDS if ok else REFUTED if bad else INCONCLUSIVE
+    need = int(math.ceil(n * ((hi - lo) / 2 / gap) ** 2)) if gap > 0 and verdict == INCONCLUSIVE else None
     return Verdict(claim, verdict, rule, float(target), float(estimate), float(lo), float(hi), int(n), need, note)
 
 
