@@ -354,9 +354,10 @@ def radii_section(p: Mapping, s, samples, *, by: str, n_boot: int, seed: int, de
     are reductions of them, the paired comparison of mean log r_b at ``b_ref`` between detectors (identity
     bootstrap, Holm, margin and α from ``study.yml``'s ``claims.log_radius``, simulated power), RR against the
     temperature with each detector's fitted T and ECE, and the convergence rows (:func:`convergence_verdicts`).
-    The attacks run on one torch thread (restored after): on the shared 2-core machine the records of quick's 24
-    images took 9.3 s on one thread and 125-142 s on two (side by side, load average 4.4, 2026-12-04: two threads
-    stall when another process holds a core). On an idle machine two threads could be faster (not measured)."""
+    The attacks use the kernel's torch threads (``prepare_run``). Side by side on the 2-core machine
+    (2026-12-04): idle, 48 images x Meso4 and MesoInception4 at 128 px took 8.1 s on two threads and 13.8 s on
+    one; under load (average 4.4, another process on a core) quick's 24 images took 125-142 s on two and 9.3 s
+    on one: on a shared machine, one thread."""
 
     q, claims = p["radii"], p["claims"]
     lrc = claims["log_radius"]
@@ -378,14 +379,9 @@ def radii_section(p: Mapping, s, samples, *, by: str, n_boot: int, seed: int, de
         for m, net in detectors.items():
             net = net.to(dev).eval()
             temps.add(calibration.fit_temperature(_fake_margin(net, val[0], 64, dev), val[1].numpy()))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # small batches: one thread, as the sweep's cells (9 s vs 125-142 s with 2 at quick)
-    try:
-        ds = radii_records(detectors, samples.images, samples.labels, samples.meta, p["eps_grid"], p["b_grid"],
-                           steps=q["steps"], n_bisect=q["n_bisect"], temperatures=sorted(temps), val=val,
-                           convergence_n=q["convergence_n"], seed=seed, device=device)
-    finally:
-        torch.set_num_threads(threads)
+    ds = radii_records(detectors, samples.images, samples.labels, samples.meta, p["eps_grid"], p["b_grid"],
+                       steps=q["steps"], n_bisect=q["n_bisect"], temperatures=sorted(temps), val=val,
+                       convergence_n=q["convergence_n"], seed=seed, device=device)
     ds.attrs.update(results.provenance(p["params"], profile=p["params"]["profile"], seed=seed,
                                        wall_time_s=time.perf_counter() - t0, **provenance))
     results.save(ds, out_dir / "rr_radii.nc")
