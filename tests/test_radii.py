@@ -4,6 +4,8 @@ reductions of the radii."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -176,4 +178,4 @@ def test_radii_records_keep_the_convergence_rows_of_a_seeded_subsample():
     ds = _records_case(convergence_n=4, convergence_factor=3, convergence_restarts=1)
     assert ds["rr_drop"].notnull().all() and (ds["rr_drop"] >= 0).all()
     assert ds.attrs["convergence"].startswith("4 samples, 3x steps, 1 restarts")
-    assert len(eval(ds.attrs["convergence_samples"])) == 4
+    assert len(json.loads(ds.attrs["convergence_samples"])) == 4

@@ -27,6 +27,7 @@ image: ``convergence_n=4`` adds ≈ 100 CPU-s to the default build.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -202,7 +203,7 @@ def radii_records(models: Mapping[str, torch.nn.Module], images: torch.Tensor, l
                     steps=int(steps), n_bisect=int(n_bisect), temperatures=str([float(t) for t in temperatures]),
                     convergence=f"{len(sub)} samples, {convergence_factor}x steps, {convergence_restarts} restarts, "
                                 f"FAB-Linf" if len(sub) else "not run",
-                    convergence_samples=str(sub.tolist()),
+                    convergence_samples=json.dumps(sub.tolist()),
                     bound_note="every radius is an upper bound of the critical radius (a perturbation of that "
                                "L∞ norm was found); RA and RR on the grid are reductions of the same rows",
                     attack_time_s=str(timings))
@@ -276,7 +277,7 @@ def convergence_verdicts(ds: xr.Dataset, *, margin: float) -> list:
     ``margin``): too few samples to bound it under the margin read *inconclusive*, and the note says how many
     would be needed when none is lowered."""
 
-    n = len(eval(ds.attrs.get("convergence_samples", "[]")))
+    n = len(json.loads(ds.attrs.get("convergence_samples", "[]")))  # never eval a file's attribute
     if n == 0:
         return []
     z2 = 1.959963984540054 ** 2
