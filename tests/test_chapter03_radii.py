@@ -86,6 +86,14 @@ def _conv(k: int, n: int) -> xr.Dataset:
                       attrs={"convergence_samples": str(list(range(n)))})
 
 
+def test_a_refuted_convergence_row_puts_a_caution_on_the_radii_answer():
+    ok, loose = rx.convergence_verdicts(_conv(0, 80), margin=0.05), rx.convergence_verdicts(_conv(2, 4), margin=0.05)
+    assert rx.convergence_caution(["m"], ok) == ""
+    assert rx.convergence_caution(["m"], rx.convergence_verdicts(_conv(1, 4), margin=0.05)) == ""   # inconclusive
+    caution = rx.convergence_caution(["a", "b"], [*ok, *loose])
+    assert "for b (convergence refuted)" in caution and "a," not in caution and "loose upper bounds" in caution
+
+
 @pytest.mark.parametrize("k,n,verdict", [(0, 4, "inconclusive"), (1, 4, "inconclusive"), (2, 4, "refuted"),
                                          (0, 80, "holds"), (0, 60, "inconclusive")])
 def test_convergence_rows_are_decided_on_the_wilson_interval(k, n, verdict):

@@ -298,6 +298,15 @@ def convergence_verdicts(ds: xr.Dataset, *, margin: float) -> list:
     return out
 
 
+def convergence_caution(models: Sequence[str], conv: Sequence) -> str:
+    """The sentence the radii answer carries when a convergence row is refuted for some detector (its radii are
+    then loose upper bounds, and a verdict built on them could move with a stronger search); "" otherwise."""
+    loose = [m for m, v in zip(models, conv) if v.verdict == V.REFUTED]
+    return (f" Caution: 10× the steps with restarts lowered RR by more than the margin for {', '.join(loose)} "
+            f"(convergence refuted), so their radii are loose upper bounds and a stronger search could move this "
+            f"verdict." if loose else "")
+
+
 def reductions_gap(ds: xr.Dataset) -> float:
     """Largest |RA − mean(ŷ = y ∧ r_flip > ε)| and |RR − mean(r_b > ε)| over every grid cell (0 by construction)."""
 
@@ -423,7 +432,8 @@ def radii_section(p: Mapping, s, samples, *, by: str, n_boot: int, seed: int, de
         f"Detectors differ in mean log r_b at b = {b_ref:g} by more than ±{lrc['margin']:g} (a "
         f"{values['radii_ratio']} radius ratio): **{head.verdict}** ({values['radii_counts']} of "
         f"{len(cmp['verdicts'])} pairs, Holm at α = {claims['alpha']:g}); {iv} from {cmp['deciding'][0]} vs "
-        f"{cmp['deciding'][1]}, n = {units}; simulated power {power}." if cmp["deciding"] else
+        f"{cmp['deciding'][1]}, n = {units}; simulated power {power}."
+        + convergence_caution(ds["model"].values.tolist(), conv) if cmp["deciding"] else
         "Fewer than two detectors passed the quality gate: no pair of radii to compare.")
     return RadiiSection(ChapterResult(values=values, tables={"radii_summary": summary, "radii_pairs": cmp["table"],
                                                              "radii_temperature": temp,
