@@ -422,7 +422,7 @@ def radii_section(p: Mapping, s, samples, *, by: str, n_boot: int, seed: int, de
     values.update(
         radii_gap=f"{reductions_gap(ds):.3g}", radii_n_units=units,
         radii_medians="; ".join(f"{r['model']}: r_flip {num(r['median r_flip (upper bound)'])}, r_b "
-                                f"{num(r.iloc[3])}" for _, r in summary.iterrows()),
+                                f"{num(r[f'median r_b, b = {b_ref:g} (upper bound)'])}" for _, r in summary.iterrows()),
         radii_verdict=head.verdict, radii_interval=iv, radii_power=power, radii_conv=conv_txt,
         radii_counts=", ".join(f"{sum(v.verdict == k for v in cmp['verdicts'])} {k}" for k in V.VERDICTS),
         radii_fitted="; ".join(f"{r.model}: T = {r.T:.2f}, RR {r.RR:.2f} (RA {r.RA:.2f}, RR among non-flipped "
