@@ -54,14 +54,18 @@ REQUIRED = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "p
             "cv2": "opencv-python-headless", "yaml": "PyYAML", "dask": "dask", "distributed": "distributed",
             "torchattacks": "torchattacks", "lime": "lime", "saliency": "saliency", "pytorch_grad_cam": "grad-cam",
             "ttach": "ttach", "lazy_importer": "lazy-importer", "tornado": "tornado", "zict": "zict", "tblib": "tblib",
-            "locket": "locket"}
+            "locket": "locket", "papermill": "papermill"}
 #: the device of the stages (a constant, so a rehearsal on a CPU can swap it)
 DEVICE = "cuda"
 #: the options a stage run in a child gets from the driver
 STAGE_ARGS = ("ch03_images", "cw_images", "check_images", "oom_images", "atol")
 #: the distributions the H200 image lacks (KINDS.md's package list): carried as wheels (bench/README.md)
 CARRIED = ["torchattacks", "lime", "saliency", "grad-cam", "ttach", "lazy-importer", "h5netcdf", "dask", "distributed",
-           "tornado", "zict", "tblib", "locket", "importlib_metadata"]
+           "tornado", "zict", "tblib", "locket", "importlib_metadata",
+           # papermill reads the templates' parameters (study.spec); the rest is what it needs beyond the image
+           "papermill", "nbclient", "nbformat", "jupyter_client", "jupyter_core", "traitlets", "platformdirs",
+           "jsonschema", "jsonschema-specifications", "referencing", "rpds-py", "fastjsonschema", "tenacity",
+           "entrypoints", "pyzmq"]
 
 
 @dataclass
@@ -77,18 +81,18 @@ def stages(a) -> list[Stage]:
     """The stages in run order: the ones the issue's goals and checks need first, so a short run still answers them."""
     return [
         Stage("env", 20, "torch, CUDA, cuDNN, driver, device name, memory and capability"),
-        Stage("ch03", 130, f"chapter 03 at paper settings on {a.ch03_images} synthetic images, one GPU worker; "
+        Stage("ch03", 150, f"chapter 03 at paper settings on {a.ch03_images} synthetic images, one GPU worker; "
               f"CW-L2 on {a.cw_images}; projected to the paper profile"),
         Stage("ch03_check", 60, f"chapter 03 cells on {a.check_images} images: CUDA records vs CPU records"),
-        Stage("oom", 45, "GPU memory capped below a ResNet-34 PGD cell's peak: halving recovers, identical records"),
+        Stage("oom", 30, "GPU memory capped below a ResNet-34 PGD cell's peak: halving recovers, identical records"),
         Stage("bench_pgd", 25, "one PGD step vs one forward+backward (Meso4, 256 px)", "bench_pgd.py"),
         Stage("bench_pgd_resnet34", 20, "the same for ResNet-34 (chapter 03's dominant detector)", "bench_pgd.py",
               ["--model", "resnet34", "--batch", "128"]),
         Stage("bench_nes", 35, "masked NES: one query batch per step vs a per-sample loop", "bench_nes.py"),
-        Stage("bench_lime", 45, "LIME: tensor neighbourhood vs lime's loop", "bench_lime.py", ["--no-tools"]),
+        Stage("bench_lime", 35, "LIME: tensor neighbourhood vs lime's loop", "bench_lime.py", ["--no-tools"]),
         Stage("bench_rr", 20, "RR at 21 tolerances: one attack pass vs one per level", "bench_rr.py"),
         Stage("bench_attacks", 15, "RR attack and CW-Linf vs PGD-CE", "bench_attacks.py"),
-        Stage("bench_certify", 20, "CROWN chunking; IBP vs CROWN", "bench_certify.py"),
+        Stage("bench_certify", 45, "CROWN chunking; IBP vs CROWN", "bench_certify.py"),
     ]
 
 
@@ -151,16 +155,24 @@ def _toy(tmp: Path, n: int, sizes: dict, seed: int = 0):
     return refs, pd.DataFrame(rows)
 
 
+#: relative tolerance of the perturbation's L2 norm: a sign-gradient step moves a pixel by ±α whose sign the
+#: device's rounding decides where that pixel's gradient is near zero, so the paths part on a few pixels; the
+#: L∞ norm and the probabilities stay within ``--atol`` (H200, 2026-12-04: 5 of 144 L2 records differed by
+#: up to 0.12 absolute, under 0.3 % of their value, with every probability within 7.5e-4 and L∞ equal)
+L2_RTOL = 1e-2
+
+
 def compare_records(a, b, *, atol: float, rtol: float = 1e-3) -> dict:
     """CPU vs CUDA (or two CUDA runs): per continuous record, the largest difference and the number of
-    records outside ``atol + rtol*|a|``; decisions (``pred_adv``) that differ are counted apart (a
-    probability within the tolerance of 0.5 may fall either side)."""
+    records outside ``atol + rtol*|a|`` (``L2_RTOL`` for the L2 norm); decisions (``pred_adv``) that
+    differ are counted apart (a probability within the tolerance of 0.5 may fall either side)."""
     import numpy as np
 
     out, bad = {}, 0
     for v in ("p_clean", "p_clean_fake", "p_adv", "p_adv_fake", "l2", "linf", "ssim"):
         x, y = np.asarray(a[v].values, float), np.asarray(b[v].values, float)
-        n = int((~np.isclose(x, y, rtol=rtol, atol=atol, equal_nan=True)).sum())
+        n = int((~np.isclose(x, y, rtol=max(rtol, L2_RTOL) if v == "l2" else rtol, atol=atol,
+                             equal_nan=True)).sum())
         out[v] = {"max_abs_diff": float(np.nanmax(np.abs(x - y))) if x.size else 0.0, "outside": n}
         bad += n
     out["pred_adv_differs"] = int((a["pred_adv"].values != b["pred_adv"].values).sum())
@@ -243,14 +255,6 @@ def stage_ch03(a) -> dict:
                sweep_projected_min=round(sweep_min, 2), cell_wall_s=rep.cell_wall_s)
     _save(a, "ch03", out)
 
-    # what SSIM (skimage, on the CPU, per record) costs in a cell: the costliest cell again, without it
-    worst = max(cells, key=lambda c: rep.cell_wall_s.get(c.name, 0.0))
-    info = sweep.run_cell(dataclasses.replace(worst, ssim=False), tmp / "nossim")
-    out["ssim_probe"] = {"cell": worst.name, "with_ssim_s": rep.cell_wall_s.get(worst.name),
-                         "without_ssim_s": round(float(info["wall_s"]), 2)}
-    print(f"  costliest cell {worst.name}: {out['ssim_probe']}", flush=True)
-    _save(a, "ch03", out)
-
     # 2) CW-L2 minimal perturbations (in the chapter's kernel, all images at once per detector)
     n_cw = min(a.cw_images, a.ch03_images)
     models = {r.name: sweep.load_detector(r, DEVICE) for r in refs}
@@ -271,6 +275,13 @@ def stage_ch03(a) -> dict:
                      f"detectors, every sample attacked at every radius; CW-L2 from {n_cw} images")
     _save(a, "ch03", out)
 
+    # what SSIM (skimage, on the CPU, per record) costs in a cell: the costliest cell again, without it
+    worst = max(cells, key=lambda c: rep.cell_wall_s.get(c.name, 0.0))
+    info = sweep.run_cell(dataclasses.replace(worst, ssim=False), tmp / "nossim")
+    out["ssim_probe"] = {"cell": worst.name, "with_ssim_s": rep.cell_wall_s.get(worst.name),
+                         "without_ssim_s": round(float(info["wall_s"]), 2)}
+    print(f"  costliest cell {worst.name}: {out['ssim_probe']}", flush=True)
+    _save(a, "ch03", out)
     return out
 
 
@@ -303,7 +314,7 @@ def stage_ch03_check(a) -> dict:
     tf32_cmp = compare_records(by_dev["cpu"][0], by_dev["cuda_tf32"][0], atol=a.atol)
     print(f"  CPU vs CUDA (TF32 off): {json.dumps(strict_cmp)}", flush=True)
     print(f"  CPU vs CUDA (TF32 as torch's default, information only): {json.dumps(tf32_cmp)}", flush=True)
-    return {"images": a.check_images, "eps": eps, "atol": a.atol, "rtol": 1e-3, "tf32_off": strict_cmp,
+    return {"images": a.check_images, "eps": eps, "atol": a.atol, "rtol": 1e-3, "l2_rtol": L2_RTOL, "tf32_off": strict_cmp,
             "tf32_default": tf32_cmp, "seconds": {k: round(v[1], 2) for k, v in by_dev.items()},
             "mismatch": not strict_cmp["equal"]}
 
@@ -400,7 +411,9 @@ def parse(argv=None):
     ap.add_argument("--ch03-images", type=int, default=32,
                     help="synthetic images of the chapter-03 sweep (its cells' SSIM runs on one CPU thread: "
                          "1-2 s per image at the paper's grid, so 32 fit the stage's cap)")
-    ap.add_argument("--cw-images", type=int, default=32, help="images of the CW-L2 timing")
+    ap.add_argument("--cw-images", type=int, default=8,
+                    help="images of the CW-L2 timing (9 x 100 steps per detector: 32 did not fit the stage's cap "
+                         "after the sweep on the H200, 2026-12-04)")
     ap.add_argument("--check-images", type=int, default=4, help="images of the CPU vs CUDA comparison")
     ap.add_argument("--oom-images", type=int, default=64, help="images (= first batch) of the out-of-memory cell")
     ap.add_argument("--atol", type=float, default=2e-3, help="tolerance of CPU vs CUDA records (probabilities, SSIM)")
@@ -446,7 +459,8 @@ def main(argv=None) -> int:
         print(f"missing Python packages: {', '.join(missing)}; expected them installed or carried as wheels in .whl/ "
               "(bench/README.md, 'The GPU check')", file=sys.stderr)
         return 2
-    plan = [s for s in stages(a) if not a.only or s.name in a.only]
+    # env always runs (first): the report names the device and skips the rest where CUDA is missing
+    plan = [s for s in stages(a) if not a.only or s.name in a.only or s.name == "env"]
     print(f"GPU check: {len(plan)} stages, {sum(s.cap_s for s in plan)} s of caps within {a.total:g} s; out: {a.out}")
     if {"ch03", "ch03_check"} & {s.name for s in plan}:
         p = paper_plan(a)  # read and checked now, also in the dry run
