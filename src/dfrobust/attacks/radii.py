@@ -1,8 +1,14 @@
-"""Per-sample critical radii (issue #23.1): for each sample, the smallest L∞ radius at which the RR
-attack flipped ŷ (``r_flip_upper``) and, per bound b, the smallest at which it moved P(ŷ) by more
+"""Per-sample critical radii (issue #23.1): for each sample, the smallest L∞ (or L2, ``norm="l2"``)
+radius at which the RR attack flipped ŷ (``r_flip_upper``) and, per bound b, the smallest at which it moved P(ŷ) by more
 than b (``r_b_upper``). Each is an **upper bound** of the true critical radius: a perturbation of
-that L∞ norm was found; a smaller one may exist that the attack missed (``inf``: none found up to
+that norm was found; a smaller one may exist that the attack missed (``inf``: none found up to
 the largest radius of the grid).
+
+**Norms.** ``norm="linf"`` (default) runs the RR attack in the L∞ ball (sign-gradient steps, the
+sweep's ball); ``norm="l2"`` in the L2 ball, the ball the paper's RR (its Eq. 2) is defined on:
+each step is the gradient divided by its L2 norm (step 2.5·r/steps), the iterate is projected onto
+the L2 ball of radius r and clipped to [0, 1]. Warm starts, restarts and the bisection are the same
+in both; a warm start is projected onto the new radius's ball of the same norm.
 
 **Rows.** Every run of the RR attack (:class:`.rr.RRAttack`, both directions) is a *row*: a radius
 per sample, P(ŷ|x+δ) of the iterate it kept and the smallest and largest two-logit margin
@@ -46,6 +52,37 @@ from .rr import RRAttack
 
 #: a row meets bound b when |ΔP(ŷ)| > b + B_SLACK (as metrics.robust_per_sample reads b from a decimal grid)
 B_SLACK = 1e-12
+#: the norms a radius can be measured in (the RR attack's ball)
+NORMS = ("linf", "l2")
+
+
+def check_norm(norm) -> str:
+    """``norm`` if it is one of :data:`NORMS`; else a one-line ValueError naming it."""
+    if not isinstance(norm, str) or norm not in NORMS:
+        raise ValueError(f"norm={norm!r}: expected 'linf' or 'l2'")
+    return norm
+
+
+def project(delta: torch.Tensor, r: torch.Tensor, norm: str) -> torch.Tensor:
+    """``delta`` [N, ...] moved into the ball of per-sample radius ``r`` [N] of ``norm`` (L∞: clamped per
+    pixel; L2: scaled down to norm r where it is longer)."""
+    bound = r.to(delta).view(-1, *([1] * (delta.dim() - 1)))
+    if norm == "linf":
+        return delta.clamp(-bound, bound)
+    n = delta.flatten(1).norm(dim=1).view_as(bound)
+    return delta * torch.where(n > bound, bound / n.clamp_min(1e-30), torch.ones_like(n))
+
+
+def random_start(shape, r: torch.Tensor, norm: str, generator: torch.Generator, dtype) -> torch.Tensor:
+    """A seeded random start in the ball of per-sample radius ``r``: uniform in the L∞ cube, or a uniform
+    direction at a uniform fraction of the radius in the L2 ball (torchattacks.PGDL2's draw)."""
+    rr = r.to(dtype).view(-1, *([1] * (len(shape) - 1)))
+    if norm == "linf":
+        return (torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * rr
+    d = torch.randn(shape, generator=generator, dtype=dtype)
+    n = d.flatten(1).norm(dim=1).view_as(rr).clamp_min(1e-30)
+    u = torch.rand(rr.shape, generator=generator, dtype=dtype)
+    return d / n * u * rr
 
 
 @dataclass
@@ -112,7 +149,7 @@ def grid_from_rows(rows: Rows, eps_grid: Sequence[float]) -> dict[str, np.ndarra
 
 
 def _run(model, x, y, r: torch.Tensor, starts: tuple[torch.Tensor, torch.Tensor], *, steps: int, restarts: int,
-         seed: int, temperatures, clean: torch.Tensor) -> tuple[torch.Tensor, ...]:
+         seed: int, temperatures, clean: torch.Tensor, norm: str = "linf") -> tuple[torch.Tensor, ...]:
     """One row on a batch: the RR attack at per-sample radius ``r`` from ``starts`` (down, up), plus
     ``restarts`` runs from seeded uniform starts. Per sample: P(ŷ) of the larger |ΔP(ŷ)|, the
     smallest and largest margin over all runs, and the down and up perturbations of the smallest
@@ -121,7 +158,7 @@ def _run(model, x, y, r: torch.Tensor, starts: tuple[torch.Tensor, torch.Tensor]
 
     def attack(k, down, up):
         atk = RRAttack(model, eps=rr, alpha=2.5 * rr / steps, steps=steps, random_start=False, seed=seed + k,
-                       temperatures=temperatures)
+                       temperatures=temperatures, norm=norm)
         atk(x, y, start=down, start_up=up, clean_logits=clean)
         return atk
 
@@ -130,7 +167,7 @@ def _run(model, x, y, r: torch.Tensor, starts: tuple[torch.Tensor, torch.Tensor]
     d_down, d_up = atk.last_down_adv - x, atk.last_up_adv - x
     for k in range(1, restarts + 1):
         g = torch.Generator().manual_seed(seed * 1_000_003 + k)
-        noise = (torch.rand(x.shape, generator=g, dtype=x.dtype).to(x.device) * 2 - 1) * rr.view(-1, 1, 1, 1)
+        noise = random_start(x.shape, rr.cpu(), norm, g, x.dtype).to(x.device)
         other = attack(k, noise, noise)
         better = other.last_change > change
         change, p = torch.where(better, other.last_change, change), torch.where(better, other.last_p, p)
@@ -146,7 +183,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _batch_rows(model, x, y, eps: list[float], b_pos: np.ndarray, *, steps, n_bisect, restarts, seed,
-                temperatures) -> Rows:
+                temperatures, norm="linf") -> Rows:
     n = len(x)
     radius, p, m_min, m_max, deltas = [], [], [], [], []
     starts = (torch.zeros_like(x), torch.zeros_like(x))
@@ -155,7 +192,8 @@ def _batch_rows(model, x, y, eps: list[float], b_pos: np.ndarray, *, steps, n_bi
     for j, e in enumerate(eps):                                 # grid rows, progressive
         r = torch.full((n,), e, dtype=x.dtype)
         starts, pj, lo, hi, p0t, m0t, clean = _run(model, x, y, r, starts, steps=steps, restarts=restarts,
-                                            seed=seed + 7919 * j, temperatures=temperatures, clean=clean)
+                                            seed=seed + 7919 * j, temperatures=temperatures, clean=clean,
+                                            norm=norm)
         p0, m0 = _np(p0t), _np(m0t)
         radius.append(np.full(n, e)), p.append(_np(pj)), m_min.append(_np(lo)), m_max.append(_np(hi))
         deltas.append(starts)
@@ -173,12 +211,11 @@ def _batch_rows(model, x, y, eps: list[float], b_pos: np.ndarray, *, steps, n_bi
             mid = ((lo[crit, cols] + hi[crit, cols]) / 2)[todo].astype(np.float32)
             r = torch.as_tensor(mid)
             idx = torch.as_tensor(todo).to(x.device)
-            bound = r.to(x).view(-1, 1, 1, 1)
-            warm = tuple(torch.stack([deltas[src[crit[i], i]][d][i] for i in todo]).clamp(-bound, bound)
+            warm = tuple(project(torch.stack([deltas[src[crit[i], i]][d][i] for i in todo]), r, norm)
                          for d in (0, 1))
             found, pk, lo_m, hi_m, *_ = _run(model, x[idx], y[idx], r, warm, steps=steps, restarts=restarts,
                                                seed=seed + 104729 * (k + 1), temperatures=temperatures,
-                                               clean=clean[idx])
+                                               clean=clean[idx], norm=norm)
             row["radius"][todo] = mid.astype(np.float64)
             row["p"][todo], row["m_min"][todo], row["m_max"][todo] = _np(pk), _np(lo_m), _np(hi_m)
             for d in (0, 1):
@@ -190,12 +227,15 @@ def _batch_rows(model, x, y, eps: list[float], b_pos: np.ndarray, *, steps, n_bi
 
 def attack_rows(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, eps_grid: Sequence[float],
                 b_grid: Sequence[float], *, steps: int = 1, n_bisect: int = 2, restarts: int = 0,
-                temperatures: Sequence[float] | None = None, seed: int = 0, batch_size: int = 32) -> Rows:
+                temperatures: Sequence[float] | None = None, seed: int = 0, batch_size: int = 32,
+                norm: str = "linf") -> Rows:
     """The RR attack's grid and bisection rows on ``images`` (the model's input size, [0, 1]) moving away
     from ``labels`` (the clean prediction ŷ). ``steps`` per run (step 2.5·r/steps), ``n_bisect`` rounds,
-    ``restarts`` extra runs per row from random starts, ``temperatures`` as :class:`.rr.RRAttack`'s.
+    ``restarts`` extra runs per row from random starts, ``temperatures`` as :class:`.rr.RRAttack`'s,
+    ``norm`` the ball (``"linf"`` or ``"l2"``, radii in that norm).
     Cost: about ``(len(positive grid) + n_bisect) · (1 + restarts) · (steps + 1)`` gradient passes per
     image, up to twice that where the up run runs."""
+    check_norm(norm)
     eps = sorted({check_eps(e) for e in eps_grid} - {0.0})
     if not eps:
         raise ValueError(f"eps_grid={list(eps_grid)!r}: expected at least one radius > 0")
@@ -210,21 +250,23 @@ def attack_rows(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
         x = images[s:s + batch_size].to(device)
         y = labels[s:s + batch_size].to(device).long()
         parts.append(_batch_rows(model, x, y, eps, b_pos, steps=int(steps), n_bisect=int(n_bisect),
-                                 restarts=int(restarts), seed=int(seed), temperatures=temperatures))
+                                 restarts=int(restarts), seed=int(seed), temperatures=temperatures, norm=norm))
     return Rows.concat(parts)
 
 
 def fab_flip_radius(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, steps: int = 20,
-                    restarts: int = 1, max_radius: float = 1.0, seed: int = 0) -> np.ndarray:
-    """torchattacks' FAB-L∞ (Croce & Hein 2020): per sample the ||δ||∞ of the smallest flip of ``labels`` it
-    found (inf where it found none within ``max_radius``): an independent upper bound of r_flip.
+                    restarts: int = 1, max_radius: float = 1.0, seed: int = 0, norm: str = "linf") -> np.ndarray:
+    """torchattacks' FAB (Croce & Hein 2020), L∞ or L2 (``norm``): per sample the norm of the smallest flip of
+    ``labels`` it found (inf where it found none within ``max_radius``): an independent upper bound of r_flip.
     FAB seeds torch's global generator itself; it runs inside ``torch.random.fork_rng``."""
-    atk = torchattacks.FAB(model, norm="Linf", eps=float(max_radius), steps=int(steps), n_restarts=int(restarts),
-                           n_classes=2, seed=int(seed))
+    check_norm(norm)
+    atk = torchattacks.FAB(model, norm="Linf" if norm == "linf" else "L2", eps=float(max_radius), steps=int(steps),
+                           n_restarts=int(restarts), n_classes=2, seed=int(seed))
     devices = [images.device.index or 0] if images.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         adv = atk(images, labels.long())
     with torch.no_grad():
         flipped = model(adv.to(images.device)).argmax(1).cpu() != labels.long().cpu()
-    linf = (adv.cpu() - images.cpu()).flatten(1).abs().amax(1)
-    return np.where(flipped.numpy(), linf.double().numpy(), np.inf)
+    d = (adv.cpu() - images.cpu()).flatten(1).double()
+    size = d.abs().amax(1) if norm == "linf" else d.norm(dim=1)
+    return np.where(flipped.numpy(), size.numpy(), np.inf)

@@ -39,7 +39,9 @@ class RRAttack:
     (None: only the model's own): the up run also runs wherever, at one of these temperatures T
     (P_T(ŷ) = σ(m/T) for the two-logit margin m), its cap 1 − P_T(ŷ|x) exceeds the down run's
     change at T, so the kept margins give the same change at every T listed as running both
-    runs everywhere. ``start_up`` (default ``start``) starts the up run. After a call, per
+    runs everywhere. ``norm``: ``"linf"`` (sign steps, the L∞ ball: the sweep's) or ``"l2"``
+    (normalised-gradient steps, projection onto the L2 ball: the paper's Eq. 2 ball).
+    ``start_up`` (default ``start``) starts the up run. After a call, per
     sample (``clean_logits``: the model's logits on the images when the caller has them):
     ``last_direction`` (+1 up kept, −1 down), ``last_change``, ``last_p`` (P(label) of the
     kept iterate), ``last_p0``, the clean, smallest and largest margin over both runs' iterates
@@ -49,8 +51,8 @@ class RRAttack:
     """
 
     def __init__(self, model, *, eps, alpha, steps: int, random_start: bool = True, seed: int = 0,
-                 temperatures=None):
-        kw = dict(eps=eps, alpha=alpha, steps=steps, random_start=random_start, keep_best=True)
+                 temperatures=None, norm: str = "linf"):
+        kw = dict(eps=eps, alpha=alpha, steps=steps, random_start=random_start, keep_best=True, norm=norm)
         self.model = model
         self.down = SeededPGD(model, seed=2 * int(seed), loss="down", **kw)
         self.up = SeededPGD(model, seed=2 * int(seed) + 1, loss="up", **kw)

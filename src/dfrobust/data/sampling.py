@@ -161,3 +161,24 @@ def select_pairs(manifest: pd.DataFrame, n_pairs: int, *, seed: int = 0,
     pairs = pairs.drop_duplicates("pair_id").sort_values("pair_id", kind="stable")
     out = balanced(pairs, n_pairs, by=("group", "manipulation"), seed=seed, what="n_pairs")
     return out.sort_values("pair_id").reset_index(drop=True)
+
+
+def identity_subsample(meta: pd.DataFrame, n: int, *, seed: int = 0) -> np.ndarray:
+    """Row positions (sorted) of a seeded subsample of **whole identities** of ``meta`` holding about ``n``
+    rows: identities are drawn in a seeded order balanced over ``group`` (:func:`balanced`, one identity per
+    group per round) and taken until their rows reach ``n`` (so at least ``n`` rows, and never part of an
+    identity). ``n = 0`` or ``n >= len(meta)`` keeps every row. Without an ``identity`` column every row is its
+    own identity. The same seed gives the same subsample. One-line ValueError for ``n`` not an integer >= 0."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) < 0:
+        raise ValueError(f"cw_n={n!r}: expected an integer >= 0 (images, whole identities; 0 = all)")
+    m = meta.reset_index(drop=True)
+    if int(n) == 0 or int(n) >= len(m):
+        return np.arange(len(m))
+    ident = m["identity"].astype(str) if "identity" in m.columns else pd.Series(m.index.astype(str))
+    units = pd.DataFrame({"identity": ident}).assign(
+        group=m["group"].astype(str) if "group" in m.columns else "")
+    units = units.groupby("identity", sort=True).agg(group=("group", "first"), size=("group", "size")).reset_index()
+    order = balanced(units, len(units), by=("group",), seed=seed, what="cw_n")
+    take = order["size"].cumsum().to_numpy() - order["size"].to_numpy() < int(n)
+    keep = set(order["identity"][take])
+    return np.flatnonzero(ident.isin(keep).to_numpy())

@@ -64,9 +64,9 @@ def _fake_margin(model, images: torch.Tensor, batch: int, device) -> np.ndarray:
 
 def convergence(model, x: torch.Tensor, yhat: torch.Tensor, reported: dict, eps_grid: Sequence[float],
                 b_grid: Sequence[float], *, steps: int, n_bisect: int, factor: int = 10, restarts: int = 2,
-                fab_steps: int = 20, seed: int = 0, batch_size: int = 32) -> dict[str, np.ndarray]:
+                fab_steps: int = 20, seed: int = 0, batch_size: int = 32, norm: str = "linf") -> dict[str, np.ndarray]:
     """Rerun the rows on ``x`` (a subsample, the model's size) with ``factor`` × ``steps`` and ``restarts``
-    random restarts, and FAB-L∞; compare with the ``reported`` radii of the same samples
+    random restarts, and FAB (in ``norm``); compare with the ``reported`` radii of the same samples
     (:func:`dfrobust.attacks.radii.radii_from_rows` output).
 
     Returns ``rr_drop`` [E, B]: RR(ε, b) reported minus RR with the stronger search's radii (the smaller
@@ -76,8 +76,8 @@ def convergence(model, x: torch.Tensor, yhat: torch.Tensor, reported: dict, eps_
     """
     strong = _radii.radii_from_rows(
         _radii.attack_rows(model, x, yhat, eps_grid, b_grid, steps=steps * int(factor), n_bisect=n_bisect,
-                           restarts=int(restarts), seed=seed + 1, batch_size=batch_size), b_grid)
-    fab = _radii.fab_flip_radius(model, x, yhat, steps=fab_steps, max_radius=max(eps_grid), seed=seed)
+                           restarts=int(restarts), seed=seed + 1, batch_size=batch_size, norm=norm), b_grid)
+    fab = _radii.fab_flip_radius(model, x, yhat, steps=fab_steps, max_radius=max(eps_grid), seed=seed, norm=norm)
     eps = np.asarray(eps_grid, float).reshape(-1, 1, 1)
     r_b = np.minimum(reported["r_b_upper"], strong["r_b_upper"])
     rr_rep = (reported["r_b_upper"][None] > eps).mean(-1)
@@ -98,8 +98,12 @@ def radii_records(models: Mapping[str, torch.nn.Module], images: torch.Tensor, l
                   steps: int = 1, n_bisect: int = 2, temperatures: Sequence[float] = (1.0,),
                   val: tuple[torch.Tensor, torch.Tensor] | None = None, convergence_n: int = 0,
                   convergence_factor: int = 10, convergence_restarts: int = 2, seed: int = 0,
-                  device: str = "auto", batch_size: int | None = None, progress: bool = False) -> xr.Dataset:
+                  device: str = "auto", batch_size: int | None = None, progress: bool = False,
+                  norm: str = "linf") -> xr.Dataset:
     """Per-sample critical radii and grid records, dims (model, sample) [× b, × eps]; see the module.
+
+    ``norm``: the ball of the RR attack and of every radius, ``"linf"`` (default: the sweep's ball) or
+    ``"l2"`` (the paper's Eq. 2 ball; ``eps_grid`` then holds L2 radii, :func:`dfrobust.attacks.radii.attack_rows`).
 
     ``images`` [N, 3, H, W] in [0, 1] (resized per model), ``labels`` the truth y (0 real, 1 fake),
     ``meta`` the manifest rows (their columns, ``identity`` among them, become sample coordinates).
@@ -108,6 +112,7 @@ def radii_records(models: Mapping[str, torch.nn.Module], images: torch.Tensor, l
     ``convergence_n``: size of the seeded subsample rerun by :func:`convergence` (0: none).
     All inputs are checked before any attack runs (one-line ValueError).
     """
+    _radii.check_norm(norm)
     _, eps = check_sweep(["rr"], eps_grid)
     b = [float(v) for v in check_b_grid(b_grid)]
     labels = _check_inputs(models, images, labels, meta)
@@ -136,7 +141,7 @@ def radii_records(models: Mapping[str, torch.nn.Module], images: torch.Tensor, l
         c = _clean(model, images, batch_size, dev)
         yhat = torch.as_tensor(c["pc"], dtype=torch.long)
         rows = _radii.attack_rows(model, c["x"], yhat, eps, b, steps=steps, n_bisect=n_bisect,
-                                  temperatures=temperatures, seed=seed, batch_size=c["bs"])
+                                  temperatures=temperatures, seed=seed, batch_size=c["bs"], norm=norm)
         rad = _radii.radii_from_rows(rows, b)
         grid = _radii.grid_from_rows(rows, eps)
         for k in ("r_flip_upper", "r_flip_bracket", "r_b_upper", "r_b_bracket"):
@@ -156,7 +161,7 @@ def radii_records(models: Mapping[str, torch.nn.Module], images: torch.Tensor, l
         if len(sub):
             conv = convergence(model, c["x"][sub], yhat[sub], {k: v[..., sub] for k, v in rad.items()}, eps, b,
                                steps=steps, n_bisect=n_bisect, factor=convergence_factor,
-                               restarts=convergence_restarts, seed=seed, batch_size=c["bs"])
+                               restarts=convergence_restarts, seed=seed, batch_size=c["bs"], norm=norm)
         else:
             conv = {"rr_drop": np.full((len(eps), len(b)), np.nan), "r_b_lowered": np.full(len(b), np.nan),
                     "r_flip_lowered": np.nan}
@@ -167,12 +172,13 @@ def radii_records(models: Mapping[str, torch.nn.Module], images: torch.Tensor, l
             print(f"{name:>16s} radii: {timings[name]:.1f} s", flush=True)
 
     ms, mbs, mes = ("model", "sample"), ("model", "b", "sample"), ("model", "eps", "sample")
+    nm = {"linf": "L∞", "l2": "L2"}[norm]
     desc = {
-        "r_flip_upper": (ms, "smallest L∞ radius at which the RR attack flipped ŷ (upper bound; inf: none up to "
+        "r_flip_upper": (ms, f"smallest {nm} radius at which the RR attack flipped ŷ (upper bound; inf: none up to "
                              "the largest grid radius)", "pixel [0,1]"),
         "r_flip_bracket": (ms, "width of r_flip_upper's last bisection bracket (the radius below it did not flip)",
                            "pixel [0,1]"),
-        "r_b_upper": (mbs, "smallest L∞ radius at which |ΔP(ŷ)| > b was found (upper bound; inf: none)",
+        "r_b_upper": (mbs, f"smallest {nm} radius at which |ΔP(ŷ)| > b was found (upper bound; inf: none)",
                       "pixel [0,1]"),
         "r_b_bracket": (mbs, "width of r_b_upper's last bisection bracket", "pixel [0,1]"),
         "p_adv": (mes, "P(ŷ | x+δ) of the largest |ΔP(ŷ)| found at any radius <= eps", "1"),
@@ -189,7 +195,7 @@ def radii_records(models: Mapping[str, torch.nn.Module], images: torch.Tensor, l
                                            "restarts on the subsample (nan: not run)", "1"),
         "r_b_lowered": (("model", "b"), "convergence: share of the subsample whose r_b the stronger search "
                                         "lowered by more than its bracket", "1"),
-        "r_flip_lowered": (("model",), "convergence: the same for r_flip, with the stronger search or FAB-L∞", "1"),
+        "r_flip_lowered": (("model",), f"convergence: the same for r_flip, with the stronger search or FAB-{nm}", "1"),
     }
     data_vars = {k: (dims, np.stack(out[k]), {"long_name": long, "units": units})
                  for k, (dims, long, units) in desc.items()}
@@ -198,14 +204,14 @@ def radii_records(models: Mapping[str, torch.nn.Module], images: torch.Tensor, l
     data_vars["y"] = (("sample",), labels.numpy(), {"long_name": "true label (0 real, 1 fake)", "units": "1"})
     ds = xr.Dataset(data_vars, coords={"model": names, "eps": np.asarray(eps), "b": np.asarray(b),
                                        "sample": np.arange(n), **_sample_coords(meta, n)})
-    ds["eps"].attrs.update(long_name="L∞ radius ε (images in [0, 1])", units="pixel [0,1]")
-    ds.attrs.update(kind="radii_records", attacked_label="y_hat", seed=int(seed), device=describe(dev),
+    ds["eps"].attrs.update(long_name=f"{nm} radius ε (images in [0, 1])", units="pixel [0,1]")
+    ds.attrs.update(kind="radii_records", norm=norm, attacked_label="y_hat", seed=int(seed), device=describe(dev),
                     steps=int(steps), n_bisect=int(n_bisect), temperatures=str([float(t) for t in temperatures]),
                     convergence=f"{len(sub)} samples, {convergence_factor}x steps, {convergence_restarts} restarts, "
-                                f"FAB-Linf" if len(sub) else "not run",
+                                f"FAB-{nm}" if len(sub) else "not run",
                     convergence_samples=json.dumps(sub.tolist()),
-                    bound_note="every radius is an upper bound of the critical radius (a perturbation of that "
-                               "L∞ norm was found); RA and RR on the grid are reductions of the same rows",
+                    bound_note=f"every radius is an upper bound of the critical radius (a perturbation of that "
+                               f"{nm} norm was found); RA and RR on the grid are reductions of the same rows",
                     attack_time_s=str(timings))
     return ds
 
@@ -439,3 +445,90 @@ def radii_section(p: Mapping, s, samples, *, by: str, n_boot: int, seed: int, de
                                                              "radii_temperature": temp,
                                                              "radii_convergence": V.verdict_table(conv)}),
                         ds, cmp, [*cmp["verdicts"], *conv])
+
+
+# ----------------------------------------------------------------------------- the L2 ball (the paper's Eq. 2)
+
+@dataclass
+class L2Section:
+    """Chapter 03's "RR on the L2 ball" section: the L2 radii records (None when no detector was analysed), what
+    the page quotes (``result``) and the long table of RR_L2 and RR_L∞ on the same images (``rr``)."""
+
+    result: object
+    records: xr.Dataset | None = None
+    rr: pd.DataFrame | None = None
+
+
+def rr_from_radii(ds: xr.Dataset, b: float, *, by: str, n_boot: int, seed: int = 0) -> pd.DataFrame:
+    """RR(ε, b) = mean(r_b_upper > ε) per detector at every grid radius ε > 0 of ``ds`` (an exact reduction of the
+    radii, an upper bound of the formal RR), with a 95 % bootstrap interval resampling ``by``: long table
+    (model, norm, eps, b, RR, lo, hi, n)."""
+    rb = ds["r_b_upper"].sel(b=b, method="nearest")
+    w = bootstrap_weights(ds, by=by, n_boot=n_boot, seed=seed)
+    norm = {"linf": "L∞", "l2": "L2"}[ds.attrs.get("norm", "linf")]
+    rows = []
+    for m in ds["model"].values.tolist():
+        r = np.asarray(rb.sel(model=m).values, float)
+        for e in (float(v) for v in ds["eps"].values if v > 0):
+            hit = (r > e).astype(float)
+            boots = (w @ hit) / w.sum(1)
+            rows.append({"model": m, "norm": norm, "eps": e, "b": float(rb["b"]), "RR": float(hit.mean()),
+                         "lo": float(np.quantile(boots, 0.025)), "hi": float(np.quantile(boots, 0.975)),
+                         "n": n_units(ds, by)})
+    return pd.DataFrame(rows, columns=["model", "norm", "eps", "b", "RR", "lo", "hi", "n"])
+
+
+def l2_section(p: Mapping, s, samples, *, linf: xr.Dataset | None, minimal: xr.Dataset | None = None, by: str,
+               n_boot: int, seed: int, device: str, out_dir, provenance: Mapping) -> L2Section:
+    """The section "RR on the L2 ball": the paper's RR (its Eq. 2) is defined on an L2 ball, the sweep on the L∞
+    ball. Per detector, the RR attack's L2 rows (:func:`radii_records` with ``norm="l2"``, the L∞ section's
+    steps and bisection, no convergence rerun) on the L2 grid ``p["l2_grid"]``, on the CW-L2 section's seeded
+    subsample of whole identities (:func:`dfrobust.experiments.records.identity_subset` with ``p["cw_n"]``),
+    saved as ``rr_radii_l2.nc``; RR_L2(ε, b_ref) beside RR_L∞(ε, b_ref) read from the L∞ radii ``linf``
+    (:func:`radii_section`'s records) on the same images, both exact reductions of radii and both upper bounds;
+    with CW-L2's ``minimal`` records (same images) the median L2 r_flip beside CW-L2's median minimal ||δ||₂."""
+
+    from .records import identity_subset, units_label
+
+    q, b_ref = p["radii"], p["b_ref"]
+    values = {"l2_grid": ", ".join(f"{e:g}" for e in p["l2_grid"] if e > 0)}
+    if not s.analysed or samples is None:
+        return L2Section(ChapterResult(values={**values, "l2_answer": "No detector passed the quality gate: no "
+                                               "L2-ball RR was measured.", "l2_n_units": "no images",
+                                               "l2_time_s": 0.0}))
+    t0 = time.perf_counter()
+    sub, pos = identity_subset(samples, int(p.get("cw_n", 0)), seed=seed)
+    detectors = {m: s.trained[m].model for m in s.analysed}
+    ds = radii_records(detectors, sub.images, sub.labels, sub.meta, p["l2_grid"], p["b_grid"], steps=q["steps"],
+                       n_bisect=q["n_bisect"], seed=seed, device=device, norm="l2")
+    ds.attrs.update(results.provenance(p["params"], profile=p["params"]["profile"], seed=seed,
+                                       wall_time_s=time.perf_counter() - t0, **provenance))
+    results.save(ds, out_dir / "rr_radii_l2.nc")
+    units = units_label(sub.meta, len(sub.labels))
+    rr = [rr_from_radii(ds, b_ref, by=by, n_boot=n_boot, seed=seed)]
+    if linf is not None:
+        rr.append(rr_from_radii(linf.isel(sample=pos), b_ref, by=by, n_boot=n_boot, seed=seed))
+    rr = pd.concat(rr, ignore_index=True)
+
+    def curve(norm, m):
+        t = rr[(rr["norm"] == norm) & (rr["model"] == m)]
+        return " / ".join(f"{v:.2f}" for v in t["RR"])
+
+    def grid(norm):
+        return " / ".join(f"{e:.3g}" for e in rr.loc[rr["norm"] == norm, "eps"].drop_duplicates())
+
+    models = ds["model"].values.tolist()
+    text = (f"On the L2 ball, the paper's, RR_L2(ε, b = {b_ref:g}) (an upper bound: an attack-based RR) at ε = "
+            f"{grid('L2')}: " + "; ".join(f"{m} {curve('L2', m)}" for m in models))
+    if linf is not None:
+        text += (f". On the L∞ ball of the sweep, RR_L∞(ε, b = {b_ref:g}) (an upper bound) on the same images at ε = "
+                 f"{grid('L∞')}: " + "; ".join(f"{m} {curve('L∞', m)}" for m in models))
+    num = lambda v: "∞ (none found)" if not np.isfinite(v) else f"{v:.3g}"
+    med = {m: float(np.median(ds["r_flip_upper"].sel(model=m))) for m in models}
+    if minimal is not None and minimal.sizes["sample"] == ds.sizes["sample"]:
+        cw = {m: float(np.median(minimal["l2_min"].sel(model=m))) for m in models if m in minimal["model"].values}
+        text += ". Median L2 r_flip of the RR attack against CW-L2's median minimal ||δ||₂ (both upper bounds): " + \
+            "; ".join(f"{m} {num(med[m])} vs {num(cw[m])}" for m in models if m in cw)
+    values.update(l2_answer=f"{text}; n = {units}.", l2_n_units=units, l2_time_s=round(time.perf_counter() - t0, 1),
+                  l2_medians="; ".join(f"{m}: r_flip {num(med[m])}" for m in models))
+    return L2Section(ChapterResult(values=values, tables={"rr_l2": rr}), ds, rr)

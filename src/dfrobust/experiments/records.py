@@ -556,3 +556,27 @@ def load_samples(df: pd.DataFrame, size: int) -> tuple[torch.Tensor, torch.Tenso
                                 f"(e.g. {skipped[0]['path'] if skipped else '?'})")
     kept = df.iloc[keep].reset_index(drop=True)
     return (torch.cat(imgs), torch.tensor(kept["label"].to_numpy(np.int64).copy()), kept, skipped)
+
+
+def identity_subset(samples, n: int, *, seed: int = 0):
+    """The attacked images restricted to a seeded subsample of whole identities holding about ``n`` images
+    (:func:`dfrobust.data.sampling.identity_subsample`; ``n = 0``: all): ``(samples, positions)``, the same
+    dataclass with ``images``, ``labels`` and ``meta`` cut to ``positions`` (rows of the full set, sorted).
+    Chapter 03's CW-L2 and L2-ball RR sections both call it, so they attack the same images."""
+    from dataclasses import replace
+
+    from ..data.sampling import identity_subsample
+
+    pos = identity_subsample(samples.meta, n, seed=seed)
+    if len(pos) == len(samples.meta):
+        return samples, pos
+    idx = torch.as_tensor(pos)
+    return replace(samples, images=samples.images[idx], labels=samples.labels[idx],
+                   meta=samples.meta.iloc[pos].reset_index(drop=True)), pos
+
+
+def units_label(meta: pd.DataFrame | None, n_images: int) -> str:
+    """"k identities (n images)" for the rows ``meta`` (n images alone without an identity column)."""
+    if meta is None or "identity" not in meta.columns:
+        return f"{n_images} images"
+    return f"{meta['identity'].astype(str).nunique()} identities ({n_images} images)"

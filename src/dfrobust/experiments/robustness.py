@@ -34,8 +34,8 @@ from .. import metrics
 from ..core.device import pick_device
 from ..metrics.bootstrap import n_units
 from ..metrics.grids import check_b_grid
-from .records import (attack_options, budgeted_linf, check_sweep, cw_options, load_samples, minimal_records,
-                      with_worst_case)
+from .records import (attack_options, budgeted_linf, check_sweep, cw_options, identity_subset, load_samples,
+                      minimal_records, units_label, with_worst_case)
 
 
 # ----------------------------------------------------------------------------- analysis tables
@@ -371,7 +371,8 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                  cw_search_steps: int, cw_steps: int, cw_lr: float, n_boot: int, rr_level: float, eps_ref: float,
                  b_ref: float, target_half_width: float, min_val_auc: float, device: str, shard_size: int = 32,
                  workers: int = 0, weights: str = "", radii_steps: int = 1, radii_bisect: int = 2,
-                 convergence_n: int = 0) -> dict:
+                 convergence_n: int = 0, cw_n: int = 0, l2_eps_min: float = 0.05, l2_eps_max: float = 2.0,
+                 n_l2: int = 4) -> dict:
     """Every parameter of the RA-vs-RR chapter checked before any data or model is touched, and the
     sub-claims read from ``study.yml`` (:func:`subclaims`). No side effect: the device is checked
     (a one-line error when it is absent) but seeds and threads are :func:`prepare_run`'s job.
@@ -385,7 +386,9 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
     ``shard_size`` images per cell (part of every cell's identity), ``workers`` 0 for the cells in
     this process, N for a local dask cluster of N single-threaded workers (records identical).
     ``radii_steps``, ``radii_bisect`` and ``convergence_n`` set the critical-radii section
-    (:func:`dfrobust.experiments.radii.radii_section`; returned as ``radii``).
+    (:func:`dfrobust.experiments.radii.radii_section`; returned as ``radii``). ``cw_n``: images (whole
+    identities, seeded; 0: all) of the CW-L2 and L2-ball RR sections; ``l2_eps_min``, ``l2_eps_max``, ``n_l2``:
+    the L2 radius grid of the L2-ball RR (0 plus ``n_l2`` log-spaced radii; returned as ``l2_grid``).
     """
     from ..core.params import MAX_BOOT, MAX_COUNT, MAX_GRID, check_int, check_number, check_seed, split_list
     from ..core.profiles import check_profile
@@ -437,6 +440,16 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
         raise ValueError(f"convergence_n={convergence_n!r}: expected at most n_samples={n_samples!r} (a subsample "
                          "of the attacked images)")
     radii = {"steps": int(radii_steps), "n_bisect": int(radii_bisect), "convergence_n": int(convergence_n)}
+    if isinstance(cw_n, bool) or not isinstance(cw_n, (int, np.integer)) or cw_n < 0:
+        raise ValueError(f"cw_n={cw_n!r}: expected an integer >= 0 (images, whole identities; 0 = all)")
+    if cw_n > n_samples:
+        raise ValueError(f"cw_n={cw_n!r}: expected at most n_samples={n_samples!r} (a subsample of the attacked images)")
+    check_number(l2_eps_min, "l2_eps_min", 0, 1000, lo_open=True)
+    check_number(l2_eps_max, "l2_eps_max", 0, 1000, lo_open=True)
+    if l2_eps_max <= l2_eps_min:
+        raise ValueError(f"l2_eps_max={l2_eps_max!r}: expected an L2 radius above l2_eps_min={l2_eps_min!r}")
+    check_int(n_l2, "n_l2", 1, MAX_GRID)
+    l2_grid = metrics.log_grid(l2_eps_min, l2_eps_max, n_l2, what="l2_eps")
     check_data_root(profile, data_root)
     check_weights(model_list, weights)
     claims = subclaims()
@@ -451,8 +464,10 @@ def check_params(*, data_root: str = "", profile: str, seed: int, models: str, a
                   b_ref=float(b_ref_used), claims=claims,
                   target_half_width=float(target_half_width), min_val_auc=float(min_val_auc), device=str(dev),
                   shard_size=int(shard_size), workers=int(workers), weights=str(weights or ""),
-                  radii_steps=radii["steps"], radii_bisect=radii["n_bisect"], convergence_n=radii["convergence_n"])
+                  radii_steps=radii["steps"], radii_bisect=radii["n_bisect"], convergence_n=radii["convergence_n"],
+                  cw_n=int(cw_n), l2_grid=l2_grid)
     return {"models": model_list, "attacks": names, "eps_grid": eps, "b_grid": b_grid, "radii": radii,
+            "cw_n": int(cw_n), "l2_grid": l2_grid,
             "eps_ref": eps_ref_used, "b_ref": b_ref_used, "attack_kw": attack_kw, "cw_kw": cw_kw,
             "device": dev, "claims": claims, "params": params}
 
@@ -722,8 +737,10 @@ class Minimal:
 
 def minimal_section(p: Mapping, s: Setup, samples: Samples, *, by: str, n_boot: int, seed: int, device: str,
                     out_dir, provenance: Mapping) -> Minimal:
-    """The section "Minimal perturbations (CW-L2)": minimal records of the analysed detectors on the
-    attacked images (saved as ``rr_minimal.nc``), RA(r)/RR(r, b_ref) curves and the median summary."""
+    """The section "Minimal perturbations (CW-L2)": minimal records of the analysed detectors on a seeded
+    subsample of whole identities of the attacked images (``p["cw_n"]`` images, 0: all;
+    :func:`~dfrobust.experiments.records.identity_subset`, the L2-ball RR's images too), saved as
+    ``rr_minimal.nc``, RA(r)/RR(r, b_ref) curves and the median summary."""
     from ..core import results
     from ..core.results import ChapterResult
 
@@ -732,9 +749,13 @@ def minimal_section(p: Mapping, s: Setup, samples: Samples, *, by: str, n_boot: 
                              f"{kw['search_steps']} steps of {kw['steps']} Adam iterations at learning rate {kw['lr']:g}"}
     if not s.analysed:
         return Minimal(ChapterResult(values={**values, "cw_medians": "not computed: no detector analysed",
-                                             "cw_time_s": 0.0}))
+                                             "cw_time_s": 0.0, "cw_n_units": "no images"}))
     t0 = time.perf_counter()
     detectors = {m: s.trained[m].model for m in s.analysed}
+    cw_n = int(p.get("cw_n", 0))
+    samples, _ = identity_subset(samples, cw_n, seed=seed)
+    values["cw_n_units"] = units_label(samples.meta, len(samples.labels)) + (
+        f", a seeded subsample of whole identities (cw_n = {cw_n})" if cw_n else ", every attacked image")
     minimal = minimal_records(detectors, samples.images, samples.labels, samples.meta, seed=seed, device=device,
                               cw_kw=kw)
     minimal.attrs.update(results.provenance(p["params"], profile=p["params"]["profile"], seed=seed,

@@ -289,14 +289,37 @@ def radii_figure(radii: xr.Dataset, temperature: pd.DataFrame, *, b: float) -> p
     return finish(fig)
 
 
-def chapter_result(data, analysis, minimal, *, p, decide: pd.DataFrame, radii=None, **values):
+def rr_norms_figure(rr: pd.DataFrame) -> plt.Figure:
+    """RR(ε, b) against the radius, one panel per norm (L∞ left, L2 right, log radius axis), one line with its
+    95 % band per detector: an attack-based upper bound each (``rr``: :func:`dfrobust.experiments.radii.l2_section`'s
+    table, rows model, norm, eps, b, RR, lo, hi)."""
+    norms = [n for n in ("L∞", "L2") if n in set(rr["norm"])]
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.4 * len(norms), 3.1), squeeze=False, sharey=True,
+                             constrained_layout=True)
+    for ax, nm in zip(axes[0], norms):
+        sub = rr[rr["norm"] == nm]
+        for i, (m, t) in enumerate(sub.groupby("model", sort=False)):
+            t = t.sort_values("eps")
+            ax.fill_between(t["eps"], t["lo"], t["hi"], color=f"C{i}", alpha=0.15, lw=0)
+            ax.plot(t["eps"], t["RR"], "o-", color=f"C{i}", ms=3, label=m)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{nm} radius ε (pixel scale [0, 1])")
+        ax.set_title(f"RR_{nm}(ε, b = {float(sub['b'].iloc[0]):g}), an upper bound", fontsize=9)
+        ax.set_ylim(-0.03, 1.03)
+    axes[0, 0].set_ylabel("RR (attack-based upper bound)")
+    axes[0, -1].legend(fontsize=7, loc="lower left")
+    return finish(fig)
+
+
+def chapter_result(data, analysis, minimal, *, p, decide: pd.DataFrame, radii=None, l2=None, **values):
     """Chapter 03's one ChapterResult: the values and tables of its sections (``data``: the
     ChapterResult of :func:`dfrobust.experiments.robustness.evaluation_set`; ``analysis``:
     :func:`~dfrobust.experiments.robustness.analyse`; ``minimal``:
     :func:`~dfrobust.experiments.robustness.minimal_section`), every figure of the page, and the
     decide table as HTML under ``decide_table`` (the name the landing page quotes). ``values``: more
     quoted values (timings). ``radii``: :func:`dfrobust.experiments.radii.radii_section` (its values, tables and
-    figure ``radii_fig``), or None."""
+    figure ``radii_fig``), or None; ``l2``: :func:`dfrobust.experiments.radii.l2_section` (figure ``l2_fig``), or
+    None."""
     from ..core.results import ChapterResult
     from . import decide_html, not_analysed
 
@@ -322,11 +345,15 @@ def chapter_result(data, analysis, minimal, *, p, decide: pd.DataFrame, radii=No
     if radii is not None:
         figs["radii_fig"] = radii_figure(radii.records, r_tabs["radii_temperature"], b=b_ref) \
             if radii.records is not None else none()
-    vals = {**data.values, **a.result.values, **minimal.result.values, **r_vals, **values}
+    l_vals, l_tabs = (l2.result.values, l2.result.tables) if l2 is not None else ({}, {})
+    if l2 is not None:
+        figs["l2_fig"] = rr_norms_figure(l2.rr) if l2.rr is not None else none()
+    vals = {**data.values, **a.result.values, **minimal.result.values, **r_vals, **l_vals, **values}
     vals.update(answer=Markdown(vals["answer"]), decide_table=decide_html(decide))  # {glue:md}: Markdown bullets
     if "radii_answer" in vals:
         vals["radii_answer"] = Markdown(vals["radii_answer"])
     res = ChapterResult(values=vals,
-                        tables={**data.tables, **a.result.tables, **minimal.result.tables, **r_tabs, "decide": decide},
+                        tables={**data.tables, **a.result.tables, **minimal.result.tables, **r_tabs, **l_tabs,
+                                "decide": decide},
                         figures=figs)
     return res
