@@ -395,6 +395,11 @@ def _chapter_cases():
         ("robustness", "radii_bisect", 2.5, r"^radii_bisect=2\.5: expected an integer"),
         ("robustness", "convergence_n", -1, r"^convergence_n=-1: expected an integer"),
         ("robustness", "convergence_n", 10 ** 5, r"^convergence_n=100000: expected at most n_samples"),
+        # issue 23.5: the L2-ball RR and CW-L2's subsample
+        ("robustness", "cw_n", -1, r"^cw_n=-1: expected an integer >= 0"),
+        ("robustness", "cw_n", 10 ** 5, r"^cw_n=100000: expected at most n_samples"),
+        ("robustness", "l2_eps_min", 0.0, r"^l2_eps_min=0\.0: expected a number"),
+        ("robustness", "n_l2", 0, r"^n_l2=0: expected an integer"),
     ]
 
 

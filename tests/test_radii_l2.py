@@ -150,7 +150,7 @@ def test_the_cw_subsample_takes_whole_identities_and_is_seed_stable():
     assert np.array_equal(identity_subsample(meta, 10 ** 6), np.arange(len(meta)))
     # on the attacked images: tensors and rows cut alike
     samples = robustness.Samples(torch.arange(len(meta)).view(-1, 1, 1, 1).float(),
-                                 torch.as_tensor(meta["label"].to_numpy()), meta, [])
+                                 torch.as_tensor(meta["label"].to_numpy().copy()), meta, [])
     sub, p2 = identity_subset(samples, n, seed=3)
     assert np.array_equal(p2, pos) and sub.images.flatten().long().tolist() == pos.tolist()
     assert sub.labels.tolist() == meta["label"].iloc[pos].tolist() and len(sub.meta) == len(pos)
