@@ -518,11 +518,11 @@ def l2_section(p: Mapping, s, samples, *, linf: xr.Dataset | None, minimal: xr.D
         return " / ".join(f"{e:.3g}" for e in rr.loc[rr["norm"] == norm, "eps"].drop_duplicates())
 
     models = ds["model"].values.tolist()
-    text = (f"On the L2 ball, the paper's, RR_L2(ε, b = {b_ref:g}) (an upper bound: an attack-based RR) at ε = "
-            f"{grid('L2')}: " + "; ".join(f"{m} {curve('L2', m)}" for m in models))
+    text = (f"On the L2 ball of the paper's Eq. 2, RR_L2(ε, b = {b_ref:g}), an attack-based upper bound, at ε = "
+            f"{grid('L2')} reads " + "; ".join(f"{m} {curve('L2', m)}" for m in models))
     if linf is not None:
-        text += (f". On the L∞ ball of the sweep, RR_L∞(ε, b = {b_ref:g}) (an upper bound) on the same images at ε = "
-                 f"{grid('L∞')}: " + "; ".join(f"{m} {curve('L∞', m)}" for m in models))
+        text += (f". On the L∞ ball of the sweep, RR_L∞(ε, b = {b_ref:g}), also an upper bound, on the same images at "
+                 f"ε = {grid('L∞')} reads " + "; ".join(f"{m} {curve('L∞', m)}" for m in models))
     num = lambda v: "∞ (none found)" if not np.isfinite(v) else f"{v:.3g}"
     med = {m: float(np.median(ds["r_flip_upper"].sel(model=m))) for m in models}
     if minimal is not None and minimal.sizes["sample"] == ds.sizes["sample"]:
