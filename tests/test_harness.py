@@ -225,7 +225,9 @@ def test_unit_costs_divide_each_chapters_seconds_by_its_work(tmp_path):
     cert.to_netcdf(tmp_path / "certified_records.nc")
     radii = xr.Dataset(coords={"model": ["meso4"], "sample": np.arange(8)}, attrs={"attack_time_s": str({"meso4": 6.0})})
     radii.to_netcdf(tmp_path / "rr_radii.nc")
+    radii.assign_attrs(attack_time_s=str({"meso4": 2.0})).isel(sample=slice(0, 4)).to_netcdf(tmp_path / "rr_radii_l2.nc")
     t = perf.unit_costs(tmp_path).set_index("work")
+    assert t.loc["meso4/L2-ball radii (grid, bisection)", "ms per unit"] == 500.0             # 2 s over 4 images
     row = t.loc["meso4/critical radii (grid, bisection, convergence)"]
     assert row["chapter"] == "03_robustness" and row["units"] == 8 and row["ms per unit"] == 750.0
     assert t.loc["meso4/pgd", "units"] == 20 and t.loc["meso4/pgd", "ms per unit"] == 200.0   # 2 radii x 10 images

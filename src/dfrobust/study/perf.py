@@ -214,6 +214,10 @@ def unit_costs(results: Path) -> pd.DataFrame:
             for key, sec in _timing_dict(ds.attrs.get("attack_time_s")).items():
                 add("03_robustness", f"{key}/critical radii (grid, bisection, convergence)", "image",
                     ds.sizes["sample"], sec)
+    if (ds := opened("rr_radii_l2")) is not None:
+        with ds:
+            for key, sec in _timing_dict(ds.attrs.get("attack_time_s")).items():
+                add("03_robustness", f"{key}/L2-ball radii (grid, bisection)", "image", ds.sizes["sample"], sec)
     if (ds := opened("video_records")) is not None:
         with ds:
             units = int((ds["eps"] > 0).sum()) * ds.sizes["sample"]
