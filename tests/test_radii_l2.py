@@ -232,3 +232,26 @@ def test_l2_section_on_two_tiny_detectors_beside_the_linf_radii(tmp_path):
     none = rx.l2_section(p, SimpleNamespace(analysed=[]), None, linf=None, by="identity", n_boot=10, seed=0,
                          device="cpu", out_dir=tmp_path / "x", provenance={})
     assert none.records is None and "No detector" in none.result.values["l2_answer"]
+
+
+def test_cw_section_runs_on_the_identity_subsample_and_reports_n_in_identities(tmp_path):
+    from dfrobust.experiments.records import cw_options
+
+    n = 12
+    images, labels = torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(n) % 2
+    meta = pd.DataFrame({"identity": [f"id{i // 2}" for i in range(n)], "group": [f"g{i // 4}" for i in range(n)],
+                         "label": labels.numpy(), "path": [f"synth/img{i}.png" for i in range(n)]})
+    s = SimpleNamespace(analysed=["m1"], trained={"m1": SimpleNamespace(model=SmallNet(1))})
+    p = {"cw_kw": cw_options(c_init=1.0, search_steps=1, steps=5, lr=0.05), "b_ref": 0.1, "cw_n": 5,
+         "params": {"profile": "quick", "seed": 0}}
+    cw = robustness.minimal_section(p, s, robustness.Samples(images, labels, meta, []), by="identity", n_boot=20,
+                                    seed=0, device="cpu", out_dir=tmp_path, provenance={})
+    pos = identity_subsample(meta, 5, seed=0)
+    assert len(pos) == 6 and cw.records.sizes["sample"] == 6                 # 3 whole identities reach 5 images
+    assert set(cw.records["identity"].values.tolist()) == set(meta["identity"].iloc[pos])
+    assert cw.result.values["cw_n_units"].startswith("3 identities (6 images) of the images above")
+    assert (cw.result.tables["cw_summary"]["n"] == 3).all()                  # the table's n: identities
+    p["cw_n"] = 0
+    cw = robustness.minimal_section(p, s, robustness.Samples(images, labels, meta, []), by="identity", n_boot=20,
+                                    seed=0, device="cpu", out_dir=tmp_path, provenance={})
+    assert cw.records.sizes["sample"] == n and cw.result.values["cw_n_units"] == "6 identities (12 images), every image above"

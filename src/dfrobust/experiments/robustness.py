@@ -755,7 +755,8 @@ def minimal_section(p: Mapping, s: Setup, samples: Samples, *, by: str, n_boot: 
     cw_n = int(p.get("cw_n", 0))
     samples, _ = identity_subset(samples, cw_n, seed=seed)
     values["cw_n_units"] = units_label(samples.meta, len(samples.labels)) + (
-        f", a seeded subsample of whole identities (cw_n = {cw_n})" if cw_n else ", every attacked image")
+        f" of the images above, a seeded subsample of whole identities (cw_n = {cw_n})" if cw_n else
+        ", every image above")
     minimal = minimal_records(detectors, samples.images, samples.labels, samples.meta, seed=seed, device=device,
                               cw_kw=kw)
     minimal.attrs.update(results.provenance(p["params"], profile=p["params"]["profile"], seed=seed,
