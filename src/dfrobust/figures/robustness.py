@@ -295,8 +295,8 @@ def reliability_figure(rel: xr.Dataset) -> plt.Figure:
     temperature (marker area ∝ images in the bin; the dotted diagonal is perfect calibration), with each
     reading's ECE in the legend. ``rel``: :func:`dfrobust.metrics.calibration.reliability`."""
     models = [str(m) for m in rel["model"].values]
-    fig, axes = plt.subplots(1, len(models), figsize=(3.3 * len(models), 3.3), squeeze=False, sharey=True,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(3.3 * len(models), 5.0), 3.6), squeeze=False,
+                             sharey=True, constrained_layout=True)
     lo = float(rel["lo"].min())
     styles = {"T = 1": ("o-", "0.45"), "fitted T": ("s-", RR_COLOR)}
     for ax, m in zip(axes[0], models):
@@ -317,7 +317,7 @@ def reliability_figure(rel: xr.Dataset) -> plt.Figure:
         ax.legend(fontsize=7, loc="lower right")
     axes[0, 0].set_ylabel("accuracy in the bin")
     fig.suptitle(f"Reliability on {int(rel.attrs.get('n_val', 0))} validation images, {int(rel.attrs.get('n_bins', 0))} "
-                 "confidence bins (below the diagonal: overconfident)", fontsize=9)
+                 "confidence bins\n(below the diagonal: overconfident)", fontsize=9)
     return finish(fig)
 
 

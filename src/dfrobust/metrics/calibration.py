@@ -13,10 +13,14 @@ do not depend on T (:mod:`dfrobust.attacks.radii` keeps them per sample and grid
 so RR(ε, b) at any T is a reduction, no new attack (the attack's up-run shortcut is kept exact
 for the temperatures it was given: ``RRAttack(temperatures=...)``). RR among the samples whose
 prediction did not flip is reported beside it: a flipped sample can still count as RR-robust
-when its probability moves by less than b.
+when its probability moves by less than b. :func:`records_at_temperature` turns the radii records
+into RA/RR records at a temperature per detector, so the chapter's claim rules run on calibrated
+detectors unchanged; :func:`exact_at` says whether a temperature is one the attack listed (only
+there is its up-run shortcut exact).
 
 **Reliability and ECE** (Guo et al. 2017): equal-width bins of the confidence max(P, 1 − P) of
-the predicted class; ``ECE = Σ_k n_k/n · |accuracy_k − confidence_k|``. **Temperature scaling**:
+the predicted class; ``ECE = Σ_k n_k/n · |accuracy_k − confidence_k|`` (:func:`reliability_table`,
+:func:`reliability`: each detector's diagram before and after its temperature). **Temperature scaling**:
 T minimising the validation NLL of P(fake) = σ(s/T), ``s = z_fake − z_real``, by L-BFGS-B on
 log T (scipy's; the metrics layer runs no torch, so not ``torch.optim.LBFGS``, which minimises the
 same one-parameter convex objective). Nothing here runs a model.
