@@ -726,6 +726,165 @@ def decide_rows(a: Analysis, p: Mapping, *, target_half_width: float, out_dir, e
     return decide
 
 
+# ----------------------------------------------------------------------------- calibration (issue 23.2)
+
+#: each sub-claim's statistic as the calibrated table names it (the literal claim quotes ΔRR at its radius)
+CAL_STATISTICS = {"similar_ra": "ΔRA", "different_rr": "ΔRR", "literal": "ΔRR"}
+
+
+def calibrated_claims(radii: xr.Dataset, b_grid: Sequence[float], claims: Mapping, *, by: str, n_boot: int = 1000,
+                      seed: int = 0) -> dict:
+    """The sub-claims of ``study.yml`` decided on the radii records (``rr_radii.nc``) twice: at T = 1 (the
+    attack's own probabilities) and at each detector's fitted temperature (``radii["temperature"]``, read from
+    the stored margins by :func:`dfrobust.metrics.calibration.records_at_temperature`), with the same rule,
+    margins, Holm family (the model pairs) and identity bootstrap (:func:`claim_table`, same ``seed``: the same
+    resamples in both readings).
+
+    Returns ``long`` (one row per comparison, sub-claim and reading: verdict, estimate, lo, hi, n, eps, b,
+    level; the comparison "some pair (headline)" is the headline, :func:`dfrobust.metrics.verdicts.overall`), ``table``
+    (the two readings side by side), ``headline`` (reading → Verdict), ``changed`` (the rows whose verdict
+    differs), ``exact`` (model → whether its fitted T is one at which the attack kept its up-run shortcut
+    exact) and ``t1_gap`` (the largest |RR| gap between the stored probabilities and the margins read at
+    T = 1 over every grid cell with b > 0: 0 unless a change lies within float32 noise of a bound), or only ``reason`` when nothing can be decided."""
+    from ..metrics import calibration
+    from ..metrics import verdicts as V
+
+    models = [str(m) for m in radii["model"].values]
+    t = radii["temperature"]
+    if len(models) < 2:
+        return {"reason": "fewer than two detectors were analysed: no pair to re-decide at the fitted temperatures"}
+    if not np.isfinite(t.values).all():
+        return {"reason": "no validation images: no temperature was fitted, so the claim is not re-decided"}
+    subs = claims["sub_claims"]
+    kw = dict(ra_margin=subs["similar_ra"]["margin"], rr_margin=subs["different_rr"]["margin"],
+              ra_window=tuple(claims["ra_window"]), radii=claims["radii"], alpha=claims["alpha"], by=by,
+              n_boot=n_boot, seed=seed)
+    readings = {"T = 1": calibration.records_at_temperature(radii),
+                "fitted T": calibration.records_at_temperature(radii, t)}
+    b_all = [float(b) for b in radii["b"].values if b > 0]      # b = 0 tests float equality (the rule excludes it)
+    t1 = metrics.robust_ratio(calibration.records_at_temperature(radii, 1.0), b_all)
+    rows, heads = [], {}
+    for reading, rec in readings.items():
+        tab = claim_table(rec, b_grid, **kw)
+        heads[reading] = V.overall(list(tab["claim_verdict"]), "similar RA, different RR (some pair)")
+        for r in tab.itertuples():
+            c = r.claim_verdict
+            parts = {"similar_ra": (r.RA_verdict, r.RA_diff, r.RA_lo, r.RA_hi),
+                     "different_rr": (r.RR_verdict, r.RR_diff, r.RR_lo, r.RR_hi),
+                     "literal": (c.verdict, c.estimate, c.lo, c.hi)}
+            rows += [dict(comparison=f"{r.model_a} vs {r.model_b}", sub_claim=k, reading=reading, verdict=v,
+                          estimate=float(e), lo=float(lo), hi=float(hi), n=int(r.n), eps=r.eps, b=r.b, level=r.level)
+                     for k, (v, e, lo, hi) in parts.items()]
+        h = heads[reading]
+        rows.append(dict(comparison="some pair (headline)", sub_claim="literal", reading=reading, verdict=h.verdict,
+                         estimate=h.estimate, lo=h.lo, hi=h.hi, n=h.n, eps=np.nan, b=np.nan, level=claims["alpha"]))
+    long = pd.DataFrame(rows)
+    key = ["comparison", "sub_claim"]
+    one, fit = (long[long["reading"] == k].set_index(key) for k in readings)
+    fit = fit.loc[one.index]
+    unit = unit_plural(by)
+    iv = lambda d: [("no interval" if not np.isfinite(lo) else f"[{lo:+.3f}, {hi:+.3f}]")
+                    for lo, hi in zip(d["lo"], d["hi"])]
+    cell = lambda d: ["—" if not np.isfinite(e) else f"({e:.3g}, {b:.2g})" for e, b in zip(d["eps"], d["b"])]
+    table = pd.DataFrame({
+        "comparison": [k[0] for k in one.index],
+        "sub-claim": [f"{SUB_CLAIM_TITLES[k[1]]} ({CAL_STATISTICS[k[1]]})" for k in one.index],
+        "verdict at T = 1": one["verdict"].values, "estimate at T = 1": one["estimate"].round(3).values,
+        "interval at T = 1": iv(one), "(ε, b) at T = 1": cell(one), "verdict at fitted T": fit["verdict"].values,
+        "estimate at fitted T": fit["estimate"].round(3).values, "interval at fitted T": iv(fit),
+        "(ε, b) at fitted T": cell(fit), f"n ({unit})": one["n"].values})
+    changed = table[table["verdict at T = 1"] != table["verdict at fitted T"]]
+    exact = calibration.exact_at(radii, t)
+    rr_stored = metrics.robust_ratio(readings["T = 1"], b_all)
+    return {"long": long, "table": table, "headline": heads, "changed": changed,
+            "exact": {m: bool(exact.sel(model=m)) for m in models},
+            "t1_gap": float(abs(t1 - rr_stored).max()), "temperature": {m: float(t.sel(model=m)) for m in models}}
+
+
+def calibrated_sentence(decided: Mapping) -> str:
+    """The page's sentence on whether calibration changes the verdict (from :func:`calibrated_claims`)."""
+    if "reason" in decided:
+        return decided["reason"][0].upper() + decided["reason"][1:] + "."
+    h1, ht, ch, n = decided["headline"]["T = 1"], decided["headline"]["fitted T"], decided["changed"], \
+        len(decided["table"])
+    temps = ", ".join(f"{m} T = {v:.3g}" for m, v in decided["temperature"].items())
+    head = (f"At each detector's fitted temperature ({temps}) the headline \"similar RA, different RR\" is "
+            f"**{ht.verdict}**, at T = 1 **{h1.verdict}**: calibration "
+            + ("does not change it" if h1.verdict == ht.verdict else "changes it"))
+    rows = "; ".join(f"{r['comparison']}, {r['sub-claim']}: {r['verdict at T = 1']} → {r['verdict at fitted T']}"
+                     for _, r in ch.iterrows())
+    return head + (f", and changes {len(ch)} of {n} verdicts ({rows})." if len(ch) else
+                   f", nor any of the {n} verdicts.")
+
+
+def exactness_sentence(decided: Mapping) -> str:
+    """What the page says about how exact RR at the fitted temperatures is (from :func:`calibrated_claims`)."""
+    if "reason" in decided:
+        return "not read (no re-decision)"
+    loose = [m for m, ok in decided["exact"].items() if not ok]
+    return ("exact for every detector and grid cell: each fitted T is one of the temperatures at which the RR "
+            "attack kept its up-run shortcut exact" if not loose else
+            f"not exact for {', '.join(loose)}: its fitted T is not one the attack listed, so where the up run was "
+            "skipped its RR at the fitted T may miss the largest change (a looser upper bound)")
+
+
+@dataclass
+class Calibration:
+    """The calibration section: what the page quotes (``result``), each detector's reliability diagram before
+    and after its fitted temperature (``reliability``, :func:`dfrobust.metrics.calibration.reliability`; None
+    without validation images) and the claim re-decided (``decided``, :func:`calibrated_claims`)."""
+
+    result: object
+    reliability: xr.Dataset | None = None
+    decided: dict | None = None
+
+
+def calibration_section(p: Mapping, s: Setup, samples: Samples, rad, *, by: str, n_boot: int, seed: int,
+                        device: str, n_bins: int = 10) -> Calibration:
+    """The section "Calibration": the analysed detectors' scores on the validation images the radii section
+    fitted their temperatures on (the same selection), their reliability diagrams at T = 1 and at the fitted T
+    (ECE with ``n_bins`` bins, checked against the ECE stored in the radii records) and
+    :func:`calibrated_claims` on the radii records ``rad.records`` (:func:`dfrobust.experiments.radii.radii_section`).
+    Cost: one forward pass of each detector over the validation images, and the claim rule twice."""
+    from ..core.results import ChapterResult
+    from ..metrics import calibration
+    from .radii import _fake_margin, _val_images
+
+    t0 = time.perf_counter()
+    ds = None if rad is None else rad.records
+    values = dict(cal_sentence="No detector passed the quality gate: nothing to calibrate.", cal_exact="not read",
+                  cal_summary="not decided: no detector passed the quality gate",
+                  cal_ece="not computed", cal_ece_gap="not computed", cal_t1_gap="not computed", cal_n_val=0,
+                  cal_bins=int(n_bins))
+    if ds is None:
+        return Calibration(ChapterResult(values={**values, "cal_time_s": 0.0}))
+    models = [str(m) for m in ds["model"].values]
+    val = _val_images(s, 2 * len(samples.meta), seed)
+    rel, tables = None, {}
+    if val is not None and np.isfinite(ds["temperature"].values).all():
+        dev = pick_device(device)
+        scores = xr.DataArray(np.stack([_fake_margin(s.trained[m].model.to(dev).eval(), val[0], 64, dev)
+                                        for m in models]), dims=("model", "sample"), coords={"model": ds["model"].values})
+        rel = calibration.reliability(scores, val[1].numpy(), ds["temperature"], n_bins)
+        stored = xr.concat([ds["ece_val"], ds["ece_val_fitted"]], dim=rel["scaling"])
+        values.update(cal_n_val=int(scores.sizes["sample"]), cal_ece_gap=f"{float(abs(rel['ece'] - stored).max()):.2g}",
+                      cal_ece="; ".join(f"{m}: T = {float(rel['temperature'].sel(model=m)):.3g}, ECE "
+                                        f"{float(rel['ece'].sel(model=m, scaling='T = 1')):.3f} → "
+                                        f"{float(rel['ece'].sel(model=m, scaling='fitted T')):.3f}" for m in models))
+        tables["cal_reliability"] = rel[["n", "confidence", "accuracy", "gap"]].to_dataframe().reset_index()
+    decided = calibrated_claims(ds, p["b_grid"], p["claims"], by=by, n_boot=n_boot, seed=seed)
+    values.update(cal_sentence=calibrated_sentence(decided), cal_exact=exactness_sentence(decided),
+                  cal_summary=decided.get("reason", "not decided"))
+    if "reason" not in decided:
+        h, ch = decided["headline"], decided["changed"]
+        values.update(cal_t1_gap=f"{decided['t1_gap']:.2g}",
+                      cal_summary=f"{h['T = 1'].verdict} at T = 1, {h['fitted T'].verdict} at the fitted temperatures "
+                                  f"({len(ch)} of {len(decided['table'])} verdicts changed)")
+        tables["cal_claims"] = decided["table"]
+    values["cal_time_s"] = round(time.perf_counter() - t0, 1)
+    return Calibration(ChapterResult(values=values, tables=tables), rel, decided)
+
+
 @dataclass
 class Minimal:
     """The CW-L2 section's records (None when no detector was analysed), curves and summary."""

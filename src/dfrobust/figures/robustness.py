@@ -311,7 +311,40 @@ def rr_norms_figure(rr: pd.DataFrame) -> plt.Figure:
     return finish(fig)
 
 
-def chapter_result(data, analysis, minimal, *, p, decide: pd.DataFrame, radii=None, l2=None, **values):
+def reliability_figure(rel: xr.Dataset) -> plt.Figure:
+    """Each detector's reliability diagram on the validation images, one panel per detector: per confidence
+    bin, the share predicted correctly against the mean confidence max(P, 1 − P), at T = 1 and at the fitted
+    temperature (marker area ∝ images in the bin; the dotted diagonal is perfect calibration), with each
+    reading's ECE in the legend. ``rel``: :func:`dfrobust.metrics.calibration.reliability`."""
+    models = [str(m) for m in rel["model"].values]
+    fig, axes = plt.subplots(1, len(models), figsize=(max(3.3 * len(models), 5.0), 3.6), squeeze=False,
+                             sharey=True, constrained_layout=True)
+    lo = float(rel["lo"].min())
+    styles = {"T = 1": ("o-", "0.45"), "fitted T": ("s-", RR_COLOR)}
+    for ax, m in zip(axes[0], models):
+        ax.plot([lo, 1], [lo, 1], ":", color="k", lw=0.8)
+        for sc in rel["scaling"].values.tolist():
+            r = rel.sel(model=m, scaling=sc)
+            ok = np.asarray(r["n"].values) > 0
+            mk, col = styles.get(sc, ("^-", "C2"))
+            lab = "T = 1" if sc == "T = 1" else f"fitted T = {float(r['temperature']):.3g}"
+            ax.plot(r["confidence"].values[ok], r["accuracy"].values[ok], mk[1:], color=col, lw=1,
+                    label=f"{lab}: ECE {float(r['ece']):.3f}")
+            ax.scatter(r["confidence"].values[ok], r["accuracy"].values[ok], marker=mk[0], color=col, zorder=3,
+                       s=12 + 120 * np.sqrt(r["n"].values[ok] / max(int(r["n"].sum()), 1)))
+        ax.set_xlim(lo - 0.01, 1.01)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("confidence max(P, 1 − P) (bin mean)")
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0, 0].set_ylabel("accuracy in the bin")
+    fig.suptitle(f"Reliability on {int(rel.attrs.get('n_val', 0))} validation images, {int(rel.attrs.get('n_bins', 0))} "
+                 "confidence bins\n(below the diagonal: overconfident)", fontsize=9)
+    return finish(fig)
+
+
+def chapter_result(data, analysis, minimal, *, p, decide: pd.DataFrame, radii=None, l2=None, calibration=None,
+                   **values):
     """Chapter 03's one ChapterResult: the values and tables of its sections (``data``: the
     ChapterResult of :func:`dfrobust.experiments.robustness.evaluation_set`; ``analysis``:
     :func:`~dfrobust.experiments.robustness.analyse`; ``minimal``:
@@ -319,7 +352,8 @@ def chapter_result(data, analysis, minimal, *, p, decide: pd.DataFrame, radii=No
     decide table as HTML under ``decide_table`` (the name the landing page quotes). ``values``: more
     quoted values (timings). ``radii``: :func:`dfrobust.experiments.radii.radii_section` (its values, tables and
     figure ``radii_fig``), or None; ``l2``: :func:`dfrobust.experiments.radii.l2_section` (figure ``l2_fig``), or
-    None."""
+    None; ``calibration``: :func:`~dfrobust.experiments.robustness.calibration_section` (its values, tables and
+    figure ``reliability_fig``), or None."""
     from ..core.results import ChapterResult
     from . import decide_html, not_analysed
 
@@ -348,12 +382,18 @@ def chapter_result(data, analysis, minimal, *, p, decide: pd.DataFrame, radii=No
     l_vals, l_tabs = (l2.result.values, l2.result.tables) if l2 is not None else ({}, {})
     if l2 is not None:
         figs["l2_fig"] = rr_norms_figure(l2.rr) if l2.rr is not None else none()
-    vals = {**data.values, **a.result.values, **minimal.result.values, **r_vals, **l_vals, **values}
+    c_vals, c_tabs = (calibration.result.values, calibration.result.tables) if calibration is not None else ({}, {})
+    if calibration is not None:
+        figs["reliability_fig"] = reliability_figure(calibration.reliability) if calibration.reliability is not None \
+            else none() if radii is None or radii.records is None else \
+            not_analysed("no validation images: no temperature fitted, no reliability diagram")
+        c_vals = {**c_vals, "cal_sentence": Markdown(c_vals["cal_sentence"])}
+    vals = {**data.values, **a.result.values, **minimal.result.values, **r_vals, **l_vals, **c_vals, **values}
     vals.update(answer=Markdown(vals["answer"]), decide_table=decide_html(decide))  # {glue:md}: Markdown bullets
     if "radii_answer" in vals:
         vals["radii_answer"] = Markdown(vals["radii_answer"])
     res = ChapterResult(values=vals,
                         tables={**data.tables, **a.result.tables, **minimal.result.tables, **r_tabs, **l_tabs,
-                                "decide": decide},
+                                **c_tabs, "decide": decide},
                         figures=figs)
     return res
