@@ -5,7 +5,8 @@ it): it trains ``name`` on the manifest's ``train`` split, early-stops on the ``
 AUC (splits are by identity, built by the data module), evaluates on ``test`` overall, per
 demographic group and per manipulation, and caches the checkpoint and its record under
 :func:`dfrobust.core.paths.checkpoints_dir` keyed by (architecture, data fingerprint,
-hyper-parameters, seed). A second call with the same key loads the checkpoint
+hyper-parameters, seed; for a robust detector warm-started from a standard one, ``warm_start``, also
+the digest of the checkpoint it starts from). A second call with the same key loads the checkpoint
 (``torch.load(weights_only=True)``) instead of training.
 
 Reproducibility: the same seed, data and hyper-parameters give identical checkpoints on the
