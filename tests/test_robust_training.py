@@ -226,10 +226,11 @@ def test_a_warm_start_starts_from_the_parents_checkpoint_and_its_key_follows_tha
     with pytest.raises(ValueError, match="saved with warm_start_digest="):
         load_checkpoint(td.checkpoint, "meso4_ibp", expect={"warm_start_digest": file_digest(parent.checkpoint)})
     # without a warm start the robust detectors' keys are what they were (the key holds no warm_start)
-    plain = resolve_hparams("meso4_ibp", "default")
-    assert "warm_start" not in resolve_hparams("meso4_adv", "default")
-    assert resolve_hparams("meso4_ibp", "default", {"warm_start": None}) == plain
-    assert len({cache_key("meso4_ibp", "f", plain, 0, parent=p) for p in (None, "a", "b")}) == 3
+    plain = resolve_hparams("meso4_adv", "default")
+    assert "warm_start" not in plain
+    assert resolve_hparams("meso4_adv", "default", {"warm_start": None}) == plain
+    assert resolve_hparams("meso4_ibp", "default")["warm_start"] == "meso4"   # the default profile's recipe
+    assert len({cache_key("meso4_adv", "f", plain, 0, parent=p) for p in (None, "a", "b")}) == 3
 
 
 @pytest.mark.parametrize("name,value,match", [
