@@ -146,3 +146,109 @@ def test_band_table_finds_the_exact_cells_and_the_first_order_estimate_is_the_li
     assert t["exact"].tolist() == [True, False]
     assert t["band"].tolist() == [0.0, 0.25] and t["RR certified"].tolist() == [1.0, 0.75]
     assert t["band 95% hi"].iloc[0] == pytest.approx(0.0876, abs=1e-3)   # Wilson upper bound of 0/40
+
+
+def _certified_accuracy(model, x, y, eps: float) -> float:
+    """Share of images whose CROWN lower bound (budget 8, as chapter 07) of the true class's margin stays > 0."""
+    b = certify.margin_bounds(model, x, eps, method="crown", pred=y, dtype=torch.float64, crown_budget=8)
+    return float((b.m_lo > 0).double().mean())
+
+
+def test_a_warm_started_ibp_fine_tune_certifies_more_than_the_standard_meso4_it_starts_from():
+    # the recipe of the default profile: a trained standard Meso4, then a short IBP fine-tune with the radius ramped
+    eps = 0.01
+    standard = _train("meso4", eps)
+    hp = {**BASE, **ROBUST_DEFAULTS, "objective": "ibp", "train_eps": eps, "epochs": 6, "patience": 6, "lr": 3e-3,
+          "warm_start": "meso4"}
+    tuned = build("meso4_ibp", SIZE)
+    tuned.load_state_dict(standard.state_dict())
+    fit(tuned, *_toy(128, 0), *_toy(64, 1), hp, seed=0, device=CPU)
+    tuned.eval()
+    x, y = _toy(32, 2)
+    cert = {m: _certified_accuracy(model, x, y, eps) for m, model in (("meso4", standard), ("meso4_ibp", tuned))}
+    assert _accuracy(tuned, x, y) >= 0.8, f"the fine-tune lost the clean task: {_accuracy(tuned, x, y)}"
+    assert cert["meso4_ibp"] >= cert["meso4"] + 0.3, f"the IBP fine-tune certifies no more than its parent: {cert}"
+
+
+def _toy_manifest(root):
+    """The toy images as PNGs in a manifest split by identity (train 6, val 3, test 3 of 12 identities)."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from dfrobust.data.manifest import load_manifest, save_manifest
+
+    x, y = _toy(96, 4)
+    (root / "img").mkdir(parents=True)
+    rows = []
+    for i in range(len(x)):
+        p = root / "img" / f"{i}.png"
+        Image.fromarray((x[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(p)
+        ident = i // 8
+        rows.append(dict(path=str(p), label=int(y[i]), dataset="synthetic", manipulation="faceswap" if y[i] else "none",
+                         video_id="", frame_index=-1, group="asian_male", identity=f"id{ident}", pair_id=f"{i // 2}",
+                         split=(("train",) * 6 + ("val",) * 3 + ("test",) * 3)[ident]))
+    save_manifest(pd.DataFrame(rows), root, {"synthetic": True})
+    return load_manifest(root)
+
+
+PARENT = dict(input_size=SIZE, epochs=2, patience=2, batch_size=16, lr=3e-3, threads=1, bn_recalib=32)
+
+
+def test_a_warm_start_starts_from_the_parents_checkpoint_and_its_key_follows_that_checkpoint(tmp_path, monkeypatch):
+    from dfrobust.models.train import file_digest, load_checkpoint, save_checkpoint
+
+    monkeypatch.setenv("DFROBUST_DATA_HOME", str(tmp_path / "home"))
+    df = _toy_manifest(tmp_path / "data")
+    # lr 0: the fine-tune changes no weight, so the child's convolutions are exactly the parent's
+    child_hp = dict(PARENT, epochs=1, patience=1, lr=0.0, train_eps=0.01, warm_start="meso4")
+
+    def child():
+        return get_trained("meso4_ibp", df, profile="quick", seed=0, device="cpu", hparams=child_hp,
+                           parent_hparams=PARENT)
+
+    td = child()
+    parent = get_trained("meso4", df, profile="quick", seed=0, device="cpu", hparams=PARENT)
+    assert parent.cached and not td.cached
+    assert torch.equal(td.model.net.conv1.conv.weight, parent.model.net.conv1.conv.weight)
+    assert td.record.attrs["warm_start_digest"] == file_digest(parent.checkpoint)
+    assert td.hparams["warm_start"] == "meso4" and child().cached
+    # another checkpoint at the parent's cached path (same metadata, other weights): the child is trained again from it
+    torch.manual_seed(9)
+    other = build("meso4", SIZE).eval()
+    meta = {"profile": "quick", "seed": 0, "hparams": parent.hparams,
+            "data_fingerprint": parent.record.attrs["data_fingerprint"]}
+    save_checkpoint(other, parent.checkpoint, **meta)
+    again = child()
+    assert not again.cached and again.checkpoint != td.checkpoint
+    assert torch.equal(again.model.net.conv1.conv.weight, other.net.conv1.conv.weight)
+    # the old child's checkpoint, read with the new parent's digest, is refused as not this cache entry
+    with pytest.raises(ValueError, match="saved with warm_start_digest="):
+        load_checkpoint(td.checkpoint, "meso4_ibp", expect={"warm_start_digest": file_digest(parent.checkpoint)})
+    # without a warm start the robust detectors' keys are what they were (the key holds no warm_start)
+    plain = resolve_hparams("meso4_adv", "default")
+    assert "warm_start" not in plain
+    assert resolve_hparams("meso4_adv", "default", {"warm_start": None}) == plain
+    assert resolve_hparams("meso4_ibp", "default")["warm_start"] == "meso4"   # the default profile's recipe
+    assert len({cache_key("meso4_adv", "f", plain, 0, parent=p) for p in (None, "a", "b")}) == 3
+
+
+@pytest.mark.parametrize("name,value,match", [
+    ("meso4_ibp", "resnet34", r"^warm_start='resnet34' for meso4_ibp: expected one of meso4 \(a standard detector of "
+                              r"its architecture\) or unset$"),
+    ("meso4_ibp", "meso4_adv", r"^warm_start='meso4_adv' for meso4_ibp: expected one of meso4 "),
+    ("meso4_adv", "vgg", r"^warm_start='vgg' for meso4_adv: expected one of meso4 "),
+    ("meso4", "meso4", r"^training override\(s\) \['warm_start'\] for meso4: unknown"),
+])
+def test_a_bad_warm_start_is_one_line(name, value, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_hparams(name, "default", {"warm_start": value})
+
+
+def test_a_parent_at_another_input_size_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("DFROBUST_DATA_HOME", str(tmp_path / "home"))
+    df = _toy_manifest(tmp_path / "data")
+    with pytest.raises(ValueError, match=r"^warm_start='meso4' for meso4_ibp: it is trained at 32 px; expected "
+                                         r"meso4_ibp's input_size 48 px$"):
+        get_trained("meso4_ibp", df, profile="quick", device="cpu", parent_hparams=dict(PARENT, epochs=1),
+                    hparams=dict(PARENT, input_size=48, train_eps=0.01, warm_start="meso4"))

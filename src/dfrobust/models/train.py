@@ -5,7 +5,8 @@ it): it trains ``name`` on the manifest's ``train`` split, early-stops on the ``
 AUC (splits are by identity, built by the data module), evaluates on ``test`` overall, per
 demographic group and per manipulation, and caches the checkpoint and its record under
 :func:`dfrobust.core.paths.checkpoints_dir` keyed by (architecture, data fingerprint,
-hyper-parameters, seed). A second call with the same key loads the checkpoint
+hyper-parameters, seed; for a robust detector warm-started from a standard one, ``warm_start``, also
+the digest of the checkpoint it starts from). A second call with the same key loads the checkpoint
 (``torch.load(weights_only=True)``) instead of training.
 
 Reproducibility: the same seed, data and hyper-parameters give identical checkpoints on the
@@ -94,7 +95,12 @@ HPARAM_DOC.update({
     "eps_ramp": "fraction of the steps over which the training radius and the robust loss's weight ramp up from 0",
     "robust_weight": "weight of the robust loss (PGD or IBP worst case) against the clean loss, after the ramp",
     "attack_steps": "PGD steps of the adversarial examples trained on (adversarial training)",
+    "warm_start": "robust detectors: a standard detector of the same architecture whose trained checkpoint (same "
+                  "profile, seed, data and input size) the robust training starts from (unset: random init)",
 })
+#: optional robust keys: in the resolved values (and so the cache key) only when set, so the robust detectors that
+#: do not use them keep their cache keys
+ROBUST_OPTIONAL = ("warm_start",)
 
 #: objective name -> ``loss(model, x, y, *, eps, seed, hp) -> tensor``: the robust part of the training loss (the
 #: worst case, or an attack's estimate of it, over the L-inf ball of radius eps). The homes that own the
@@ -163,7 +169,8 @@ def resolve_hparams(name: str, profile: str = "quick", overrides: dict[str, Any]
         if values.pop("objective", objective) != objective:  # resolved hparams passed back in carry it
             raise ValueError(f"objective={dict(base, **overrides)['objective']!r} for {name}: expected "
                              f"{objective!r} (set by the detector's name)")
-        unknown = sorted(set(values) - set(hp))
+        known = set(hp) | (set(ROBUST_OPTIONAL) if objective != "standard" else set())
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"training {where}(s) {unknown} for {name}: unknown; expected some of {sorted(hp)}")
         hp.update(values)
@@ -195,6 +202,15 @@ def resolve_hparams(name: str, profile: str = "quick", overrides: dict[str, Any]
         v = hp["attack_steps"]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"attack_steps={v!r} for {name}: expected a positive int")
+        if hp.get("warm_start", None) is None:
+            hp.pop("warm_start", None)
+        else:
+            arch = SPECS[name].get("arch", name)
+            parents = [m for m in MODELS if SPECS[m].get("objective", "standard") == "standard"
+                       and SPECS[m].get("arch", m) == arch]
+            if hp["warm_start"] not in parents:
+                raise ValueError(f"warm_start={hp['warm_start']!r} for {name}: expected one of "
+                                 f"{', '.join(parents)} (a standard detector of its architecture) or unset")
         hp["objective"] = objective
     v = hp["bn_recalib"]
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -442,14 +458,27 @@ def _subsample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- training
 
-def cache_key(name: str, fingerprint: str, hp: dict[str, Any], seed: int) -> str:
+def cache_key(name: str, fingerprint: str, hp: dict[str, Any], seed: int, parent: str | None = None) -> str:
+    """``parent``: the warm start's checkpoint digest (:func:`file_digest`), so a warm-started detector's key
+    changes whenever the checkpoint it starts from does (None: no warm start, the key as before)."""
     hp = dict(hp)
     if hp.get("init_weights"):
         p = Path(hp["init_weights"])
         hp["init_weights"] = f"{p.name}:{p.stat().st_size}"
-    blob = json.dumps({"arch": name, "data": fingerprint, "hparams": hp, "seed": int(seed),
-                       "code": TRAIN_CODE_VERSION}, sort_keys=True, default=str)
+    payload = {"arch": name, "data": fingerprint, "hparams": hp, "seed": int(seed), "code": TRAIN_CODE_VERSION}
+    if parent is not None:
+        payload["parent"] = parent
+    blob = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 (first 16 hex digits) of a file's bytes: what a warm start's cache key trusts."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -685,7 +714,7 @@ def _warm_imports() -> None:
 
 def get_trained(name: str, manifest: pd.DataFrame, *, profile: str = "quick", seed: int = 0,
                 device: str = "auto", progress: bool = False, hparams: dict[str, Any] | None = None,
-                **overrides: Any) -> TrainedDetector:
+                parent_hparams: dict[str, Any] | None = None, **overrides: Any) -> TrainedDetector:
     """Train detector ``name`` on ``manifest`` (or load its cached checkpoint) and evaluate it.
 
     Hyper-parameters: :data:`DEFAULTS`, then ``hparams`` (default: the study spec's
@@ -694,6 +723,11 @@ def get_trained(name: str, manifest: pd.DataFrame, *, profile: str = "quick", se
     its record ``.nc`` live in ``dfrobust.core.paths.checkpoints_dir()``; ``key`` hashes
     architecture, data fingerprint, the *resolved* hyper-parameters (thread count included)
     and seed.
+
+    Warm start (robust detectors, ``warm_start``: a standard detector of the same architecture): that
+    detector is got first (trained or loaded from its own cache, with ``parent_hparams``, default its study
+    values), its weights are the starting point, and its checkpoint's digest is part of ``key`` and of the
+    metadata the cached checkpoint is verified against, so a changed parent retrains the child.
     """
     from ..core.device import describe, pick_device
     from ..core.paths import checkpoints_dir
@@ -706,10 +740,20 @@ def get_trained(name: str, manifest: pd.DataFrame, *, profile: str = "quick", se
     dev = pick_device(device)
     _check_manifest(manifest)
     fingerprint = data_fingerprint(manifest)
-    key = cache_key(name, fingerprint, hp, seed)
+    parent = parent_digest = None
+    if hp.get("warm_start"):  # the parent first: its checkpoint's bytes enter this detector's key
+        parent = get_trained(hp["warm_start"], manifest, profile=profile, seed=seed, device=device,
+                             progress=progress, hparams=parent_hparams)
+        if parent.input_size != hp["input_size"]:
+            raise ValueError(f"warm_start={hp['warm_start']!r} for {name}: it is trained at {parent.input_size} px; "
+                             f"expected {name}'s input_size {hp['input_size']} px")
+        parent_digest = file_digest(parent.checkpoint)
+    key = cache_key(name, fingerprint, hp, seed, parent=parent_digest)
     ckpt = checkpoints_dir() / f"{name}-{profile}-{key}.pt"
     rec_path = ckpt.with_suffix(".nc")
     identity = {"profile": profile, "seed": seed, "hparams": hp, "data_fingerprint": fingerprint}
+    if parent_digest is not None:
+        identity["warm_start_digest"] = parent_digest
     if ckpt.is_file() and rec_path.is_file():
         try:
             model = load_checkpoint(ckpt, name, dev, expect=identity)
@@ -739,6 +783,8 @@ def get_trained(name: str, manifest: pd.DataFrame, *, profile: str = "quick", se
     _warm_imports()
     torch.manual_seed(seed)
     model = build(name, size, init_weights=hp["init_weights"])
+    if parent is not None:
+        model.load_state_dict(parent.model.state_dict())
     t0 = time.perf_counter()
     history = fit(model, parts["train"][0], parts["train"][1], parts["val"][0], parts["val"][1], hp,
                   seed=seed, device=dev, progress=progress)
@@ -757,6 +803,8 @@ def get_trained(name: str, manifest: pd.DataFrame, *, profile: str = "quick", se
     record = _record(name, metrics, history, hp=hp, profile=profile, seed=seed, device=describe(dev),
                      train_time_s=train_time, fingerprint=fingerprint, checkpoint=ckpt,
                      counts={s: len(parts[s][2]) for s in parts}, skipped=skipped, synthetic=synthetic)
+    if parent is not None:  # train_time_s is the fine-tune's; the parent's own record holds its time
+        record.attrs.update(warm_start_checkpoint=parent.checkpoint.name, warm_start_digest=parent_digest)
     save(record, rec_path)
     return TrainedDetector(model=model, input_size=size, record=record, checkpoint=ckpt,
                            train_time_s=train_time, device=str(dev), cached=False, hparams=hp)
