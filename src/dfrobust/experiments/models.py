@@ -90,7 +90,7 @@ def run(cfg: ModelsParams, manifest: pd.DataFrame, trained: dict, wall_s: float)
     from ..models.gate import VERDICTS_FILE, keep_unlearned
     from ..models.keras_h5 import reference_check
     from ..models.published import detector_provenance, origin
-    from ..models.train import HPARAM_DOC, combined_record, records_table, val_auc
+    from ..models.train import HPARAM_DOC, combined_record, records_table
 
     data_label = dataset_label(manifest)
     arch = architecture_table({m: h["input_size"] for m, h in cfg.hparams.items()})

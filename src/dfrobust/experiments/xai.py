@@ -542,7 +542,7 @@ def analyse(cfg: XAISettings, inputs: XAIInputs, run: XAIRun | None, device: tor
     no_pairs = [m for m, k in zip(counts["model"], counts["analysed"]) if k == 0]
     kept = [m for m in counts["model"] if m not in no_pairs]
     da = ds.sel(model=kept) if kept else None
-    gate_status = dict(zip(inputs.detectors["detector"], inputs.detectors["status"]))
+    gate_status = dict(zip(inputs.detectors.get("detector", []), inputs.detectors.get("status", [])))
     why_not = {**{m: gate_status.get(m, "not analysed: near chance") for m in inputs.near_chance},
                **{m: "not analysed: no pair passes the protocol" for m in no_pairs}}
     nan = float("nan")
