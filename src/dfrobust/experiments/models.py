@@ -87,7 +87,7 @@ def run(cfg: ModelsParams, manifest: pd.DataFrame, trained: dict, wall_s: float)
     from ..core.paths import results_dir
     from ..data import dataset_label
     from ..models import architecture_table, gate_rule, quality_gate
-    from ..models.gate import VERDICTS_FILE, keep_unlearned
+    from ..models.gate import VERDICTS_FILE, gate_sentence, keep_unlearned
     from ..models.keras_h5 import reference_check
     from ..models.published import detector_provenance, origin
     from ..models.train import HPARAM_DOC, combined_record, records_table
@@ -123,7 +123,6 @@ def run(cfg: ModelsParams, manifest: pd.DataFrame, trained: dict, wall_s: float)
     values.update({f"{r.model}_val_auc": round(r.val_auc, 3) for r in gate.itertuples()})
     tables.update(timing=timing.round(1), gate=gate.round(3))
     n_ok = int(gate["analysed"].sum())
-    failing = ", ".join(f"{r.model}: {r.status}" for r in gate.itertuples() if not r.analysed)
     first = trained[cfg.models[0]].record.attrs
     splits = ", ".join(f"{s} {int((manifest['split'] == s).sum())}" for s in ("train", "val", "test"))
     values.update(
@@ -137,7 +136,7 @@ def run(cfg: ModelsParams, manifest: pd.DataFrame, trained: dict, wall_s: float)
         total_train_s=round(sum(td.train_time_s for td in trained.values()), 1),
         best=max(trained, key=lambda m: float(trained[m].record["auc"].sel(subset="all"))),
         min_val_auc=f"{cfg.min_val_auc:.2f}", gate_rule=gate_rule(gate, cfg.min_val_auc),
-        gate_summary=f"{n_ok} of {len(gate)} detectors pass" + (f" ({failing})" if failing else ""))
+        gate_summary=f"{n_ok} of {len(gate)} detectors pass. " + gate_sentence(gate, cfg.min_val_auc).removesuffix("."))
     decide = decide_table(trained, gate, port)
     # the detector rows carry their model and checkpoint: the later chapters' gate reads them (models.gate)
     names = [*trained, *([None] * (len(decide) - len(trained)))]

@@ -536,6 +536,7 @@ def analyse(cfg: XAISettings, inputs: XAIInputs, run: XAIRun | None, device: tor
     from IPython.display import Markdown
 
     from ..metrics import faithfulness as faith
+    from ..models.gate import gate_sentence
 
     ds = run.records if run is not None else None
     counts = faith.protocol_counts(ds) if ds is not None else pd.DataFrame(columns=["model", "analysed"])
@@ -543,11 +544,14 @@ def analyse(cfg: XAISettings, inputs: XAIInputs, run: XAIRun | None, device: tor
     kept = [m for m in counts["model"] if m not in no_pairs]
     da = ds.sel(model=kept) if kept else None
     gate_status = dict(zip(inputs.detectors.get("detector", []), inputs.detectors.get("status", [])))
+    gated = inputs.detectors.rename(columns={"detector": "model", "learned (chapter 02)": "learned"})
+    gate_text = gate_sentence(gated.assign(analysed=gated["status"].str.startswith("analysed")), cfg.min_val_auc) \
+        if len(gated) else "no detector requested"
     why_not = {**{m: gate_status.get(m, "not analysed: near chance") for m in inputs.near_chance},
                **{m: "not analysed: no pair passes the protocol" for m in no_pairs}}
     nan = float("nan")
     v: dict[str, Any] = {
-        "data": inputs.data_label, "device": describe(device), "n_candidates": len(inputs.candidates),
+        "data": inputs.data_label, "gate": gate_text, "device": describe(device), "n_candidates": len(inputs.candidates),
         "wall_s": float(ds.attrs.get("wall_time_s", nan)) if ds is not None else 0.0, "margin": cfg.margin,
         "pairs_meso": int(cfg.n_pairs[cfg.models[0]] if cfg.models[0] != "xception" else cfg.n_pairs["xception"]),
         "pairs_xception": str(int(cfg.n_pairs["xception"])) if "xception" in cfg.models or cfg.xception_sizes
