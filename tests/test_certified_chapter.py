@@ -118,8 +118,8 @@ def test_a_build_with_no_gated_mesonet_glues_every_name_the_pages_quote(monkeypa
     monkeypatch.setattr(sampling, "select_samples", lambda m, n, seed: m)
     monkeypatch.setattr(published, "get_detector", lambda *a, **k: Trained())
     monkeypatch.setattr(published, "evaluation_manifest", lambda m, names: m)
-    monkeypatch.setattr(models, "quality_gate", lambda trained, auc: pd.DataFrame(
-        {"model": list(trained), "analysed": False, "status": "near chance"}))
+    monkeypatch.setattr(models, "study_gate", lambda trained, auc, profile: pd.DataFrame(
+        {"model": list(trained), "learned": "holds", "analysed": False, "status": "near chance"}))
     monkeypatch.setattr(certified, "load_samples", lambda sel, size: (torch.zeros(2, 3, size, size),
                                                                        torch.zeros(2), sel, []))
     monkeypatch.setattr(certified.certify, "certified_records", lambda *a, **k: _no_bounds())

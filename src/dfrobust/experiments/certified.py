@@ -273,7 +273,8 @@ def run(cfg: Mapping, dev) -> CertifiedRun:
     from ..core.paths import results_dir
     from ..core.results import ChapterResult
     from ..data import dataset_label, get_manifest, sampling
-    from ..models import quality_gate
+    from ..models import study_gate
+    from ..models.gate import gate_sentence
     from ..models.published import detector_provenance, evaluation_manifest, get_detector
 
     t_start = time.perf_counter()
@@ -282,7 +283,7 @@ def run(cfg: Mapping, dev) -> CertifiedRun:
     data_label = dataset_label(manifest)
     trained = {m: get_detector(m, manifest, weights=cfg["weights"], profile=profile, seed=seed, device=cfg["device"])
                for m in cfg["models"]}
-    gate = quality_gate(trained, cfg["min_val_auc"])   # the single call site: a near-chance detector is never certified
+    gate = study_gate(trained, cfg["min_val_auc"], profile)   # the single call site: a gated detector is never certified
     requested, analysed = list(trained), gate.loc[gate["analysed"], "model"].tolist()
     none_why = ("" if analysed else "not computed: no MesoNet passed the quality gate ("
                 + "; ".join(f"{r.model}: {r.status}" for r in gate.itertuples()) + ")")
@@ -294,7 +295,7 @@ def run(cfg: Mapping, dev) -> CertifiedRun:
     sel = sampling.select_samples(evaluation_manifest(manifest, list(trained)), cfg["n_samples"], seed=seed)
     images, labels, sample_meta, skipped = load_samples(sel, size)
     values = dict(data_label=data_label, n_samples=len(sample_meta), size=int(size), n_skipped=len(skipped),
-                  none_why=none_why or "every requested MesoNet passed the quality gate",
+                  none_why=none_why or gate_sentence(gate, cfg["min_val_auc"]).removesuffix("."),
                   method=cfg["method"].upper() if cfg["method"] == "ibp" else "CROWN", b_ref=b_ref,
                   eps_max=float(max(eps_grid)), time_s=0.0, cost_per_sample_s=float("nan"),
                   budget_text=none_why, attack_source=none_why, violations=none_why, n_cells=none_why,

@@ -80,14 +80,17 @@ def detectors(cfg: ModelsParams):
 
 def run(cfg: ModelsParams, manifest: pd.DataFrame, trained: dict, wall_s: float) -> ChapterResult:
     """The detectors chapter from its trained detectors: tables, quoted values, the verdicts; the combined
-    record is saved to ``models.nc`` and the verdicts to ``models_verdicts.csv`` (results folder)."""
+    record is saved to ``models.nc`` and the verdicts to ``models_verdicts.csv`` (results folder, with each detector
+    row's model and checkpoint: the later chapters' quality gate excludes a detector whose learned claim is refuted,
+    :mod:`dfrobust.models.gate`)."""
     from ..core import results
     from ..core.paths import results_dir
     from ..data import dataset_label
-    from ..models import architecture_table, quality_gate
+    from ..models import architecture_table, gate_rule, quality_gate
+    from ..models.gate import VERDICTS_FILE, gate_sentence, keep_unlearned
     from ..models.keras_h5 import reference_check
     from ..models.published import detector_provenance, origin
-    from ..models.train import HPARAM_DOC, combined_record, records_table, val_auc
+    from ..models.train import HPARAM_DOC, combined_record, records_table
 
     data_label = dataset_label(manifest)
     arch = architecture_table({m: h["input_size"] for m, h in cfg.hparams.items()})
@@ -112,12 +115,14 @@ def run(cfg: ModelsParams, manifest: pd.DataFrame, trained: dict, wall_s: float)
     timing["epochs run"] = [trained[m].record.sizes["epoch"] for m in timing.index]
     timing["epoch kept"] = [int(trained[m].record["best_epoch"]) for m in timing.index]
     timing["device"] = [trained[m].record.attrs.get("device", "") for m in timing.index]
-    gate = quality_gate({m: val_auc(td) for m, td in trained.items()}, threshold=cfg.min_val_auc)
+    # the gate the later chapters apply: validation AUC, then this chapter's own learned verdicts (models.gate)
+    by_val = quality_gate(trained, threshold=cfg.min_val_auc)
+    learned = learned_table(trained, decide_table(trained, by_val))
+    gate = quality_gate(trained, threshold=cfg.min_val_auc, learned=learned, keep=keep_unlearned(cfg.profile))
     gate["test_auc"] = [float(trained[m].record["auc"].sel(subset="all")) for m in gate["model"]]
     values.update({f"{r.model}_val_auc": round(r.val_auc, 3) for r in gate.itertuples()})
     tables.update(timing=timing.round(1), gate=gate.round(3))
     n_ok = int(gate["analysed"].sum())
-    failing = ", ".join(f"{r.model}: {r.status}" for r in gate.itertuples() if not r.analysed)
     first = trained[cfg.models[0]].record.attrs
     splits = ", ".join(f"{s} {int((manifest['split'] == s).sum())}" for s in ("train", "val", "test"))
     values.update(
@@ -130,10 +135,13 @@ def run(cfg: ModelsParams, manifest: pd.DataFrame, trained: dict, wall_s: float)
         data_label=data_label, origin=origin(trained), n_train=int(first["n_train"]), n_test=int(first["n_test"]),
         total_train_s=round(sum(td.train_time_s for td in trained.values()), 1),
         best=max(trained, key=lambda m: float(trained[m].record["auc"].sel(subset="all"))),
-        min_val_auc=f"{cfg.min_val_auc:.2f}",
-        gate_summary=f"{n_ok} of {len(gate)} detectors pass" + (f" ({failing})" if failing else ""))
+        min_val_auc=f"{cfg.min_val_auc:.2f}", gate_rule=gate_rule(gate, cfg.min_val_auc),
+        gate_summary=f"{n_ok} of {len(gate)} detectors pass. " + gate_sentence(gate, cfg.min_val_auc).removesuffix("."))
     decide = decide_table(trained, gate, port)
-    decide.to_csv(results_dir(cfg.profile) / "models_verdicts.csv", index=False)
+    # the detector rows carry their model and checkpoint: the later chapters' gate reads them (models.gate)
+    names = [*trained, *([None] * (len(decide) - len(trained)))]
+    decide.assign(model=names, checkpoint=[trained[m].checkpoint.name if m else None for m in names]).to_csv(
+        results_dir(cfg.profile) / VERDICTS_FILE, index=False)
     ds = combined_record(trained)
     ds.attrs.update(results.provenance(
         {"models": cfg.models, "hparams": cfg.hparams}, profile=cfg.profile, seed=cfg.seed, device=values['device'],
@@ -142,6 +150,14 @@ def run(cfg: ModelsParams, manifest: pd.DataFrame, trained: dict, wall_s: float)
         detectors=detector_provenance(trained)))
     results.save(ds, results_dir(cfg.profile) / "models.nc")
     return ChapterResult(values=values, tables=tables, decide=decide, records=ds)
+
+
+def learned_table(trained, decide: pd.DataFrame) -> pd.DataFrame:
+    """The detector rows of :func:`decide_table` as :func:`dfrobust.models.quality_gate` reads them (its
+    ``learned``): model, checkpoint, verdict, estimate, lo, hi, margin (the target)."""
+    rows = decide.iloc[:len(trained)]
+    return rows.assign(model=list(trained), checkpoint=[td.checkpoint.name for td in trained.values()])[
+        ["model", "checkpoint", "verdict", "estimate", "lo", "hi", "margin"]].reset_index(drop=True)
 
 
 def decide_table(trained, gate: pd.DataFrame, port: pd.DataFrame | None = None, *,

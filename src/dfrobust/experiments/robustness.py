@@ -483,7 +483,7 @@ class Setup:
     manifest: pd.DataFrame
     synthetic: bool
     trained: dict            # detector name -> TrainedDetector (every requested detector)
-    gate: pd.DataFrame       # dfrobust.models.quality_gate
+    gate: pd.DataFrame       # dfrobust.models.study_gate
     analysed: list           # the detectors that passed it, in the requested order
     selection: pd.DataFrame  # the test rows attacked (balanced over label x group)
     size: int                # the largest input size of the analysed detectors
@@ -501,7 +501,7 @@ def setup(p: Mapping, *, profile: str) -> Setup:
     detectors (cached checkpoints, else trained), the quality gate and the selection. The chapter
     and ``dfrobust sweep`` both call it, so they attack the same images with the same weights."""
     from ..data import get_manifest, sampling
-    from ..models import quality_gate
+    from ..models import study_gate
     from ..models.published import evaluation_manifest, get_detector
 
     q = p["params"]
@@ -510,7 +510,7 @@ def setup(p: Mapping, *, profile: str) -> Setup:
     synthetic = bool(manifest.attrs.get("meta", {}).get("synthetic", True))
     trained = {m: get_detector(m, manifest, weights=q.get("weights", ""), profile=profile, seed=seed,
                                device=str(p["device"])) for m in p["models"]}
-    gate = quality_gate(trained, q["min_val_auc"])
+    gate = study_gate(trained, q["min_val_auc"], profile)  # validation AUC and chapter 02's learned verdicts
     analysed = [m for m in p["models"] if bool(gate.set_index("model").loc[m, "analysed"])]
     # published detectors only: every split is held out for them (dfrobust.models.published)
     manifest = evaluation_manifest(manifest, p["models"])
@@ -567,12 +567,10 @@ def evaluation_set(p: Mapping, s: Setup, *, target_half_width: float, min_val_au
     from ..core.results import ChapterResult
     from ..data import data_note
     from ..metrics import verdicts as V
+    from ..models.gate import gate_sentence as gate_text
     from ..models.published import origin
 
-    excluded = s.gate[~s.gate["analysed"]]
-    gate_sentence = (f"Every detector passed the quality gate (validation AUC ≥ {min_val_auc:.2f})." if excluded.empty
-                     else "Not analysed: " + "; ".join(f"{r.model} ({r.status.removeprefix('not analysed: ')})"
-                                                       for r in excluded.itertuples()) + ".")
+    gate_sentence = gate_text(s.gate, min_val_auc)  # who is not analysed and why, and the rule applied
     strata = int(s.manifest.query("split == 'test'").groupby(["label", "group"]).ngroups) or 1
     images, labels, meta, skipped = load_samples(s.selection, s.size)
     res = ChapterResult(values=dict(

@@ -666,7 +666,8 @@ def _sentence(v) -> str:
 def _load(cfg: Mapping, dev) -> dict:
     """Manifests, detectors behind the quality gate, the video frames and the data section's values/tables."""
     from ..data import dataset_label, get_manifest
-    from ..models import quality_gate
+    from ..models import study_gate
+    from ..models.gate import gate_sentence
     from ..models.published import evaluation_manifest, get_detector, origin
 
     profile, seed, root = cfg["profile"], cfg["seed"], cfg["data_root"] or None
@@ -674,7 +675,7 @@ def _load(cfg: Mapping, dev) -> dict:
     vid_manifest = get_manifest(profile, "video_frames", seed=seed, data_root=root)
     trained = {m: get_detector(m, img_manifest, weights=cfg["weights"], profile=profile, seed=seed,
                                device=cfg["device"]) for m in cfg["models"]}
-    gate = quality_gate(trained, cfg["min_val_auc"])   # the single call site: near-chance detectors stop here
+    gate = study_gate(trained, cfg["min_val_auc"], profile)   # the single call site: near-chance and unlearned stop here
     analysed = [m for m in cfg["models"] if bool(gate.set_index("model").loc[m, "analysed"])]
     size = max(t.input_size for t in trained.values())
     frames = load_video_frames(vid_manifest, size, cfg["frames_per_video"], max_videos=cfg["max_videos"] or None,
@@ -686,7 +687,7 @@ def _load(cfg: Mapping, dev) -> dict:
                   n_frames=len(frames.meta), n_skipped=len(frames.skipped),
                   frame_stride=cfg["frame_stride"] or "spread", frames_per_video=cfg["frames_per_video"],
                   per_class=f"{int(per_class.min())}", target=cfg["target_videos"],
-                  gate=", ".join(f"{r.model}: {r.status}" for r in gate.itertuples()),
+                  gate=gate_sentence(gate, cfg["min_val_auc"]).removesuffix("."),
                   step_gap=int(steps.gap.median()) if len(steps) else 0,
                   step_mean=float(steps.mean_abs.median()) if len(steps) else float("nan"),
                   step_max=float(steps.max_abs.median()) if len(steps) else float("nan"),

@@ -463,14 +463,15 @@ class XAIInputs:
 
 def setup(cfg: XAISettings, device: torch.device) -> XAIInputs:
     """The manifest, the candidate pairs in balanced order, the detectors (trained or published) and the
-    quality gate: the one call site of ``min_val_auc`` (:func:`dfrobust.models.quality_gate`)."""
+    quality gate: the one call site of ``min_val_auc`` (:func:`dfrobust.models.study_gate`: validation AUC and
+    chapter 02's learned verdicts)."""
     from ..data import dataset_label, get_manifest
-    from ..models import quality_gate
+    from ..models import study_gate
     from ..models.published import evaluation_manifest, get_detector
 
     manifest = get_manifest(cfg.profile, "images", seed=cfg.seed, data_root=cfg.data_root or None)
     candidates = candidate_pairs(evaluation_manifest(manifest, cfg.models), seed=cfg.seed)
-    detectors, val_auc, rows, trained = {}, {}, [], {}
+    detectors, val_auc, rows, trained, gated = {}, {}, [], {}, {}
     for name, size in [(m, None) for m in cfg.models] + [("xception", s) for s in cfg.xception_sizes]:
         kw = {} if size is None else {"input_size": size}
         td = get_detector(name, manifest, weights=cfg.weights, profile=cfg.profile, seed=cfg.seed,
@@ -481,11 +482,14 @@ def setup(cfg: XAISettings, device: torch.device) -> XAIInputs:
             continue
         detectors[key] = td.model
         val_auc[key] = float(np.nanmax(td.record["val_auc"].values)) if td.record["val_auc"].size else float("nan")
+        gated[key] = td
         rows.append((key, td.input_size, val_auc[key], td.cached))
-    gate = quality_gate(val_auc, cfg.min_val_auc)
-    near = gate.loc[~gate["analysed"], "model"].tolist()
+    # validation AUC and chapter 02's learned verdicts (matched by checkpoint: another size is not checked)
+    gate = study_gate(gated, cfg.min_val_auc, cfg.profile).set_index("model")
+    near = gate.index[~gate["analysed"]].tolist()
     table = pd.DataFrame(rows, columns=["detector", "input size", "validation AUC", "from cache"])
-    table["status"] = ["not analysed: near chance" if k in near else "analysed" for k in table["detector"]]
+    table["learned (chapter 02)"] = [gate.loc[k, "learned"] for k in table["detector"]]
+    table["status"] = [gate.loc[k, "status"] for k in table["detector"]]
     return XAIInputs(data_label=dataset_label(manifest), candidates=candidates,
                      analysed={k: m for k, m in detectors.items() if k not in near}, near_chance=near,
                      detectors=table, trained=trained, sizes={k: int(m.input_size) for k, m in detectors.items()})
@@ -532,17 +536,22 @@ def analyse(cfg: XAISettings, inputs: XAIInputs, run: XAIRun | None, device: tor
     from IPython.display import Markdown
 
     from ..metrics import faithfulness as faith
+    from ..models.gate import gate_sentence
 
     ds = run.records if run is not None else None
     counts = faith.protocol_counts(ds) if ds is not None else pd.DataFrame(columns=["model", "analysed"])
     no_pairs = [m for m, k in zip(counts["model"], counts["analysed"]) if k == 0]
     kept = [m for m in counts["model"] if m not in no_pairs]
     da = ds.sel(model=kept) if kept else None
-    why_not = {**{m: "not analysed: near chance" for m in inputs.near_chance},
+    gate_status = dict(zip(inputs.detectors.get("detector", []), inputs.detectors.get("status", [])))
+    gated = inputs.detectors.rename(columns={"detector": "model", "learned (chapter 02)": "learned"})
+    gate_text = gate_sentence(gated.assign(analysed=gated["status"].str.startswith("analysed")), cfg.min_val_auc) \
+        if len(gated) else "no detector requested"
+    why_not = {**{m: gate_status.get(m, "not analysed: near chance") for m in inputs.near_chance},
                **{m: "not analysed: no pair passes the protocol" for m in no_pairs}}
     nan = float("nan")
     v: dict[str, Any] = {
-        "data": inputs.data_label, "device": describe(device), "n_candidates": len(inputs.candidates),
+        "data": inputs.data_label, "gate": gate_text, "device": describe(device), "n_candidates": len(inputs.candidates),
         "wall_s": float(ds.attrs.get("wall_time_s", nan)) if ds is not None else 0.0, "margin": cfg.margin,
         "pairs_meso": int(cfg.n_pairs[cfg.models[0]] if cfg.models[0] != "xception" else cfg.n_pairs["xception"]),
         "pairs_xception": str(int(cfg.n_pairs["xception"])) if "xception" in cfg.models or cfg.xception_sizes

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .gate import DEFAULT_MIN_VAL_AUC, analysed_models, quality_gate
+from .gate import DEFAULT_MIN_VAL_AUC, analysed_models, gate_rule, quality_gate, study_gate
 from .meso import Meso4Net, MesoInception4Net
 from .published import PUBLISHED_DETECTORS
 
@@ -227,4 +227,4 @@ def architecture_table(sizes: dict[str, int] | None = None):
 
 
 __all__ = ["MODELS", "DETECTORS", "SPECS", "Detector", "build", "check_name", "count_parameters", "architecture_table",
-           "quality_gate", "analysed_models", "DEFAULT_MIN_VAL_AUC"]
+           "quality_gate", "study_gate", "gate_rule", "analysed_models", "DEFAULT_MIN_VAL_AUC"]
