@@ -68,6 +68,38 @@ def test_compare_radii_holm_headline_and_power():
     assert rx.compare_radii(one, margin=0.223, alpha=0.05, by="identity", n_boot=50)["deciding"] is None
 
 
+def test_compare_radii_primary_pair_fixed_before_the_run_decides_the_power():
+    rng = np.random.default_rng(3)
+    n = 40
+    lr = _log_radii({"double": np.log(2) + rng.normal(0, 0.2, n), "same": rng.normal(0, 0.05, n)}, n)
+    kw = dict(margin=0.223, alpha=0.05, by="identity", n_boot=300, n_sim=20, sim_boot=150)
+    # without a primary pair the largest held difference decides; with one, that pair does, in its order
+    free = rx.compare_radii(lr, **kw)
+    assert not free["primary"] and free["deciding"] != ("same", "base")
+    out = rx.compare_radii(lr, primary=["same", "base"], **kw)
+    assert out["primary"] and out["deciding"] == ("same", "base")
+    t = out["table"].set_index(["model_a", "model_b"])
+    assert ("same", "base") in t.index and ("base", "same") not in t.index and len(t) == 3
+    assert t.loc[("same", "base"), "verdict"] == "refuted"            # equal up to noise: inside ±0.223
+    assert out["power"] == 0.0                                         # power is that of "holds": never, here
+    # a primary pair that was not analysed falls back to the choice after the run, and says so
+    gone = rx.compare_radii(lr, primary=["meso4_adv", "meso4"], **kw)
+    assert not gone["primary"] and gone["deciding"] == free["deciding"]
+
+
+def test_subclaims_primary_pair_is_checked():
+    from dfrobust.core.profiles import load_spec
+
+    assert robustness.subclaims()["log_radius"]["primary"] == ["meso4_adv", "meso4"]
+    spec = load_spec()
+    for bad in (["meso4"], ["meso4", "meso4"], "meso4"):
+        broken = {**spec, "notebooks": [
+            {**e, "claims": {**e["claims"], "log_radius": {**e["claims"]["log_radius"], "primary": bad}}}
+            if e["name"] == "03_robustness" else e for e in spec["notebooks"]]}
+        with pytest.raises(ValueError, match=r"^claims.log_radius.primary=.*: expected two different detector names"):
+            robustness.subclaims(broken)
+
+
 def test_log_radii_censor_at_the_largest_grid_radius():
     ds = xr.Dataset({"r_flip_upper": (("model", "sample"), [[0.01, np.inf]]),
                      "r_b_upper": (("model", "b", "sample"), [[[0.02, np.inf], [0.05, 0.3]]])},

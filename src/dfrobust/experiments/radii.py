@@ -247,14 +247,19 @@ def log_radius_verdict(lr: xr.Dataset, a: str, b: str, *, margin: float, alpha: 
 
 
 def compare_radii(lr: xr.Dataset, *, margin: float, alpha: float, by: str, n_boot: int, seed: int = 0,
-                  what: str = "r_b", n_sim: int = 50, sim_boot: int = 200) -> dict:
+                  what: str = "r_b", n_sim: int = 50, sim_boot: int = 200,
+                  primary: Sequence[str] | None = None) -> dict:
     """Every detector pair by :func:`log_radius_verdict`, Holm over the pairs at family-wise ``alpha``, the
     existential headline (:func:`dfrobust.metrics.verdicts.overall`) and the simulated power (resampling
-    ``by`` from the data, :func:`~dfrobust.metrics.verdicts.simulated_power`) of the deciding pair's rule
-    (held with the largest |estimate|, else the one closest to a decision) at its level."""
+    ``by`` from the data, :func:`~dfrobust.metrics.verdicts.simulated_power`) of the deciding pair's rule at
+    its level. The deciding pair is ``primary`` (a, b), fixed before the run in ``study.yml``, when both were
+    analysed (``out["primary"]`` True); otherwise the pair held with the largest |estimate|, else the one
+    closest to a decision (chosen after the run, and said so on the page)."""
 
     models = [str(m) for m in lr["model"].values]
     keys = [(m1, m2) for i, m1 in enumerate(models) for m2 in models[i + 1:]]
+    if primary is not None and set(primary) <= set(models):   # the primary pair in the order study.yml gives it
+        keys = [tuple(primary)] + [k for k in keys if set(k) != set(primary)]
     rule = lambda rec, k, level, nb: log_radius_verdict(rec, *k, margin=margin, alpha=level, by=by, n_boot=nb,
                                                          seed=seed, what=what)
     decided = V.holm(lambda k, level: rule(lr, k, level, n_boot), keys, alpha) if keys else {}
@@ -265,13 +270,14 @@ def compare_radii(lr: xr.Dataset, *, margin: float, alpha: float, by: str, n_boo
                                         "note", "v"])
     head = V.overall(list(table["v"]), f"detectors differ in mean log {what} by more than ±{margin:g} (some pair)")
     out = {"table": table.drop(columns="v"), "verdicts": list(table["v"]), "headline": head, "deciding": None,
-           "power": None}
+           "power": None, "primary": False}
     if len(table):
         held = table[table["verdict"] == V.HOLDS]
-        j = held["estimate"].abs().idxmax() if len(held) else \
+        is_primary = primary is not None and set(primary) <= set(models)
+        j = table.index[(table["model_a"] == primary[0]) & (table["model_b"] == primary[1])][0] if is_primary else held["estimate"].abs().idxmax() if len(held) else \
             table["v"].map(lambda v: v.n_needed if v.n_needed is not None else np.inf).astype(float).idxmin()
         k, level = (table.loc[j, "model_a"], table.loc[j, "model_b"]), float(table.loc[j, "level"])
-        out.update(deciding=k, level=level,
+        out.update(deciding=k, level=level, primary=is_primary,
                    power=V.simulated_power(lr, lambda rec: rule(rec, k, level, sim_boot), by=by, n_sim=n_sim, seed=seed))
     return out
 
@@ -404,7 +410,7 @@ def radii_section(p: Mapping, s, samples, *, by: str, n_boot: int, seed: int, de
     b_ref, eps_ref = p["b_ref"], p["eps_ref"]
     lr = log_radii(ds, b_ref).assign_attrs(unit=by)
     cmp = compare_radii(lr, margin=lrc["margin"], alpha=claims["alpha"], by=by, n_boot=n_boot, seed=seed,
-                        what=f"r_b (b = {b_ref:g})", n_sim=n_sim)
+                        what=f"r_b (b = {b_ref:g})", n_sim=n_sim, primary=lrc.get("primary"))
     conv = convergence_verdicts(ds, margin=claims["sub_claims"]["different_rr"]["margin"])
     temp = temperature_table(ds, eps=eps_ref, b=b_ref)
     rb = ds["r_b_upper"].sel(b=b_ref, method="nearest")
@@ -420,8 +426,9 @@ def radii_section(p: Mapping, s, samples, *, by: str, n_boot: int, seed: int, de
     power = "not computed (fewer than two detectors)" if cmp["power"] is None else \
         f"{cmp['power']:.0%} ({n_sim} data sets of {units} resampled from these records, at the level of " \
         f"{cmp['deciding'][0]} vs {cmp['deciding'][1]})"
-    iv = "no interval" if not np.isfinite(head.lo) else \
-        f"mean Δlog r_b = {head.estimate:+.3f} [{head.lo:+.3f}, {head.hi:+.3f}] (radius ratio {np.exp(head.estimate):.2f})"
+    interval = lambda v: "no interval" if not np.isfinite(v.lo) else \
+        f"mean Δlog r_b = {v.estimate:+.3f} [{v.lo:+.3f}, {v.hi:+.3f}] (radius ratio {np.exp(v.estimate):.2f})"
+    iv = interval(head)
     conv_txt = "; ".join(f"{m}: {v.verdict} ({v.note})" for m, v in zip(s.analysed, conv)) \
         or "not run (convergence_n = 0)"
     fitted = temp[temp["fitted"]]
@@ -434,11 +441,21 @@ def radii_section(p: Mapping, s, samples, *, by: str, n_boot: int, seed: int, de
         radii_fitted="; ".join(f"{r.model}: T = {r.T:.2f}, RR {r.RR:.2f} (RA {r.RA:.2f}, RR among non-flipped "
                                     f"{r.RR_unflipped:.2f})" for r in fitted.itertuples()) or "no validation images",
         radii_time_s=round(time.perf_counter() - t0, 1))
-    values["radii_answer"] = (
-        f"Detectors differ in mean log r_b at b = {b_ref:g} by more than ±{lrc['margin']:g} (a "
+    prim = None
+    if cmp["primary"]:
+        a, b = cmp["deciding"]
+        pv = next(v for v, (x, y) in zip(cmp["verdicts"], zip(cmp["table"]["model_a"], cmp["table"]["model_b"]))
+                  if (x, y) == (a, b))
+        prim = (f"Primary sub-claim (the pair fixed in study.yml before the run): {a} and {b} differ in mean log r_b "
+                f"at b = {b_ref:g} by more than ±{lrc['margin']:g}: **{pv.verdict}**, {interval(pv)}, n = {units}, "
+                f"simulated power {power}. ")
+        values["radii_primary_verdict"] = pv.verdict
+    where = head.note.split("numbers from: ")[-1]
+    values["radii_answer"] = (prim or "") + (
+        f"Some pair of detectors differs in mean log r_b at b = {b_ref:g} by more than ±{lrc['margin']:g} (a "
         f"{values['radii_ratio']} radius ratio): **{head.verdict}** ({values['radii_counts']} of "
-        f"{len(cmp['verdicts'])} pairs, Holm at α = {claims['alpha']:g}); {iv} from {cmp['deciding'][0]} vs "
-        f"{cmp['deciding'][1]}, n = {units}; simulated power {power}."
+        f"{len(cmp['verdicts'])} pairs, Holm at α = {claims['alpha']:g}); {iv} ({where}), n = {units}"
+        + ("." if prim else f"; simulated power {power}.")
         + convergence_caution(ds["model"].values.tolist(), conv) if cmp["deciding"] else
         "Fewer than two detectors passed the quality gate: no pair of radii to compare.")
     return RadiiSection(ChapterResult(values=values, tables={"radii_summary": summary, "radii_pairs": cmp["table"],

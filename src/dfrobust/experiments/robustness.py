@@ -359,7 +359,12 @@ def subclaims(spec: Mapping | None = None) -> dict:
     for k in ("statistic", "direction"):
         if not isinstance(lr.get(k), str) or not lr[k]:
             raise ValueError(f"claims.log_radius.{k}={lr.get(k)!r}: expected a sentence")
+    prim = lr.get("primary")
+    if prim is not None and not (isinstance(prim, (list, tuple)) and len(prim) == 2
+                                 and all(isinstance(m, str) and m for m in prim) and prim[0] != prim[1]):
+        raise ValueError(f"claims.log_radius.primary={prim!r}: expected two different detector names [a, b]")
     log_radius = {"statistic": lr["statistic"], "direction": lr["direction"],
+                  "primary": None if prim is None else [str(m) for m in prim],
                   "margin": check_number(lr.get("margin"), "claims.log_radius.margin", 0, 5, lo_open=True)}
     return {"alpha": float(alpha), "power": float(power), "ra_window": [float(win[0]), float(win[1])],
             "radii": c["radii"], "sub_claims": subs, "log_radius": log_radius,

@@ -226,28 +226,42 @@ def minimal_distribution(minimal: xr.Dataset) -> plt.Figure:
     return finish(fig)
 
 
+def _banded_panels(df: pd.DataFrame, facet: str, keys: list, x: str, y: str, *, step: bool, log: bool,
+                   title, xlabel, width: float) -> tuple[plt.Figure, np.ndarray]:
+    """One panel per ``facet`` value in ``keys`` (shared y in [0, 1]), one line per detector (``model``, in the
+    rows' order) of ``y`` against ``x`` with its 95 % band (``lo``, ``hi``): a post-step or a marked line,
+    ``title(key, rows)`` and ``xlabel(key)`` per panel. The callers add the y label and the legend."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(width * len(keys), 3.1), squeeze=False, sharey=True,
+                             constrained_layout=True)
+    for ax, key in zip(axes[0], keys):
+        sub = df[df[facet] == key]
+        for i, (m, t) in enumerate(sub.groupby("model", sort=False)):
+            t = t.sort_values(x)
+            ax.fill_between(t[x], t["lo"], t["hi"], color=f"C{i}", alpha=0.15, lw=0, step="post" if step else None)
+            if step:
+                ax.step(t[x], t[y], where="post", color=f"C{i}", label=m)
+            else:
+                ax.plot(t[x], t[y], "o-", color=f"C{i}", ms=3, label=m)
+        if log:
+            ax.set_xscale("log")
+        ax.set_title(title(key, sub), fontsize=9)
+        ax.set_xlabel(xlabel(key))
+        ax.set_ylim(-0.03, 1.03)
+    return fig, axes
+
+
 def minimal_curves(curves: pd.DataFrame) -> plt.Figure:
     """RA(r) and RR(r, b) against the L2 radius r, from the minimal records, one panel per metric,
     one line (with its 95 % band) per detector. ``curves``: rows of
     :func:`dfrobust.experiments.robustness.minimal_curves`."""
     mets = [m for m in ("RA", "RR") if m in set(curves["metric"])]
-    fig, axes = plt.subplots(1, len(mets), figsize=(4.2 * len(mets), 3.0), squeeze=False, sharey=True,
-                             constrained_layout=True)
-    for ax, met in zip(axes[0], mets):
-        sub = curves[curves["metric"] == met]
-        for i, (m, s) in enumerate(sub.groupby("model", sort=False)):
-            s = s.sort_values("r")
-            ax.fill_between(s["r"], s["lo"], s["hi"], color=f"C{i}", alpha=0.15, lw=0, step="post")
-            ax.step(s["r"], s["value"], where="post", color=f"C{i}", label=m)
-        b = float(sub["b"].iloc[0]) if len(sub) else float("nan")
-        ax.set_title("RA(r)" if met == "RA" else f"RR(r, b = {b:.3g})", fontsize=9)
-        ax.set_xlabel("L2 radius r (pixel scale [0, 1])")
-        ax.set_ylim(-0.03, 1.03)
+    fig, axes = _banded_panels(
+        curves, "metric", mets, "r", "value", step=True, log=False, width=4.2,
+        title=lambda met, sub: "RA(r)" if met == "RA" else f"RR(r, b = {float(sub['b'].iloc[0]):.3g})",
+        xlabel=lambda met: "L2 radius r (pixel scale [0, 1])")
     axes[0, 0].set_ylabel("share of samples (upper bound)")
     axes[0, -1].legend(fontsize=7, loc="upper right")
     return finish(fig)
-
-
 
 
 def radii_figure(radii: xr.Dataset, temperature: pd.DataFrame, *, b: float) -> plt.Figure:
@@ -294,18 +308,10 @@ def rr_norms_figure(rr: pd.DataFrame) -> plt.Figure:
     95 % band per detector: an attack-based upper bound each (``rr``: :func:`dfrobust.experiments.radii.l2_section`'s
     table, rows model, norm, eps, b, RR, lo, hi)."""
     norms = [n for n in ("L∞", "L2") if n in set(rr["norm"])]
-    fig, axes = plt.subplots(1, len(norms), figsize=(4.4 * len(norms), 3.1), squeeze=False, sharey=True,
-                             constrained_layout=True)
-    for ax, nm in zip(axes[0], norms):
-        sub = rr[rr["norm"] == nm]
-        for i, (m, t) in enumerate(sub.groupby("model", sort=False)):
-            t = t.sort_values("eps")
-            ax.fill_between(t["eps"], t["lo"], t["hi"], color=f"C{i}", alpha=0.15, lw=0)
-            ax.plot(t["eps"], t["RR"], "o-", color=f"C{i}", ms=3, label=m)
-        ax.set_xscale("log")
-        ax.set_xlabel(f"{nm} radius ε (pixel scale [0, 1])")
-        ax.set_title(f"RR_{nm}(ε, b = {float(sub['b'].iloc[0]):g}), an upper bound", fontsize=9)
-        ax.set_ylim(-0.03, 1.03)
+    fig, axes = _banded_panels(
+        rr, "norm", norms, "eps", "RR", step=False, log=True, width=4.4,
+        title=lambda nm, sub: f"RR_{nm}(ε, b = {float(sub['b'].iloc[0]):g}), an upper bound",
+        xlabel=lambda nm: f"{nm} radius ε (pixel scale [0, 1])")
     axes[0, 0].set_ylabel("RR (attack-based upper bound)")
     axes[0, -1].legend(fontsize=7, loc="lower left")
     return finish(fig)
