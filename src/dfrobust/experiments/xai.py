@@ -572,12 +572,18 @@ def analyse(cfg: XAISettings, inputs: XAIInputs, run: XAIRun | None, device: tor
         t["success"] = succ.round(3)
         first_model = str(da["model"].values[0])
         pw = faith.power_beats_random(da, first_model, ratio=cfg.power_ratio, margin=cfg.margin, seed=cfg.seed)
-        t["power_table"] = pd.DataFrame([pw]).round(3)
+        pe = faith.power_resampled(da, first_model, margin=cfg.margin, seed=cfg.seed)
+        t["power_table"] = pd.DataFrame([
+            {"alternative": f"design: a tool flipping {cfg.power_ratio:g} x random's fakes", "unit": "pairs", **pw},
+            {"alternative": "estimated effect: identities resampled", "unit": "identities",
+             **{k: pe[k] for k in ("claim", "n", "power", "n_2n", "power_2n", "n_sim", "note")}}]).round(3)
         kmax = str(max(cfg.top_k))
         s0 = succ[succ.model == first_model].set_index(["tool", "k"])["flipped"]
         v.update(power=pw["power"], power_n=pw["n"], power_n80=(str(pw["n_80"]) if pw["n_80"] else "no n (nothing to simulate)"
                                                      if not np.isfinite(pw["power"]) else f"more than {64 * pw['n']}"),
-                 power_note=pw["note"] or "simulated", success_full=float(s0.get(("full image", "all"), nan)),
+                 power_note=pw["note"] or "simulated", power_est=pe["power"], power_est_2n=pe["power_2n"],
+                 power_est_n=pe["n"], power_est_n2=pe["n_2n"], power_est_sims=pe["n_sim"],
+                 success_full=float(s0.get(("full image", "all"), nan)),
                  success_random_kmax=float(s0.get(("random", kmax), nan)), success_rate=float(da["success"].where(
                      da["analysed"] == 1).mean()),
                  success_tools=", ".join(f"{tl} {s0.get((tl, kmax), nan):.2f}" for tl in cfg.tools if tl != "random"))
@@ -614,6 +620,7 @@ def analyse(cfg: XAISettings, inputs: XAIInputs, run: XAIRun | None, device: tor
                              "decides it with this attack")
     else:
         v.update(power=nan, power_n=0, power_n80="not computed", power_note="no detector analysed",
+                 power_est=nan, power_est_2n=nan, power_est_n=0, power_est_n2=0, power_est_sims=0,
                  success_full=nan, success_random_kmax=nan, success_rate=nan, success_tools="none",
                  area_spread_count=nan, area_spread_attacked=nan, cost_ratio=nan, tau_mean=nan, best_acc=nan,
                  random_acc=nan, best_tool="not analysed", sol_rand_width=nan,

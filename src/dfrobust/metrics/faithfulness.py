@@ -16,7 +16,8 @@ One threshold everywhere: a fake counts as detected when P(fake) ≥ 0.5.
 per pair against random on the same pairs, resampling identities, with Holm over the tools; the
 rule has one cut point (−margin), so "holds" and "refuted" cannot both be met; a comparison in which
 no pair differs is inconclusive; ``n_needed`` and the power of the primary claim are simulated
-(:func:`n_needed_sim`, :func:`power_beats_random`). Verdicts use the study's vocabulary
+(:func:`n_needed_sim`, :func:`power_beats_random`;
+at the estimated effect, :func:`power_resampled`). Verdicts use the study's vocabulary
 (:mod:`dfrobust.metrics.verdicts`); the rules are written in :data:`RULES` and shown on the page.
 """
 
@@ -30,7 +31,7 @@ import pandas as pd
 import xarray as xr
 
 from .bootstrap import bootstrap, bootstrap_weights
-from .verdicts import HOLDS, INCONCLUSIVE, REFUTED, resolution_floor
+from .verdicts import HOLDS, INCONCLUSIVE, REFUTED, Verdict, resolution_floor, simulated_power
 
 THRESHOLD = 0.5  # P(fake) ≥ THRESHOLD: classified fake
 VERDICT_COLUMNS = ["claim", "verdict", "rule", "margin", "estimate", "lo", "hi", "n", "n_needed"]
@@ -311,6 +312,21 @@ def _holm(boots: dict, est: dict, discordant: dict, n: int, margin: float, alpha
     return out
 
 
+def _paired_diffs(rq: xr.DataArray, model, keep: np.ndarray, tools: Sequence[str], baseline: str) -> dict:
+    """Per tool: restricted queries (mean over k) of the tool − of ``baseline`` on the model's ``keep`` pairs."""
+    base = rq.sel(model=model, tool=baseline).values[keep]
+    return {t: rq.sel(model=model, tool=t).values[keep] - base for t in tools}
+
+
+def _decide_tools(diffs: dict, ids: np.ndarray, margin: float, alpha: float, n_boot: int, seed: int) -> tuple[dict, dict]:
+    """The rule ``beats_random`` for every tool of one model: bootstrap by identity (:func:`_cluster_means`, one
+    seed so the tools are paired) and Holm (:func:`_holm`). Returns (tool → (verdict, lo, hi, level), tool → Δ)."""
+    boots = {t: _cluster_means(d, ids, n_boot, seed) for t, d in diffs.items()}
+    est = {t: float(d.mean()) for t, d in diffs.items()}
+    disc = {t: bool((np.abs(d) > 0).any()) for t, d in diffs.items()}
+    return _holm(boots, est, disc, len(np.unique(ids)), margin, alpha), est
+
+
 def tool_verdicts(ds: xr.Dataset, *, margin: float = 0.1, baseline: str = "random", alpha: float = 0.05,
                   n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per model × tool: "the tool beats random by more than ``margin``" (rule ``beats_random``).
@@ -330,8 +346,7 @@ def tool_verdicts(ds: xr.Dataset, *, margin: float = 0.1, baseline: str = "rando
     for m in ds["model"].values:
         keep, ids = _units(ds, m)
         n = int(keep.sum())
-        base = rq.sel(model=m, tool=baseline).values[keep]
-        diffs = {t: rq.sel(model=m, tool=t).values[keep] - base for t in tools}
+        diffs = _paired_diffs(rq, m, keep, tools, baseline)
         disc = {t: int((np.abs(d) > 0).sum()) for t, d in diffs.items()}
         if n == 0:
             for t in tools:
@@ -339,9 +354,7 @@ def tool_verdicts(ds: xr.Dataset, *, margin: float = 0.1, baseline: str = "rando
                              **_verdict_row(f"{t} beats {baseline} on {m}", "beats_random", margin, np.nan, np.nan,
                                             np.nan, 0, INCONCLUSIVE, None)})
             continue
-        boots = {t: _cluster_means(d, ids, n_boot, seed) for t, d in diffs.items()}
-        est = {t: float(d.mean()) for t, d in diffs.items()}
-        held = _holm(boots, est, {t: disc[t] > 0 for t in tools}, len(np.unique(ids)), margin, alpha)
+        held, est = _decide_tools(diffs, ids, margin, alpha, n_boot, seed)
         for t in tools:
             v, lo, hi, level = held[t]
             rows.append({"model": str(m), "tool": t, "level": level, "discordant": disc[t],
@@ -438,6 +451,53 @@ def power_beats_random(ds: xr.Dataset, model, *, ratio: float = 2.0, margin: flo
     out["n_80"] = next((n2 for n2 in _n_grid(n) if power_at(n2) >= 0.8), None)
     return out
 
+
+
+def power_resampled(ds: xr.Dataset, model, *, margin: float = 0.1, alpha: float = 0.05, baseline: str = "random",
+                    n_sim: int = 200, n_boot: int = 200, seed: int = 0) -> dict:
+    """Power of "some tool beats random" on ``model`` **at the estimated effect**, at the build's n and at 2n units.
+
+    The records' own units (identities; the pairs of one identity travel together, :func:`_units`) are drawn
+    with replacement into ``n_sim`` data sets of n units (n: the build's identities) and of 2n units
+    (:func:`~dfrobust.metrics.verdicts.simulated_power`); on each the whole rule of :func:`tool_verdicts` is
+    decided again (same margin and α, bootstrap by identity with ``n_boot`` resamples, Holm over the tools),
+    and the claim holds when at least one tool holds. Because it resamples the very data that decided the
+    verdict, this power is optimistic for a claim that held (and pessimistic for one that did not): read it
+    beside the power at a design alternative (:func:`power_beats_random`), which does not depend on the
+    estimate. Returns claim, n (identities), n_pairs, power, n_2n, power_2n, n_sim, n_boot and a note.
+    """
+    margin = _check_margin(margin)
+    if isinstance(n_sim, bool) or not isinstance(n_sim, (int, np.integer)) or n_sim < 1:
+        raise ValueError(f"n_sim={n_sim!r}: expected an integer >= 1")
+    models = [str(x) for x in ds["model"].values]
+    if str(model) not in models:
+        raise ValueError(f"model={model!r}: not among the models {models}")
+    if baseline not in ds["tool"].values:
+        raise ValueError(f"baseline={baseline!r}: not among the tools {list(map(str, ds['tool'].values))}")
+    tools = [str(t) for t in ds["tool"].values if str(t) != baseline]
+    keep, ids = _units(ds, model)
+    n = int(len(np.unique(ids)))
+    claim = f"some tool beats {baseline} on {model}"
+    out = {"claim": claim, "n": n, "n_pairs": int(keep.sum()), "power": np.nan, "n_2n": 2 * n, "power_2n": np.nan,
+           "n_sim": int(n_sim), "n_boot": int(n_boot), "note": ""}
+    if n < 2 or not tools:
+        return {**out, "note": "fewer than 2 identities" if n < 2 else f"no tool besides {baseline}"}
+    diffs = _paired_diffs(restricted_queries(ds).mean("k"), model, keep, tools, baseline)
+    records = xr.DataArray(np.stack([diffs[t] for t in tools]), dims=("tool", "sample"),
+                           coords={"tool": tools, "identity": ("sample", ids)})
+
+    def rule(rec: xr.DataArray) -> Verdict:
+        uid = np.asarray(rec["identity"].values).astype(str)
+        held, est = _decide_tools({t: rec.sel(tool=t).values for t in tools}, uid, margin, alpha, n_boot, seed)
+        verdicts = [v[0] for v in held.values()]
+        some = HOLDS if HOLDS in verdicts else REFUTED if all(v == REFUTED for v in verdicts) else INCONCLUSIVE
+        lead = min(tools, key=lambda t: est[t])
+        _v, lo, hi, _level = held[lead]
+        return Verdict(claim, some, RULES["beats_random"], margin, est[lead], lo, hi, len(np.unique(uid)))
+
+    out["power"] = simulated_power(records, rule, by="identity", n=n, n_sim=int(n_sim), seed=seed)
+    out["power_2n"] = simulated_power(records, rule, by="identity", n=2 * n, n_sim=int(n_sim), seed=seed + 1)
+    return {**out, "note": "identities resampled: at the estimated effect"}
 
 def size_verdicts(ds: xr.Dataset, model_a: str, model_b: str, *, margin: float = 0.1, n_boot: int = 1000,
                   seed: int = 0) -> pd.DataFrame:
